@@ -1,0 +1,300 @@
+"""The experiment schema, YAML loading, and errors that name the file, the field and the fix.
+
+An experiment is checked completely before any model is called: a typo found after an hour of paid
+calls is money lost, so unknown keys are errors and every message says what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """A mistake in user input, reported as one line: file, field, problem, fix."""
+
+    def __init__(self, file: str | Path, field: str, problem: str, fix: str = "") -> None:
+        self.file = str(file)
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        """The one-line message the CLI prints."""
+        where = f"{self.file}: {self.field}" if self.field else self.file
+        fix = f" Fix: {self.fix}" if self.fix else ""
+        return f"{where}: {self.problem}.{fix}"
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are typos, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetFields(StrictModel):
+    """Which dataset columns play which role. Every column is also a template variable."""
+
+    id: str | None = None
+    """Column with a stable item id; the row number when absent."""
+    reference: str | None = None
+    """Column with the expected output (a string, or a list of strings for several references)."""
+    references: str | None = None
+    """Column with a list of acceptable references (best match is scored)."""
+
+
+class DatasetConfig(StrictModel):
+    """Where the eval items come from. Loaded through the `datasets` library."""
+
+    path: str | None = None
+    """A local .jsonl, .json, .csv or .parquet file, relative to the config's project root."""
+    hub: str | None = None
+    """A Hugging Face Hub dataset id (needs network)."""
+    subset: str | None = None
+    split: str = "train"
+    fields: DatasetFields = Field(default_factory=DatasetFields)
+    limit: int | None = Field(default=None, gt=0)
+    shuffle: bool = False
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetConfig:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'path' (a local file) or 'hub' (a Hub dataset id)")
+        return self
+
+
+class PromptConfig(StrictModel):
+    """A prompt template file; its name identifies the prompt variant."""
+
+    name: str
+    path: str
+
+
+class Price(StrictModel):
+    """A price override in USD, in litellm's per-token field names."""
+
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    cache_read_input_token_cost: float | None = Field(default=None, ge=0)
+    cache_creation_input_token_cost: float | None = Field(default=None, ge=0)
+    output_cost_per_reasoning_token: float | None = Field(default=None, ge=0)
+    usd_per_hour: float | None = Field(default=None, ge=0)
+    """For self-hosted models: compute cost per hour, charged per call by its latency."""
+
+
+class ModelConfig(StrictModel):
+    """A candidate model: any litellm model string plus optional settings."""
+
+    model: str
+    name: str | None = None
+    """Display name used in tables and variant names (defaults to the model string)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Per-model call parameters, overriding the shared `params`."""
+    api_base: str | None = None
+    api_key_env: str | None = None
+    """Environment variable holding the API key, when not the provider's usual one."""
+    price: Price | None = None
+
+    @property
+    def display_name(self) -> str:
+        """The name shown to people."""
+        return self.name or self.model
+
+
+class ScorerConfig(StrictModel):
+    """A scorer by registry name (or `module:function`) with its options."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Baseline(StrictModel):
+    """The variant every candidate is compared against."""
+
+    model: str
+    """A model's display name or model string."""
+    prompt: str
+    """A prompt's name."""
+
+
+class Experiment(StrictModel):
+    """A whole experiment: dataset x models x prompts, scored and tracked."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    dataset: DatasetConfig
+    prompts: list[PromptConfig] = Field(min_length=1)
+    models: list[ModelConfig] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Call parameters shared by all models (temperature, max_tokens, ...)."""
+    constants: dict[str, Any] = Field(default_factory=dict)
+    """Extra template variables; `{file: path}` loads a JSON/YAML/text file."""
+    scorers: list[ScorerConfig] = Field(min_length=1)
+    baseline: Baseline | None = None
+    concurrency: int = Field(default=4, gt=0, le=1024)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    tracking_uri: str | None = None
+    """MLflow tracking URI; `MLFLOW_TRACKING_URI` wins, else `sqlite:///mlruns/mlflow.db`."""
+
+    # Where the config was read from; set by load_config, not by users.
+    source_path: Path = Field(default=Path("."), exclude=True)
+    root: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _prompt_shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [{"name": Path(v).stem, "path": v} if isinstance(v, str) else v for v in value]
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        return [{"model": v} if isinstance(v, str) else v for v in value]
+
+    @field_validator("scorers", mode="before")
+    @classmethod
+    def _scorer_shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        out = []
+        for v in value:
+            if isinstance(v, str):
+                out.append({"name": v})
+            elif isinstance(v, dict) and len(v) == 1 and "name" not in v:
+                (name, options), = v.items()
+                out.append({"name": name, "options": options or {}})
+            else:
+                out.append(v)
+        return out
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Experiment:
+        for label, names in (
+            ("prompts", [p.name for p in self.prompts]),
+            ("models", [m.display_name for m in self.models]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{label} names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the config, relative to the project root the config lives in."""
+        path = Path(relative)
+        return path if path.is_absolute() else self.root / path
+
+    def model_by_ref(self, ref: str) -> ModelConfig | None:
+        """Find a model by display name or model string."""
+        return next((m for m in self.models if ref in (m.display_name, m.model)), None)
+
+
+def project_root(config_path: Path) -> Path:
+    """The folder paths in a config are relative to: the parent of `experiments/`, else its own."""
+    parent = config_path.resolve().parent
+    return parent.parent if parent.name == "experiments" else parent
+
+
+def load_config(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML, raising ConfigError with file, field and fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "", "no such config file", "check the path (configs live in experiments/)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          "save the file as UTF-8") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, where, f"invalid YAML: {problem}",
+                          "fix the YAML syntax (indentation, colons, quotes)") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "", "the config must be a YAML mapping of keys to values",
+                          "start from experiments/summarize.yaml")
+    try:
+        experiment = Experiment.model_validate(raw)
+    except ValidationError as exc:
+        raise _to_config_error(path, exc) from None
+    return experiment.model_copy(update={"source_path": path, "root": project_root(path)})
+
+
+def _to_config_error(path: Path, exc: ValidationError) -> ConfigError:
+    """Turn pydantic's first error into one actionable line."""
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if p not in ("function-after", "function-before")]
+    field = _format_loc(loc)
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        key = str(loc[-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        fix = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+        return ConfigError(path, field, f"unknown key '{key}'", fix)
+    if err["type"] == "missing":
+        return ConfigError(path, field, "required field is missing", "add it (see README, 'Config')")
+    message = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+    return ConfigError(path, field or "(top level)", f"{message}{shown}", _fix_for(err["type"]))
+
+
+def _fix_for(error_type: str) -> str:
+    return {
+        "int_parsing": "use a whole number",
+        "int_type": "use a whole number",
+        "float_parsing": "use a number",
+        "float_type": "use a number",
+        "bool_parsing": "use true or false",
+        "string_type": "use a quoted string",
+        "list_type": "use a YAML list (lines starting with '- ')",
+        "dict_type": "use a YAML mapping (key: value lines)",
+        "greater_than": "use a positive number",
+        "greater_than_equal": "use zero or a positive number",
+        "too_short": "give at least one entry",
+        "literal_error": "use one of the allowed values",
+    }.get(error_type, "see README, 'Config'")
+
+
+def _format_loc(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(loc: list[Any]) -> list[str]:
+    """The keys allowed at a location, found by walking the schema along the error's path."""
+    model: type[BaseModel] = Experiment
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            break
+        inner = _model_in(field.annotation)
+        if inner is None:
+            break
+        model = inner
+    return sorted(name for name, f in model.model_fields.items() if not f.exclude)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+

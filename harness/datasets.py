@@ -1,0 +1,146 @@
+"""Loading eval items through the `datasets` library: files or Hub ids, limits, seeded samples, hashes.
+
+Everything is checked here, before any model call: the file exists and is UTF-8, it has items, the id
+and reference columns exist, and ids are unique (two items with one id would overwrite each other's
+records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from harness.config import ConfigError, DatasetConfig, Experiment
+
+_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class Item(BaseModel):
+    """One eval example: its id, every column (for templates), and what a good answer looks like."""
+
+    id: str
+    fields: dict[str, Any]
+    """All dataset columns; each is a template variable."""
+    reference: str | None = None
+    references: list[str] = Field(default_factory=list)
+    """Every acceptable reference; scorers take the best match."""
+
+
+class EvalSet(BaseModel):
+    """The selected items and a fingerprint of exactly what was selected."""
+
+    items: list[Item]
+    fingerprint: str
+    """SHA-256 over the selected items' content: equal fingerprints mean the same eval."""
+    source: str
+
+
+def load_items(experiment: Experiment) -> EvalSet:
+    """Load, select and validate the experiment's items."""
+    cfg = experiment.dataset
+    file = experiment.source_path
+    rows, source = _load_rows(experiment, cfg)
+    if not rows:
+        raise ConfigError(file, "dataset", f"{source} has no items", "point dataset.path at a non-empty file")
+    rows = _select(rows, cfg)
+    items = [_to_item(row, index, cfg, file) for index, row in enumerate(rows)]
+    _check_unique_ids(items, cfg, file)
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(json.dumps(item.fields, sort_keys=True, default=str).encode())
+    return EvalSet(items=items, fingerprint=digest.hexdigest()[:16], source=source)
+
+
+def _load_rows(experiment: Experiment, cfg: DatasetConfig) -> tuple[list[dict[str, Any]], str]:
+    from harness.offline import apply_offline_defaults
+
+    apply_offline_defaults()
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    file = experiment.source_path
+    if cfg.hub is not None:
+        try:
+            ds = datasets.load_dataset(cfg.hub, cfg.subset, split=cfg.split)
+        except Exception as exc:
+            raise ConfigError(file, "dataset.hub", f"cannot load '{cfg.hub}' split '{cfg.split}': {exc}",
+                              "check the id and split, and that the Hub is reachable") from None
+        return [dict(r) for r in ds], f"hub:{cfg.hub}"
+    assert cfg.path is not None
+    path = experiment.resolve(cfg.path)
+    if not path.is_file():
+        raise ConfigError(file, "dataset.path", f"no such file {path}",
+                          "give a path relative to the project root (e.g. evals/scitldr/test.jsonl)")
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(file, "dataset.path", f"unsupported file type '{path.suffix}'",
+                          f"use one of {', '.join(sorted(_FORMATS))}")
+    if fmt != "parquet":
+        _check_utf8(path, file)
+    try:
+        ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
+    except Exception as exc:
+        raise ConfigError(file, "dataset.path", f"cannot read {path}: {_first_line(exc)}",
+                          "check the file is valid " + fmt.upper()) from None
+    return [dict(r) for r in ds], str(cfg.path)
+
+
+def _check_utf8(path: Path, config_file: Path) -> None:
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(config_file, "dataset.path", f"{path} is not UTF-8 (byte {exc.start})",
+                          "re-save the file as UTF-8") from None
+
+
+def _select(rows: list[dict[str, Any]], cfg: DatasetConfig) -> list[dict[str, Any]]:
+    if cfg.shuffle:
+        import random
+
+        rows = rows[:]
+        random.Random(cfg.seed).shuffle(rows)
+    return rows[: cfg.limit] if cfg.limit else rows
+
+
+def _to_item(row: dict[str, Any], index: int, cfg: DatasetConfig, file: Path) -> Item:
+    fields = cfg.fields
+    for role in ("id", "reference", "references"):
+        column = getattr(fields, role)
+        if column is not None and column not in row:
+            raise ConfigError(file, f"dataset.fields.{role}", f"column '{column}' is not in the dataset",
+                              f"use one of: {', '.join(row)}")
+    item_id = str(row[fields.id]) if fields.id else str(index)
+    references = _as_list(row[fields.references]) if fields.references else []
+    reference = row[fields.reference] if fields.reference else None
+    if isinstance(reference, list):
+        references = references or [str(r) for r in reference]
+        reference = references[0] if references else None
+    if reference is not None and not references:
+        references = [str(reference)]
+    return Item(id=item_id, fields=row, reference=None if reference is None else str(reference),
+                references=references)
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _check_unique_ids(items: list[Item], cfg: DatasetConfig, file: Path) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise ConfigError(file, "dataset.fields.id", f"duplicate item id '{item.id}'",
+                              "make ids unique in the dataset, or map fields.id to a unique column")
+        seen.add(item.id)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

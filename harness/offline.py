@@ -1,0 +1,39 @@
+"""Environment defaults that keep harness offline-safe and quiet.
+
+Without these, `import litellm` fetches a price map from the web, `token_counter` stalls fetching a
+tokenizer, and the `datasets`/MLflow stacks phone home. They are set with `setdefault` so a user who
+wants the live price map can still export `LITELLM_LOCAL_MODEL_COST_MAP=False` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+
+OFFLINE_DEFAULTS: dict[str, str] = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_OFFLINE_MODE": "true",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def apply_offline_defaults() -> None:
+    """Set the offline variables for this process and every process it starts."""
+    for key, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def import_litellm():
+    """Import litellm with offline defaults applied and its banner silenced.
+
+    Centralised so that the slow import (about 3 s) happens only in commands that call models.
+    """
+    apply_offline_defaults()
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.set_verbose = False
+    return litellm

@@ -1,0 +1,128 @@
+"""Everything checked before the first paid call: config references, data, templates, prices, keys.
+
+The order follows the cost of a mistake: cheap structural checks first, then rendering every prompt
+for every item (StrictUndefined finds missing variables here), then prices and credentials.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config import ConfigError, Experiment
+from harness.datasets import load_items
+from harness.plan import Plan, baseline_name, expand_variants
+from harness.pricing import ModelPrice, is_local_model, resolve_price
+from harness.prompts import count_tokens, load_template, messages_hash, render_checked
+from harness.providers.credentials import missing_credentials
+from harness.scorers import build_scorer
+
+
+def prepare(experiment: Experiment, strict: bool = False) -> Plan:
+    """Validate the whole experiment and return the plan; raises ConfigError naming file, field and fix."""
+    file = str(experiment.source_path)
+    _check_baseline(experiment, file)
+    _check_models(experiment, file)
+    scorers = [build_scorer(s, file, f"scorers[{i}]") for i, s in enumerate(experiment.scorers)]
+    templates = {
+        p.name: load_template(p.name, experiment.resolve(p.path), experiment.source_path, f"prompts[{i}].path")
+        for i, p in enumerate(experiment.prompts)
+    }
+    constants = _load_constants(experiment)
+    eval_set = load_items(experiment)
+    messages = {}
+    for template in templates.values():
+        for item in eval_set.items:
+            variables = {**item.fields, **constants}
+            messages[(template.name, item.id)] = render_checked(template, variables, item.id)
+    prices: dict[str, ModelPrice] = {m.display_name: resolve_price(m, file) for m in experiment.models}
+    skipped = _credential_check(experiment, file, strict)
+    variants = expand_variants(experiment, templates, prices, skipped)
+    plan = Plan(experiment=experiment, eval_set=eval_set, variants=variants, scorers=scorers,
+                baseline=baseline_name(experiment), messages=messages)
+    for variant in plan.runnable:
+        for item in eval_set.items:
+            msgs = messages[(variant.prompt.name, item.id)]
+            plan.prompt_tokens[(variant.name, item.id)] = count_tokens(variant.model.model, msgs)
+    return plan
+
+
+def prompt_hash(plan: Plan, prompt_name: str, item_id: str) -> str:
+    """The rendered prompt's hash for one item."""
+    return messages_hash(plan.messages[(prompt_name, item_id)])
+
+
+def _check_baseline(experiment: Experiment, file: str) -> None:
+    baseline = experiment.baseline
+    if baseline is None:
+        return
+    if experiment.model_by_ref(baseline.model) is None:
+        names = ", ".join(m.display_name for m in experiment.models)
+        raise ConfigError(file, "baseline.model", f"'{baseline.model}' is not one of the models",
+                          f"use one of: {names}")
+    if baseline.prompt not in {p.name for p in experiment.prompts}:
+        names = ", ".join(p.name for p in experiment.prompts)
+        raise ConfigError(file, "baseline.prompt", f"'{baseline.prompt}' is not one of the prompts",
+                          f"use one of: {names}")
+
+
+def _check_models(experiment: Experiment, file: str) -> None:
+    from harness.offline import import_litellm
+    from harness.providers.local import is_known_local
+
+    for i, model in enumerate(experiment.models):
+        if is_local_model(model.model):
+            if not is_known_local(model.model.split("/", 1)[1]):
+                raise ConfigError(file, f"models[{i}].model", f"unknown local model '{model.model}'",
+                                  "use local/smollm2-135m, local/lead or local/lead-N")
+            continue
+        litellm = import_litellm()
+        try:
+            litellm.get_llm_provider(model=model.model, api_base=model.api_base)
+        except Exception:
+            raise ConfigError(file, f"models[{i}].model", f"litellm does not know the provider of '{model.model}'",
+                              "prefix the provider, e.g. openai/gpt-4o-mini, anthropic/claude-haiku-4-5") from None
+
+
+def _credential_check(experiment: Experiment, file: str, strict: bool) -> dict[str, str]:
+    skipped: dict[str, str] = {}
+    for i, model in enumerate(experiment.models):
+        missing = missing_credentials(model)
+        if not missing:
+            continue
+        if strict:
+            raise ConfigError(file, f"models[{i}]", f"'{model.model}' needs {' or '.join(missing)}, which is not set",
+                              "export the key, remove the model, or drop --strict to skip it")
+        skipped[model.display_name] = f"skipped: {' or '.join(missing)} not set"
+    return skipped
+
+
+def _load_constants(experiment: Experiment) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in experiment.constants.items():
+        if isinstance(value, dict) and set(value) == {"file"}:
+            out[key] = _read_constant_file(experiment, key, str(value["file"]))
+        else:
+            out[key] = value
+    return out
+
+
+def _read_constant_file(experiment: Experiment, key: str, relative: str) -> Any:
+    path: Path = experiment.resolve(relative)
+    field = f"constants.{key}.file"
+    if not path.is_file():
+        raise ConfigError(experiment.source_path, field, f"no such file {path}", "give a path relative to the project root")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        if path.suffix in {".yaml", ".yml"}:
+            return yaml.safe_load(text)
+    except ValueError as exc:
+        raise ConfigError(experiment.source_path, field, f"cannot parse {path}: {exc}", "fix the file") from None
+    return text
+
+

@@ -1,0 +1,115 @@
+"""Prompt templates: Jinja2 with StrictUndefined, rendered into chat messages, hashed and counted.
+
+Template format (documented in README): a Jinja2 file with up to two blocks,
+
+    {% block system %}You are a careful summariser.{% endblock %}
+    {% block user %}Summarise: {{ document }}{% endblock %}
+
+A file with no blocks is the user message as a whole. StrictUndefined turns a variable missing from the
+dataset into an error at render time, and every item is rendered before the first model call, so the
+mistake costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from harness.config import ConfigError
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A parsed template file and its identity."""
+
+    name: str
+    path: Path
+    source: str
+    template: jinja2.Template
+
+    @property
+    def template_hash(self) -> str:
+        """SHA-256 of the template text: the prompt's identity across runs."""
+        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+    def render(self, variables: dict[str, Any]) -> Messages:
+        """Chat messages for one item; raises jinja2 errors on undefined variables."""
+        blocks = self.template.blocks
+        if "system" not in blocks and "user" not in blocks:
+            return [{"role": "user", "content": self.template.render(variables).strip()}]
+        context = self.template.new_context(variables)
+        messages: Messages = []
+        for role in ("system", "user"):
+            if role in blocks:
+                text = "".join(blocks[role](context)).strip()
+                if text:
+                    messages.append({"role": role, "content": text})
+        return messages
+
+
+def make_environment(search_path: Path) -> jinja2.Environment:
+    """The one Jinja2 environment: strict about undefined names, no HTML escaping (prompts are text)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(search_path)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+    )
+
+
+def load_template(name: str, path: Path, config_file: Path, field: str) -> PromptTemplate:
+    """Parse a template file, turning syntax errors into a ConfigError naming file and line."""
+    if not path.is_file():
+        raise ConfigError(config_file, field, f"no such template file {path}",
+                          "give a path relative to the project root (e.g. prompts/summarize/terse.j2)")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(config_file, field, f"{path} is not UTF-8", "re-save the template as UTF-8") from None
+    env = make_environment(path.parent)
+    try:
+        template = env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{path}", f"line {exc.lineno}", f"template syntax error: {exc.message}",
+                          "fix the Jinja2 syntax ({{ var }}, {% block user %}...{% endblock %})") from None
+    return PromptTemplate(name=name, path=path, source=source, template=template)
+
+
+def render_checked(template: PromptTemplate, variables: dict[str, Any], item_id: str) -> Messages:
+    """Render for one item, turning an undefined variable into a ConfigError that says which."""
+    try:
+        messages = template.render(variables)
+    except jinja2.UndefinedError as exc:
+        available = ", ".join(sorted(variables))
+        raise ConfigError(str(template.path), f"item {item_id}", f"template variable {exc.message}",
+                          f"use one of the dataset columns or constants: {available}") from None
+    except jinja2.TemplateError as exc:
+        raise ConfigError(str(template.path), f"item {item_id}", f"template error: {exc}",
+                          "fix the template") from None
+    if not messages:
+        raise ConfigError(str(template.path), f"item {item_id}", "template rendered no text",
+                          "put the prompt in a {% block user %} or in the file body")
+    return messages
+
+
+def messages_hash(messages: Messages) -> str:
+    """SHA-256 of rendered messages: equal hashes mean the model saw the same text."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def count_tokens(model: str, messages: Messages) -> int:
+    """Prompt tokens by litellm's offline tokenizers (tiktoken where the model has no tokenizer of its own)."""
+    from harness.offline import import_litellm
+
+    litellm = import_litellm()
+    try:
+        return int(litellm.token_counter(model=model, messages=messages))
+    except Exception:
+        return int(litellm.token_counter(model="gpt-4o-mini", messages=messages))

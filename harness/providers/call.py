@@ -1,0 +1,145 @@
+"""One model call through `litellm.acompletion`, with bounded retries, backoff and a timeout.
+
+harness retries itself (litellm's own retries are turned off) so that every attempt is counted on the
+record, Retry-After is honoured, and backoff has jitter so many concurrent calls do not retry in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.config import ModelConfig
+from harness.records import RecordError, Usage
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+RETRY_AFTER_CAP_S = 120.0
+
+
+@dataclass
+class CallResult:
+    """What one (possibly retried) call produced."""
+
+    output: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    usage_reported: bool = True
+    latency_s: float = 0.0
+    attempts: int = 0
+    error: RecordError | None = None
+
+
+async def call_model(
+    cfg: ModelConfig,
+    messages: list[dict[str, str]],
+    params: dict[str, Any],
+    timeout_s: float,
+    max_retries: int,
+) -> CallResult:
+    """Call the model, retrying 429/5xx/timeouts with exponential backoff and jitter."""
+    from harness.offline import import_litellm
+
+    litellm = import_litellm()
+    kwargs: dict[str, Any] = {**params, "model": cfg.model, "messages": messages, "timeout": timeout_s,
+                              "num_retries": 0, "max_retries": 0}
+    if cfg.api_base:
+        kwargs["api_base"] = cfg.api_base
+    if cfg.api_key_env:
+        import os
+
+        kwargs["api_key"] = os.environ.get(cfg.api_key_env)
+    result = CallResult()
+    for attempt in range(max_retries + 1):
+        result.attempts = attempt + 1
+        start = time.perf_counter()
+        try:
+            response = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=timeout_s + 1.0)
+        except Exception as exc:  # every failure is classified, recorded or retried
+            result.latency_s = time.perf_counter() - start
+            result.error = _as_error(exc, timeout_s)
+            delay = _retry_delay(exc, attempt)
+            if delay is None or attempt == max_retries:
+                return result
+            await asyncio.sleep(delay)
+            continue
+        result.latency_s = time.perf_counter() - start
+        result.error = None
+        _fill_from_response(result, response)
+        return result
+    return result
+
+
+def _fill_from_response(result: CallResult, response: Any) -> None:
+    choices = getattr(response, "choices", None) or []
+    content = choices[0].message.content if choices else None
+    if content is None:
+        result.error = RecordError(type="EmptyResponse", message="the response had no choices or no content")
+    else:
+        result.output = content
+    usage = getattr(response, "usage", None)
+    if usage is None or not getattr(usage, "prompt_tokens", None):
+        result.usage_reported = False
+        return
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    result.usage = Usage(
+        input_tokens=int(usage.prompt_tokens or 0),
+        output_tokens=int(usage.completion_tokens or 0),
+        cached_input_tokens=int(getattr(prompt_details, "cached_tokens", 0) or 0),
+        cache_creation_input_tokens=int(
+            getattr(prompt_details, "cache_creation_tokens", 0)
+            or getattr(usage, "cache_creation_input_tokens", 0)
+            or 0
+        ),
+        reasoning_tokens=int(getattr(completion_details, "reasoning_tokens", 0) or 0),
+    )
+
+
+def _as_error(exc: BaseException, timeout_s: float) -> RecordError:
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError) or type(exc).__name__ == "Timeout":
+        return RecordError(type="Timeout", message=f"no response within {timeout_s:g} s")
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RecordError(type=type(exc).__name__, message=message[:500])
+
+
+def _retry_delay(exc: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before retrying, or None when the error is not worth retrying."""
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    transient = (
+        isinstance(exc, asyncio.TimeoutError | TimeoutError)
+        or name in {"Timeout", "APIConnectionError", "ServiceUnavailableError", "InternalServerError",
+                    "BadGatewayError", "RateLimitError"}
+        or status in RETRYABLE_STATUS
+    )
+    if not transient:
+        return None
+    retry_after = _retry_after_s(exc)
+    if retry_after is not None:
+        return min(retry_after, RETRY_AFTER_CAP_S)
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _retry_after_s(exc: BaseException) -> float | None:
+    """Retry-After (seconds or HTTP date) from wherever litellm kept the provider's headers."""
+    sources = [getattr(getattr(exc, "response", None), "headers", None),
+               getattr(exc, "litellm_response_headers", None), getattr(exc, "headers", None)]
+    for headers in sources:
+        if not headers:
+            continue
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        if value is None:
+            continue
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value)
+            if parsed is not None:
+                return max(parsed.timestamp() - time.time(), 0.0)
+    return None

@@ -1,0 +1,28 @@
+"""Which models lack an API key, found before anything runs.
+
+A missing key discovered mid-run would leave a half-filled comparison; found up front, the model is
+skipped loudly (or the run refused with --strict).
+"""
+
+from __future__ import annotations
+
+import os
+
+from harness.config import ModelConfig
+from harness.pricing import is_local_model, is_loopback
+
+
+def missing_credentials(cfg: ModelConfig) -> list[str]:
+    """Names of the environment variables the model needs but that are unset (never their values)."""
+    if is_local_model(cfg.model) or is_loopback(cfg.api_base):
+        return []
+    if cfg.api_key_env:
+        return [] if os.environ.get(cfg.api_key_env) else [cfg.api_key_env]
+    from harness.offline import import_litellm
+
+    litellm = import_litellm()
+    try:
+        report = litellm.validate_environment(model=cfg.model, api_base=cfg.api_base)
+    except Exception:
+        return []
+    return list(report.get("missing_keys") or [])

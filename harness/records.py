@@ -1,0 +1,69 @@
+"""The record: one per (variant, item, sample). Everything downstream reads records.
+
+Records are the contract between the runner and every later stage (scoring, analysis, tracking,
+repricing), so each field is documented and nothing downstream reaches back into the runner.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Usage(BaseModel):
+    """Token counts as billed by the provider."""
+
+    input_tokens: int = 0
+    """All prompt tokens, cached ones included (the provider's `prompt_tokens`)."""
+    output_tokens: int = 0
+    """All completion tokens, reasoning tokens included (the provider's `completion_tokens`)."""
+    cached_input_tokens: int = 0
+    """Input tokens served from the provider's prompt cache (billed at a discount)."""
+    cache_creation_input_tokens: int = 0
+    """Input tokens written to the prompt cache (Anthropic bills these at a premium)."""
+    reasoning_tokens: int = 0
+    """Output tokens spent on hidden reasoning (a subset of `output_tokens`)."""
+
+
+class RecordError(BaseModel):
+    """Why a call produced no output. A failed item is recorded, never dropped or scored as 0."""
+
+    type: str
+    """The exception class or a harness category such as `Timeout` or `EmptyResponse`."""
+    message: str
+
+
+class Record(BaseModel):
+    """One model call for one item of the eval under one variant."""
+
+    variant: str
+    """The variant's name, `<model display name>/<prompt name>`."""
+    item_id: str
+    sample: int = 0
+    """Sample index, for repeated samples of the same item."""
+    model: str
+    """The litellm model string that was called."""
+    prompt: str
+    """The prompt variant's name."""
+    prompt_hash: str
+    """SHA-256 of the rendered messages: the same hash means the model saw the same text."""
+    prompt_tokens_estimate: int = 0
+    """Token count of the rendered prompt, counted locally before the call."""
+    output: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    price_source: str = ""
+    """Where the price came from, e.g. `litellm 1.110.2 price map` or `config override`."""
+    latency_s: float = 0.0
+    attempts: int = 1
+    """Calls made for this record, retries included."""
+    error: RecordError | None = None
+    cache_hit: bool = False
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    """Scorer name to value; None where the item errored and could not be scored."""
+    score_errors: dict[str, str] = Field(default_factory=dict)
+    """Scorer name to the reason it could not score this output."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the call produced an output to score."""
+        return self.error is None

@@ -1,0 +1,24 @@
+"""Scorers behind one registry: built-ins register on import; users add `module:function`."""
+
+from harness.scorers import classification, numeric, rouge, text  # noqa: F401 - registration
+from harness.scorers._apply import score_records
+from harness.scorers._registry import (
+    REGISTRY,
+    AggregateFn,
+    ScoreFn,
+    Scorer,
+    ScorerParts,
+    build_scorer,
+    scorer,
+)
+
+__all__ = [
+    "REGISTRY",
+    "AggregateFn",
+    "ScoreFn",
+    "Scorer",
+    "ScorerParts",
+    "build_scorer",
+    "score_records",
+    "scorer",
+]

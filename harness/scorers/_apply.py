@@ -1,0 +1,21 @@
+"""Attaching scores to records. An errored call gets no score (None), never a silent 0."""
+
+from __future__ import annotations
+
+from harness.datasets import Item
+from harness.records import Record
+from harness.scorers._registry import Scorer
+
+
+def score_records(records: list[Record], items: dict[str, Item], scorers: list[Scorer]) -> None:
+    """Fill `record.scores` in place; a scorer that raises leaves None and its message in `score_errors`."""
+    for record in records:
+        for sc in scorers:
+            if record.output is None or record.error is not None:
+                record.scores[sc.name] = None
+                continue
+            try:
+                record.scores[sc.name] = float(sc.score(record.output, items[record.item_id]))
+            except Exception as exc:  # a user's scorer may raise anything; keep the run
+                record.scores[sc.name] = None
+                record.score_errors[sc.name] = f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,100 @@
+"""Per-variant aggregates from records: quality per scorer, cost, tokens, latency, errors.
+
+Means are over the items that produced an output; errors are counted apart, so a flaky provider shows
+up as an error rate, not as a lower quality score.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.datasets import Item
+from harness.plan import Plan, Variant
+from harness.records import Record
+from harness.scorers import Scorer
+
+
+@dataclass
+class VariantSummary:
+    """What one row of the results table says."""
+
+    variant: str
+    model: str
+    prompt: str
+    skipped: str | None = None
+    n_items: int = 0
+    n_errors: int = 0
+    quality: dict[str, float] = field(default_factory=dict)
+    """Scorer name (and aggregate names such as `accuracy.macro_f1`) to value."""
+    cost_total_usd: float = 0.0
+    cost_per_item_usd: float = 0.0
+    mean_input_tokens: float = 0.0
+    mean_output_tokens: float = 0.0
+    mean_prompt_tokens_estimate: float = 0.0
+    latency_p50_s: float = math.nan
+    latency_p95_s: float = math.nan
+    retries: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        """Share of items whose call failed."""
+        return self.n_errors / self.n_items if self.n_items else 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """Flat, MLflow-safe metric names and values (NaN left out)."""
+        values = {f"quality.{k}": v for k, v in self.quality.items()}
+        values.update({
+            "cost_total_usd": self.cost_total_usd,
+            "cost_per_item_usd": self.cost_per_item_usd,
+            "mean_input_tokens": self.mean_input_tokens,
+            "mean_output_tokens": self.mean_output_tokens,
+            "mean_prompt_tokens_estimate": self.mean_prompt_tokens_estimate,
+            "latency_p50_s": self.latency_p50_s,
+            "latency_p95_s": self.latency_p95_s,
+            "error_rate": self.error_rate,
+            "n_items": float(self.n_items),
+            "n_errors": float(self.n_errors),
+            "retries": float(self.retries),
+        })
+        return {k: float(v) for k, v in values.items() if not math.isnan(v)}
+
+
+def summarize(plan: Plan, records: list[Record]) -> list[VariantSummary]:
+    """One summary per variant in plan order, skipped variants included."""
+    by_variant: dict[str, list[Record]] = {}
+    for record in records:
+        by_variant.setdefault(record.variant, []).append(record)
+    items = {item.id: item for item in plan.eval_set.items}
+    return [_summarize_variant(v, by_variant.get(v.name, []), plan.scorers, items) for v in plan.variants]
+
+
+def _summarize_variant(variant: Variant, records: list[Record], scorers: list[Scorer],
+                       items: dict[str, Item]) -> VariantSummary:
+    summary = VariantSummary(variant=variant.name, model=variant.model.model, prompt=variant.prompt.name,
+                             skipped=variant.skipped)
+    if not records:
+        return summary
+    ok = [r for r in records if r.error is None]
+    summary.n_items = len(records)
+    summary.n_errors = len(records) - len(ok)
+    summary.cost_total_usd = sum(r.cost_usd for r in records)
+    summary.cost_per_item_usd = summary.cost_total_usd / len(records)
+    summary.retries = sum(max(r.attempts - 1, 0) for r in records)
+    summary.mean_prompt_tokens_estimate = float(np.mean([r.prompt_tokens_estimate for r in records]))
+    if ok:
+        summary.mean_input_tokens = float(np.mean([r.usage.input_tokens for r in ok]))
+        summary.mean_output_tokens = float(np.mean([r.usage.output_tokens for r in ok]))
+        latencies = np.array([r.latency_s for r in ok])
+        summary.latency_p50_s = float(np.percentile(latencies, 50))
+        summary.latency_p95_s = float(np.percentile(latencies, 95))
+    for sc in scorers:
+        values = [r.scores.get(sc.name) for r in ok]
+        scored = [v for v in values if v is not None]
+        summary.quality[sc.name] = float(np.mean(scored)) if scored else math.nan
+        if sc.aggregate is not None and ok:
+            extra = sc.aggregate([r.output or "" for r in ok], [items[r.item_id] for r in ok])
+            summary.quality.update({f"{sc.name}.{k}": v for k, v in extra.items()})
+    return summary

@@ -1,0 +1,178 @@
+"""MLflow: one parent run per invocation, one child run per variant, records as a table artifact.
+
+`MLFLOW_TRACKING_URI` wins so a team's tracking server works unchanged; otherwise the embedded
+default is `sqlite:///<project>/mlruns/mlflow.db` with artifacts under `<project>/mlruns/artifacts`
+(the plain `./mlruns` file store is in maintenance mode in MLflow 3). Everything is logged in
+batches (one call per dict), which is several times faster than one call per metric.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.config import Experiment
+from harness.plan import Plan, Variant
+from harness.pricing import litellm_version
+from harness.records import Record
+from harness.summary import VariantSummary
+
+RECORDS_ARTIFACT = "records.jsonl"
+TABLE_ARTIFACT = "records_table.json"
+_SECRET_NAME = re.compile(r"key|token|secret|password|authorization", re.IGNORECASE)
+
+
+def tracking_uri(experiment: Experiment) -> str:
+    """Where runs go: the environment, then the config, then the embedded sqlite store."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if experiment.tracking_uri:
+        return experiment.tracking_uri
+    return f"sqlite:///{(experiment.root / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def _mlflow(uri: str):
+    from harness.offline import apply_offline_defaults
+
+    apply_offline_defaults()
+    import logging
+
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return mlflow
+
+
+def ensure_experiment(experiment: Experiment, uri: str) -> str:
+    """The MLflow experiment id named after the config, created with a local artifact root if new."""
+    mlflow = _mlflow(uri)
+    found = mlflow.get_experiment_by_name(experiment.name)
+    if found is not None:
+        return found.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:///"):
+        root = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
+        artifact_location = root.resolve().as_uri()
+    return mlflow.create_experiment(experiment.name, artifact_location=artifact_location)
+
+
+def redact(params: dict[str, Any]) -> dict[str, Any]:
+    """Call parameters with anything secret-looking masked, so keys never reach MLflow."""
+    return {k: ("***" if _SECRET_NAME.search(k) else v) for k, v in params.items()}
+
+
+def log_run(plan: Plan, records: list[Record], summaries: list[VariantSummary]) -> str:
+    """Log the invocation and every variant; returns the parent run id."""
+    experiment = plan.experiment
+    uri = tracking_uri(experiment)
+    mlflow = _mlflow(uri)
+    experiment_id = ensure_experiment(experiment, uri)
+    by_variant: dict[str, list[Record]] = {}
+    for record in records:
+        by_variant.setdefault(record.variant, []).append(record)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=experiment.name) as parent:
+        mlflow.log_params(_parent_params(plan))
+        mlflow.set_tags({"harness.kind": "experiment", "harness.dataset_fingerprint": plan.eval_set.fingerprint})
+        if experiment.description:
+            mlflow.set_tag("mlflow.note.content", experiment.description)
+        mlflow.log_artifact(str(experiment.source_path), artifact_path="config")
+        total = sum(s.cost_total_usd for s in summaries)
+        mlflow.log_metrics({"cost_total_usd": total, "n_variants_run": float(len(plan.runnable)),
+                            "n_variants_skipped": float(len(plan.variants) - len(plan.runnable))})
+        for variant, summary in zip(plan.variants, summaries, strict=True):
+            _log_variant(mlflow, experiment_id, plan, variant, summary, by_variant.get(variant.name, []))
+        return parent.info.run_id
+
+
+def _parent_params(plan: Plan) -> dict[str, Any]:
+    experiment = plan.experiment
+    return {
+        "experiment": experiment.name,
+        "dataset": plan.eval_set.source,
+        "dataset_fingerprint": plan.eval_set.fingerprint,
+        "n_items": len(plan.eval_set.items),
+        "models": ", ".join(m.display_name for m in experiment.models)[:6000],
+        "prompts": ", ".join(p.name for p in experiment.prompts),
+        "scorers": ", ".join(s.name for s in plan.scorers),
+        "baseline": plan.baseline or "",
+        "litellm_version": litellm_version(),
+        "price_sources": json.dumps({v.model.display_name: v.price.source for v in plan.variants})[:6000],
+        "concurrency": experiment.concurrency,
+        "timeout_s": experiment.timeout_s,
+        "max_retries": experiment.max_retries,
+    }
+
+
+def _log_variant(mlflow: Any, experiment_id: str, plan: Plan, variant: Variant, summary: VariantSummary,
+                 records: list[Record]) -> None:
+    status = "skipped" if variant.skipped else "finished"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=variant.name, nested=True):
+        params = {
+            "variant": variant.name,
+            "model": variant.model.model,
+            "model_name": variant.model.display_name,
+            "prompt": variant.prompt.name,
+            "template_path": str(variant.prompt.path),
+            "template_hash": variant.prompt.template_hash,
+            "price_source": variant.price.source,
+            "api_base": variant.model.api_base or "",
+        }
+        params.update({f"param.{k}": v for k, v in redact(variant.params).items()})
+        mlflow.log_params(params)
+        tags = {"harness.kind": "variant", "harness.status": status,
+                "harness.baseline": str(variant.name == plan.baseline).lower()}
+        if variant.skipped:
+            tags["harness.skip_reason"] = variant.skipped
+        mlflow.set_tags(tags)
+        if variant.skipped:
+            return
+        mlflow.log_metrics(summary.metrics())
+        if records:
+            _log_records(mlflow, records)
+
+
+def _log_records(mlflow: Any, records: list[Record]) -> None:
+    """Records twice: exact JSONL for later commands, and a table the MLflow UI can show."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / RECORDS_ARTIFACT
+        path.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
+        mlflow.log_artifact(str(path))
+    columns: dict[str, list[Any]] = {
+        "item_id": [], "output": [], "error": [], "cost_usd": [], "input_tokens": [], "output_tokens": [],
+        "cached_input_tokens": [], "reasoning_tokens": [], "latency_s": [], "attempts": [],
+    }
+    score_names = sorted({k for r in records for k in r.scores})
+    for name in score_names:
+        columns[f"score.{name}"] = []
+    for r in records:
+        columns["item_id"].append(r.item_id)
+        columns["output"].append(r.output)
+        columns["error"].append(f"{r.error.type}: {r.error.message}" if r.error else None)
+        columns["cost_usd"].append(r.cost_usd)
+        columns["input_tokens"].append(r.usage.input_tokens)
+        columns["output_tokens"].append(r.usage.output_tokens)
+        columns["cached_input_tokens"].append(r.usage.cached_input_tokens)
+        columns["reasoning_tokens"].append(r.usage.reasoning_tokens)
+        columns["latency_s"].append(round(r.latency_s, 4))
+        columns["attempts"].append(r.attempts)
+        for name in score_names:
+            columns[f"score.{name}"].append(r.scores.get(name))
+    mlflow.log_table(data=columns, artifact_file=TABLE_ARTIFACT)
+
+
+def load_records(run_id: str, uri: str) -> list[Record]:
+    """Records of one variant run, read back from its artifact (no model call)."""
+    mlflow = _mlflow(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=RECORDS_ARTIFACT, dst_path=tmp)
+        lines = Path(local).read_text(encoding="utf-8").splitlines()
+    return [Record.model_validate_json(line) for line in lines if line.strip()]
