@@ -82,6 +82,8 @@ def _load_rows(experiment: Experiment, cfg: DatasetConfig) -> tuple[list[dict[st
                           f"use one of {', '.join(sorted(_FORMATS))}")
     if fmt != "parquet":
         _check_utf8(path, file)
+        if not path.read_bytes().strip():
+            return [], str(cfg.path)
     try:
         ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
     except Exception as exc:

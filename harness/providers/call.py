@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.config import ModelConfig
+from harness.pricing import LOCAL_PROVIDER, is_loopback
 from harness.records import RecordError, Usage
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -50,9 +52,10 @@ async def call_model(
     if cfg.api_base:
         kwargs["api_base"] = cfg.api_base
     if cfg.api_key_env:
-        import os
-
         kwargs["api_key"] = os.environ.get(cfg.api_key_env)
+    elif is_loopback(cfg.api_base) and not cfg.model.startswith(f"{LOCAL_PROVIDER}/"):
+        # A server on this machine usually needs no key, but the OpenAI client refuses to start without one.
+        kwargs["api_key"] = os.environ.get("OPENAI_API_KEY") or "unused-local-key"
     result = CallResult()
     for attempt in range(max_retries + 1):
         result.attempts = attempt + 1

@@ -1,0 +1,84 @@
+"""Shared fixtures: offline environment, the fake model server, and throwaway projects."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.offline import OFFLINE_DEFAULTS
+
+for _key, _value in OFFLINE_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
+
+from tests.fake_server import FakeModelServer  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def model_server() -> Iterator[FakeModelServer]:
+    """A real HTTP server on 127.0.0.1 speaking the OpenAI chat API."""
+    server = FakeModelServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_cloud_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test may reach a cloud provider: provider keys are removed, MLflow points at a temp store."""
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    (tmp_path / "store").mkdir(exist_ok=True)
+
+
+TERSE = "{% block system %}Be brief.{% endblock %}{% block user %}Summarise: <document>{{ document }}</document>{% endblock %}"
+
+ITEMS = [
+    {"id": "a", "document": "Cats purr. They sleep a lot.", "reference": "cats purr"},
+    {"id": "b", "document": "Dogs bark loudly. They fetch.", "reference": "dogs bark"},
+    {"id": "c", "document": "Birds sing at dawn. They fly.", "reference": "birds sing"},
+]
+
+
+def fake_model(server: FakeModelServer, name: str = "fake-model", **extra: Any) -> dict[str, Any]:
+    """A model entry pointing litellm's OpenAI provider at the test server."""
+    return {"model": f"openai/{name}", "api_base": server.url, **extra}
+
+
+def write_project(root: Path, config: dict[str, Any], items: list[dict[str, Any]] | None = None,
+                  templates: dict[str, str] | None = None) -> Path:
+    """A minimal project (evals/, prompts/, experiments/) and its config path."""
+    (root / "evals").mkdir(parents=True, exist_ok=True)
+    (root / "prompts").mkdir(exist_ok=True)
+    (root / "experiments").mkdir(exist_ok=True)
+    rows = ITEMS if items is None else items
+    (root / "evals" / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    for name, text in (templates or {"terse": TERSE}).items():
+        (root / "prompts" / f"{name}.j2").write_text(text, encoding="utf-8")
+    path = root / "experiments" / "exp.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def base_config(models: list[Any], **overrides: Any) -> dict[str, Any]:
+    """A valid config over the ITEMS dataset and the terse prompt."""
+    config: dict[str, Any] = {
+        "name": "test-exp",
+        "dataset": {"path": "evals/data.jsonl", "fields": {"id": "id", "reference": "reference"}},
+        "prompts": ["prompts/terse.j2"],
+        "models": models,
+        "params": {"temperature": 0, "max_tokens": 16},
+        "scorers": ["rouge"],
+        "concurrency": 2,
+        "timeout_s": 10,
+        "max_retries": 2,
+    }
+    config.update(overrides)
+    return config

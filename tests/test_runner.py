@@ -1,0 +1,107 @@
+"""The runner against a real HTTP server through litellm: cost, retries, timeouts, errors."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from harness.config import load_config
+from harness.preflight import prepare
+from harness.records import Record
+from harness.runner import run_plan
+from tests.conftest import base_config, fake_model, write_project
+from tests.fake_server import Fault, FakeModelServer, Usage
+
+PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 3e-6, "cache_read_input_token_cost": 2.5e-7}
+
+
+def run(path: Path) -> list[Record]:
+    plan = prepare(load_config(path))
+    return run_plan(plan, console=Console(file=io.StringIO()))
+
+
+def test_cost_is_usage_times_price_with_cached_tokens(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.usage = Usage(prompt_tokens=1000, completion_tokens=200, cached_tokens=400)
+    path = write_project(tmp_path, base_config([fake_model(model_server, price=PRICE)]))
+    records = run(path)
+    assert len(records) == 3
+    expected = 600 * 1e-6 + 400 * 2.5e-7 + 200 * 3e-6
+    for r in records:
+        assert r.error is None
+        assert r.usage.input_tokens == 1000 and r.usage.cached_input_tokens == 400
+        assert r.cost_usd == pytest.approx(expected, rel=1e-12)
+        assert "config override" in r.price_source
+
+
+def test_reasoning_tokens_billed_at_reasoning_price(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.usage = Usage(prompt_tokens=100, completion_tokens=50, reasoning_tokens=30)
+    price = {**PRICE, "output_cost_per_reasoning_token": 5e-6}
+    path = write_project(tmp_path, base_config([fake_model(model_server, price=price)]))
+    record = run(path)[0]
+    assert record.usage.reasoning_tokens == 30
+    assert record.cost_usd == pytest.approx(100 * 1e-6 + 20 * 3e-6 + 30 * 5e-6, rel=1e-12)
+
+
+def test_per_hour_price_turns_latency_into_cost(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.delay_s = 0.2
+    path = write_project(tmp_path, base_config([fake_model(model_server, price={"usd_per_hour": 3.6})]))
+    for r in run(path):
+        assert r.latency_s >= 0.2
+        assert r.cost_usd == pytest.approx(r.latency_s / 3600 * 3.6, rel=1e-9)
+
+
+def test_rate_limit_retried_after_retry_after(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.fail_next(Fault(status=429, headers={"Retry-After": "1"}))
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=1)
+    path = write_project(tmp_path, config, items=[{"id": "x", "document": "One. Two.", "reference": "one"}])
+    start = time.perf_counter()
+    record = run(path)[0]
+    assert record.error is None
+    assert record.attempts == 2
+    assert time.perf_counter() - start >= 1.0
+    assert len(model_server.requests) == 2
+
+
+def test_server_errors_retried_then_recorded(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.fail_next(*[Fault(status=500)] * 3)
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=1, max_retries=2)
+    path = write_project(tmp_path, config, items=[{"id": "x", "document": "One.", "reference": "one"}])
+    record = run(path)[0]
+    assert record.output is None
+    assert record.error is not None and record.error.type == "InternalServerError"
+    assert record.attempts == 3
+    assert record.cost_usd == 0.0
+
+
+def test_timeout_recorded_as_error_not_dropped(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.fail_next(Fault(status=200, delay_s=3))
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=1, timeout_s=0.5, max_retries=0)
+    path = write_project(tmp_path, config)
+    records = run(path)
+    assert [r.item_id for r in records] == ["a", "b", "c"]
+    assert records[0].error is not None and records[0].error.type == "Timeout"
+    assert records[0].output is None
+    assert all(r.error is None for r in records[1:])
+
+
+def test_client_error_is_not_retried(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.fail_next(Fault(status=400, body={"error": {"message": "bad request", "type": "invalid"}}))
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=1)
+    path = write_project(tmp_path, config, items=[{"id": "x", "document": "One.", "reference": "one"}])
+    record = run(path)[0]
+    assert record.attempts == 1
+    assert record.error is not None and record.error.type == "BadRequestError"
+
+
+def test_records_carry_prompt_identity(tmp_path: Path, model_server: FakeModelServer) -> None:
+    path = write_project(tmp_path, base_config([fake_model(model_server, price=PRICE)]))
+    records = run(path)
+    assert len({r.prompt_hash for r in records}) == 3
+    assert all(r.prompt_tokens_estimate > 0 for r in records)
+    sent = model_server.requests[0]["messages"]
+    assert sent[0] == {"role": "system", "content": "Be brief."}
+    assert model_server.requests[0]["max_tokens"] == 16
