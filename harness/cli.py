@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 over the tracking store")
     ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--backend-store-uri", default=None,
-                    help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
+    ui.add_argument(
+        "--backend-store-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db"
+    )
     ui.set_defaults(handler=_cmd_ui)
     return parser
 
@@ -78,8 +79,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dataset = experiment.dataset.model_copy(update={"limit": args.limit})
         experiment = experiment.model_copy(update={"dataset": dataset})
     plan = prepare(experiment, strict=args.strict)
-    console.print(f"[bold]{experiment.name}[/]: {len(plan.eval_set.items)} items x {len(plan.runnable)} variants "
-                  f"(dataset {plan.eval_set.source}, fingerprint {plan.eval_set.fingerprint})")
+    console.print(
+        f"[bold]{experiment.name}[/]: {len(plan.eval_set.items)} items x {len(plan.runnable)} variants "
+        f"(dataset {plan.eval_set.source}, fingerprint {plan.eval_set.fingerprint})"
+    )
     for variant in plan.variants:
         if variant.skipped:
             console.print(f"[bold yellow]WARNING[/] {variant.name}: {variant.skipped}")
@@ -91,7 +94,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from harness.tracking import log_run, tracking_uri
 
         run_id = log_run(plan, records, summaries)
-        console.print(f"MLflow: run [bold]{run_id}[/] in {tracking_uri(experiment)} (see it with: python -m harness ui)")
+        console.print(
+            f"MLflow: run [bold]{run_id}[/] in {tracking_uri(experiment)} (see it with: python -m harness ui)"
+        )
     console.print(f"done in {time.perf_counter() - started:.1f} s")
     return EXIT_OK
 
@@ -102,8 +107,18 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         store = Path("mlruns").resolve()
         store.mkdir(exist_ok=True)
         uri = f"sqlite:///{store / 'mlflow.db'}"
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(args.port),
-               "--backend-store-uri", uri]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+        "--backend-store-uri",
+        uri,
+    ]
     if uri.startswith("sqlite:///"):
         artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
         command += ["--default-artifact-root", artifacts.resolve().as_uri()]

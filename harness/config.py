@@ -13,6 +13,21 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+CALL_PARAMS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "seed",
+    "stop",
+    "frequency_penalty",
+    "presence_penalty",
+    "reasoning_effort",
+    "response_format",
+    "n",
+    "logprobs",
+)
+"""Common model-call parameters, recognised so a misplaced one gets a pointed fix."""
+
 
 class ConfigError(Exception):
     """A mistake in user input, reported as one line: file, field, problem, fix."""
@@ -171,7 +186,7 @@ class Experiment(StrictModel):
             if isinstance(v, str):
                 out.append({"name": v})
             elif isinstance(v, dict) and len(v) == 1 and "name" not in v:
-                (name, options), = v.items()
+                ((name, options),) = v.items()
                 out.append({"name": name, "options": options or {}})
             else:
                 out.append(v)
@@ -212,17 +227,20 @@ def load_config(path: str | Path) -> Experiment:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-                          "save the file as UTF-8") from exc
+        raise ConfigError(
+            path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save the file as UTF-8"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(path, where, f"invalid YAML: {problem}",
-                          "fix the YAML syntax (indentation, colons, quotes)") from exc
+        raise ConfigError(
+            path, where, f"invalid YAML: {problem}", "fix the YAML syntax (indentation, colons, quotes)"
+        ) from exc
     if not isinstance(raw, dict):
-        raise ConfigError(path, "", "the config must be a YAML mapping of keys to values",
-                          "start from experiments/summarize.yaml")
+        raise ConfigError(
+            path, "", "the config must be a YAML mapping of keys to values", "start from experiments/summarize.yaml"
+        )
     try:
         experiment = Experiment.model_validate(raw)
     except ValidationError as exc:
@@ -239,7 +257,13 @@ def _to_config_error(path: Path, exc: ValidationError) -> ConfigError:
         allowed = _allowed_keys(loc[:-1])
         key = str(loc[-1])
         close = difflib.get_close_matches(key, allowed, n=1)
-        fix = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+        param = difflib.get_close_matches(key, CALL_PARAMS, n=1)
+        if close:
+            fix = f"did you mean '{close[0]}'?"
+        elif param and "params" in allowed:
+            fix = f"call parameters go under params (did you mean params: {{{param[0]}: ...}}?)"
+        else:
+            fix = f"allowed keys: {', '.join(allowed)}"
         return ConfigError(path, field, f"unknown key '{key}'", fix)
     if err["type"] == "missing":
         return ConfigError(path, field, "required field is missing", "add it (see README, 'Config')")
@@ -297,4 +321,3 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
-

@@ -68,18 +68,27 @@ def _load_rows(experiment: Experiment, cfg: DatasetConfig) -> tuple[list[dict[st
         try:
             ds = datasets.load_dataset(cfg.hub, cfg.subset, split=cfg.split)
         except Exception as exc:
-            raise ConfigError(file, "dataset.hub", f"cannot load '{cfg.hub}' split '{cfg.split}': {exc}",
-                              "check the id and split, and that the Hub is reachable") from None
+            raise ConfigError(
+                file,
+                "dataset.hub",
+                f"cannot load '{cfg.hub}' split '{cfg.split}': {exc}",
+                "check the id and split, and that the Hub is reachable",
+            ) from None
         return [dict(r) for r in ds], f"hub:{cfg.hub}"
     assert cfg.path is not None
     path = experiment.resolve(cfg.path)
     if not path.is_file():
-        raise ConfigError(file, "dataset.path", f"no such file {path}",
-                          "give a path relative to the project root (e.g. evals/scitldr/test.jsonl)")
+        raise ConfigError(
+            file,
+            "dataset.path",
+            f"no such file {path}",
+            "give a path relative to the project root (e.g. evals/scitldr/test.jsonl)",
+        )
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ConfigError(file, "dataset.path", f"unsupported file type '{path.suffix}'",
-                          f"use one of {', '.join(sorted(_FORMATS))}")
+        raise ConfigError(
+            file, "dataset.path", f"unsupported file type '{path.suffix}'", f"use one of {', '.join(sorted(_FORMATS))}"
+        )
     if fmt != "parquet":
         _check_utf8(path, file)
         if not path.read_bytes().strip():
@@ -87,8 +96,9 @@ def _load_rows(experiment: Experiment, cfg: DatasetConfig) -> tuple[list[dict[st
     try:
         ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
     except Exception as exc:
-        raise ConfigError(file, "dataset.path", f"cannot read {path}: {_first_line(exc)}",
-                          "check the file is valid " + fmt.upper()) from None
+        raise ConfigError(
+            file, "dataset.path", f"cannot read {path}: {_first_line(exc)}", "check the file is valid " + fmt.upper()
+        ) from None
     return [dict(r) for r in ds], str(cfg.path)
 
 
@@ -96,8 +106,9 @@ def _check_utf8(path: Path, config_file: Path) -> None:
     try:
         path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(config_file, "dataset.path", f"{path} is not UTF-8 (byte {exc.start})",
-                          "re-save the file as UTF-8") from None
+        raise ConfigError(
+            config_file, "dataset.path", f"{path} is not UTF-8 (byte {exc.start})", "re-save the file as UTF-8"
+        ) from None
 
 
 def _select(rows: list[dict[str, Any]], cfg: DatasetConfig) -> list[dict[str, Any]]:
@@ -114,8 +125,12 @@ def _to_item(row: dict[str, Any], index: int, cfg: DatasetConfig, file: Path) ->
     for role in ("id", "reference", "references"):
         column = getattr(fields, role)
         if column is not None and column not in row:
-            raise ConfigError(file, f"dataset.fields.{role}", f"column '{column}' is not in the dataset",
-                              f"use one of: {', '.join(row)}")
+            raise ConfigError(
+                file,
+                f"dataset.fields.{role}",
+                f"column '{column}' is not in the dataset",
+                f"use one of: {', '.join(row)}",
+            )
     item_id = str(row[fields.id]) if fields.id else str(index)
     references = _as_list(row[fields.references]) if fields.references else []
     reference = row[fields.reference] if fields.reference else None
@@ -124,8 +139,7 @@ def _to_item(row: dict[str, Any], index: int, cfg: DatasetConfig, file: Path) ->
         reference = references[0] if references else None
     if reference is not None and not references:
         references = [str(reference)]
-    return Item(id=item_id, fields=row, reference=None if reference is None else str(reference),
-                references=references)
+    return Item(id=item_id, fields=row, reference=None if reference is None else str(reference), references=references)
 
 
 def _as_list(value: Any) -> list[str]:
@@ -138,8 +152,12 @@ def _check_unique_ids(items: list[Item], cfg: DatasetConfig, file: Path) -> None
     seen: set[str] = set()
     for item in items:
         if item.id in seen:
-            raise ConfigError(file, "dataset.fields.id", f"duplicate item id '{item.id}'",
-                              "make ids unique in the dataset, or map fields.id to a unique column")
+            raise ConfigError(
+                file,
+                "dataset.fields.id",
+                f"duplicate item id '{item.id}'",
+                "make ids unique in the dataset, or map fields.id to a unique column",
+            )
         seen.add(item.id)
 
 

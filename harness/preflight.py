@@ -41,8 +41,14 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     prices: dict[str, ModelPrice] = {m.display_name: resolve_price(m, file) for m in experiment.models}
     skipped = _credential_check(experiment, file, strict)
     variants = expand_variants(experiment, templates, prices, skipped)
-    plan = Plan(experiment=experiment, eval_set=eval_set, variants=variants, scorers=scorers,
-                baseline=baseline_name(experiment), messages=messages)
+    plan = Plan(
+        experiment=experiment,
+        eval_set=eval_set,
+        variants=variants,
+        scorers=scorers,
+        baseline=baseline_name(experiment),
+        messages=messages,
+    )
     for variant in plan.runnable:
         for item in eval_set.items:
             msgs = messages[(variant.prompt.name, item.id)]
@@ -61,12 +67,14 @@ def _check_baseline(experiment: Experiment, file: str) -> None:
         return
     if experiment.model_by_ref(baseline.model) is None:
         names = ", ".join(m.display_name for m in experiment.models)
-        raise ConfigError(file, "baseline.model", f"'{baseline.model}' is not one of the models",
-                          f"use one of: {names}")
+        raise ConfigError(
+            file, "baseline.model", f"'{baseline.model}' is not one of the models", f"use one of: {names}"
+        )
     if baseline.prompt not in {p.name for p in experiment.prompts}:
         names = ", ".join(p.name for p in experiment.prompts)
-        raise ConfigError(file, "baseline.prompt", f"'{baseline.prompt}' is not one of the prompts",
-                          f"use one of: {names}")
+        raise ConfigError(
+            file, "baseline.prompt", f"'{baseline.prompt}' is not one of the prompts", f"use one of: {names}"
+        )
 
 
 def _check_models(experiment: Experiment, file: str) -> None:
@@ -76,15 +84,23 @@ def _check_models(experiment: Experiment, file: str) -> None:
     for i, model in enumerate(experiment.models):
         if is_local_model(model.model):
             if not is_known_local(model.model.split("/", 1)[1]):
-                raise ConfigError(file, f"models[{i}].model", f"unknown local model '{model.model}'",
-                                  "use local/smollm2-135m, local/lead or local/lead-N")
+                raise ConfigError(
+                    file,
+                    f"models[{i}].model",
+                    f"unknown local model '{model.model}'",
+                    "use local/smollm2-135m, local/lead or local/lead-N",
+                )
             continue
         litellm = import_litellm()
         try:
             litellm.get_llm_provider(model=model.model, api_base=model.api_base)
         except Exception:
-            raise ConfigError(file, f"models[{i}].model", f"litellm does not know the provider of '{model.model}'",
-                              "prefix the provider, e.g. openai/gpt-4o-mini, anthropic/claude-haiku-4-5") from None
+            raise ConfigError(
+                file,
+                f"models[{i}].model",
+                f"litellm does not know the provider of '{model.model}'",
+                "prefix the provider, e.g. openai/gpt-4o-mini, anthropic/claude-haiku-4-5",
+            ) from None
 
 
 def _credential_check(experiment: Experiment, file: str, strict: bool) -> dict[str, str]:
@@ -94,8 +110,12 @@ def _credential_check(experiment: Experiment, file: str, strict: bool) -> dict[s
         if not missing:
             continue
         if strict:
-            raise ConfigError(file, f"models[{i}]", f"'{model.model}' needs {' or '.join(missing)}, which is not set",
-                              "export the key, remove the model, or drop --strict to skip it")
+            raise ConfigError(
+                file,
+                f"models[{i}]",
+                f"'{model.model}' needs {' or '.join(missing)}, which is not set",
+                "export the key, remove the model, or drop --strict to skip it",
+            )
         skipped[model.display_name] = f"skipped: {' or '.join(missing)} not set"
     return skipped
 
@@ -114,7 +134,9 @@ def _read_constant_file(experiment: Experiment, key: str, relative: str) -> Any:
     path: Path = experiment.resolve(relative)
     field = f"constants.{key}.file"
     if not path.is_file():
-        raise ConfigError(experiment.source_path, field, f"no such file {path}", "give a path relative to the project root")
+        raise ConfigError(
+            experiment.source_path, field, f"no such file {path}", "give a path relative to the project root"
+        )
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".json":
@@ -124,5 +146,3 @@ def _read_constant_file(experiment: Experiment, key: str, relative: str) -> Any:
     except ValueError as exc:
         raise ConfigError(experiment.source_path, field, f"cannot parse {path}: {exc}", "fix the file") from None
     return text
-
-

@@ -109,7 +109,8 @@ def resolve_price(cfg: ModelConfig, config_file: str) -> ModelPrice:
     has_tokens = merged.get("input_cost_per_token") is not None and merged.get("output_cost_per_token") is not None
     if not has_tokens and "usd_per_hour" not in merged:
         raise ConfigError(
-            config_file, f"models[{cfg.display_name}].price",
+            config_file,
+            f"models[{cfg.display_name}].price",
             f"no price known for '{cfg.model}' (not in litellm {litellm_version()}'s bundled price map)",
             "add price: {input_cost_per_token: ..., output_cost_per_token: ...} or price: {usd_per_hour: ...}",
         )

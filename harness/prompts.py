@@ -67,8 +67,12 @@ def make_environment(search_path: Path) -> jinja2.Environment:
 def load_template(name: str, path: Path, config_file: Path, field: str) -> PromptTemplate:
     """Parse a template file, turning syntax errors into a ConfigError naming file and line."""
     if not path.is_file():
-        raise ConfigError(config_file, field, f"no such template file {path}",
-                          "give a path relative to the project root (e.g. prompts/summarize/terse.j2)")
+        raise ConfigError(
+            config_file,
+            field,
+            f"no such template file {path}",
+            "give a path relative to the project root (e.g. prompts/summarize/terse.j2)",
+        )
     try:
         source = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -77,8 +81,12 @@ def load_template(name: str, path: Path, config_file: Path, field: str) -> Promp
     try:
         template = env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"{path}", f"line {exc.lineno}", f"template syntax error: {exc.message}",
-                          "fix the Jinja2 syntax ({{ var }}, {% block user %}...{% endblock %})") from None
+        raise ConfigError(
+            f"{path}",
+            f"line {exc.lineno}",
+            f"template syntax error: {exc.message}",
+            "fix the Jinja2 syntax ({{ var }}, {% block user %}...{% endblock %})",
+        ) from None
     return PromptTemplate(name=name, path=path, source=source, template=template)
 
 
@@ -88,14 +96,21 @@ def render_checked(template: PromptTemplate, variables: dict[str, Any], item_id:
         messages = template.render(variables)
     except jinja2.UndefinedError as exc:
         available = ", ".join(sorted(variables))
-        raise ConfigError(str(template.path), f"item {item_id}", f"template variable {exc.message}",
-                          f"use one of the dataset columns or constants: {available}") from None
+        raise ConfigError(
+            str(template.path),
+            f"item {item_id}",
+            f"template variable {exc.message}",
+            f"use one of the dataset columns or constants: {available}",
+        ) from None
     except jinja2.TemplateError as exc:
-        raise ConfigError(str(template.path), f"item {item_id}", f"template error: {exc}",
-                          "fix the template") from None
+        raise ConfigError(str(template.path), f"item {item_id}", f"template error: {exc}", "fix the template") from None
     if not messages:
-        raise ConfigError(str(template.path), f"item {item_id}", "template rendered no text",
-                          "put the prompt in a {% block user %} or in the file body")
+        raise ConfigError(
+            str(template.path),
+            f"item {item_id}",
+            "template rendered no text",
+            "put the prompt in a {% block user %} or in the file body",
+        )
     return messages
 
 

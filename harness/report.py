@@ -32,15 +32,17 @@ def results_table(summaries: list[VariantSummary], baseline: str | None, title: 
     for s in summaries:
         label = s.variant + (" [dim](baseline)[/]" if s.variant == baseline else "")
         if s.skipped:
-            table.add_row(f"[yellow]{label}[/]", *[""] * len(quality_keys),
-                          f"[bold yellow]{s.skipped}[/]", *[""] * 6)
+            table.add_row(f"[yellow]{label}[/]", *[""] * len(quality_keys), f"[bold yellow]{s.skipped}[/]", *[""] * 6)
             continue
         table.add_row(
             label,
             *[_fmt(s.quality.get(k, math.nan), ".3f") for k in quality_keys],
-            _usd(s.cost_per_item_usd), _usd(s.cost_total_usd),
-            _fmt(s.mean_input_tokens, ".0f"), _fmt(s.mean_output_tokens, ".0f"),
-            _fmt(s.latency_p50_s, ".2f"), _fmt(s.latency_p95_s, ".2f"),
+            _usd(s.cost_per_item_usd),
+            _usd(s.cost_total_usd),
+            _fmt(s.mean_input_tokens, ".0f"),
+            _fmt(s.mean_output_tokens, ".0f"),
+            _fmt(s.latency_p50_s, ".2f"),
+            _fmt(s.latency_p95_s, ".2f"),
             f"[red]{s.n_errors}[/]" if s.n_errors else "0",
         )
     return table

@@ -27,8 +27,7 @@ def run_plan(plan: Plan, console: Console | None = None, on_record: OnRecord | N
     return asyncio.run(run_plan_async(plan, console, on_record))
 
 
-async def run_plan_async(plan: Plan, console: Console | None = None,
-                         on_record: OnRecord | None = None) -> list[Record]:
+async def run_plan_async(plan: Plan, console: Console | None = None, on_record: OnRecord | None = None) -> list[Record]:
     """The async body of `run_plan`, for callers that already own an event loop."""
     register_local_provider()
     console = console or Console(stderr=True)
@@ -37,9 +36,16 @@ async def run_plan_async(plan: Plan, console: Console | None = None,
     spent = 0.0
     errors = 0
     progress = Progress(
-        TextColumn("[bold]running[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"),
-        TextColumn("[green]${task.fields[spent]:.4f}[/] spent"), TextColumn("[red]{task.fields[errors]} errors"),
-        TimeElapsedColumn(), console=console, transient=False, disable=not jobs,
+        TextColumn("[bold]running[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("calls"),
+        TextColumn("[green]${task.fields[spent]:.4f}[/] spent"),
+        TextColumn("[red]{task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=not jobs,
     )
 
     async def one(variant: Variant, item: Item) -> Record:
@@ -61,18 +67,19 @@ async def run_plan_async(plan: Plan, console: Console | None = None,
 async def _call(plan: Plan, variant: Variant, item: Item) -> Record:
     experiment = plan.experiment
     messages = plan.messages[(variant.prompt.name, item.id)]
-    result = await call_model(variant.model, messages, variant.params, experiment.timeout_s,
-                              experiment.max_retries)
+    result = await call_model(variant.model, messages, variant.params, experiment.timeout_s, experiment.max_retries)
     estimate = plan.prompt_tokens.get((variant.name, item.id), 0)
     usage = result.usage
     price_source = variant.price.source
     if result.output is not None and not result.usage_reported:
         from harness.prompts import count_tokens
 
-        usage = usage.model_copy(update={
-            "input_tokens": estimate,
-            "output_tokens": count_tokens(variant.model.model, [{"role": "assistant", "content": result.output}]),
-        })
+        usage = usage.model_copy(
+            update={
+                "input_tokens": estimate,
+                "output_tokens": count_tokens(variant.model.model, [{"role": "assistant", "content": result.output}]),
+            }
+        )
         price_source += " (usage estimated locally: the provider reported none)"
     return Record(
         variant=variant.name,

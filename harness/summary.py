@@ -46,19 +46,21 @@ class VariantSummary:
     def metrics(self) -> dict[str, float]:
         """Flat, MLflow-safe metric names and values (NaN left out)."""
         values = {f"quality.{k}": v for k, v in self.quality.items()}
-        values.update({
-            "cost_total_usd": self.cost_total_usd,
-            "cost_per_item_usd": self.cost_per_item_usd,
-            "mean_input_tokens": self.mean_input_tokens,
-            "mean_output_tokens": self.mean_output_tokens,
-            "mean_prompt_tokens_estimate": self.mean_prompt_tokens_estimate,
-            "latency_p50_s": self.latency_p50_s,
-            "latency_p95_s": self.latency_p95_s,
-            "error_rate": self.error_rate,
-            "n_items": float(self.n_items),
-            "n_errors": float(self.n_errors),
-            "retries": float(self.retries),
-        })
+        values.update(
+            {
+                "cost_total_usd": self.cost_total_usd,
+                "cost_per_item_usd": self.cost_per_item_usd,
+                "mean_input_tokens": self.mean_input_tokens,
+                "mean_output_tokens": self.mean_output_tokens,
+                "mean_prompt_tokens_estimate": self.mean_prompt_tokens_estimate,
+                "latency_p50_s": self.latency_p50_s,
+                "latency_p95_s": self.latency_p95_s,
+                "error_rate": self.error_rate,
+                "n_items": float(self.n_items),
+                "n_errors": float(self.n_errors),
+                "retries": float(self.retries),
+            }
+        )
         return {k: float(v) for k, v in values.items() if not math.isnan(v)}
 
 
@@ -71,10 +73,12 @@ def summarize(plan: Plan, records: list[Record]) -> list[VariantSummary]:
     return [_summarize_variant(v, by_variant.get(v.name, []), plan.scorers, items) for v in plan.variants]
 
 
-def _summarize_variant(variant: Variant, records: list[Record], scorers: list[Scorer],
-                       items: dict[str, Item]) -> VariantSummary:
-    summary = VariantSummary(variant=variant.name, model=variant.model.model, prompt=variant.prompt.name,
-                             skipped=variant.skipped)
+def _summarize_variant(
+    variant: Variant, records: list[Record], scorers: list[Scorer], items: dict[str, Item]
+) -> VariantSummary:
+    summary = VariantSummary(
+        variant=variant.name, model=variant.model.model, prompt=variant.prompt.name, skipped=variant.skipped
+    )
     if not records:
         return summary
     ok = [r for r in records if r.error is None]

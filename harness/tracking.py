@@ -23,7 +23,9 @@ from harness.summary import VariantSummary
 
 RECORDS_ARTIFACT = "records.jsonl"
 TABLE_ARTIFACT = "records_table.json"
-_SECRET_NAME = re.compile(r"key|token|secret|password|authorization", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"api_?key|secret|password|authorization|bearer|access_token|auth_token|^token$", re.IGNORECASE
+)
 
 
 def tracking_uri(experiment: Experiment) -> str:
@@ -67,7 +69,36 @@ def ensure_experiment(experiment: Experiment, uri: str) -> str:
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
     """Call parameters with anything secret-looking masked, so keys never reach MLflow."""
-    return {k: ("***" if _SECRET_NAME.search(k) else v) for k, v in params.items()}
+    return {k: ("***" if _SECRET_NAME.search(str(k)) else v) for k, v in params.items()}
+
+
+def _redact_tree(value: Any) -> tuple[Any, bool]:
+    """A YAML tree with secret-named values masked, and whether anything was masked."""
+    if isinstance(value, dict):
+        out, masked = {}, False
+        for key, inner in value.items():
+            if _SECRET_NAME.search(str(key)):
+                out[key], masked = "***", True
+            else:
+                out[key], inner_masked = _redact_tree(inner)
+                masked = masked or inner_masked
+        return out, masked
+    if isinstance(value, list):
+        pairs = [_redact_tree(v) for v in value]
+        return [p[0] for p in pairs], any(p[1] for p in pairs)
+    return value, False
+
+
+def _log_config(mlflow: Any, path: Path) -> None:
+    """The config file as an artifact: verbatim, unless it holds a secret, then a masked copy."""
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    tree, masked = _redact_tree(yaml.safe_load(text))
+    if not masked:
+        mlflow.log_artifact(str(path), artifact_path="config")
+        return
+    mlflow.log_text("# secrets masked by harness\n" + yaml.safe_dump(tree, sort_keys=False), f"config/{path.name}")
 
 
 def log_run(plan: Plan, records: list[Record], summaries: list[VariantSummary]) -> str:
@@ -84,10 +115,15 @@ def log_run(plan: Plan, records: list[Record], summaries: list[VariantSummary]) 
         mlflow.set_tags({"harness.kind": "experiment", "harness.dataset_fingerprint": plan.eval_set.fingerprint})
         if experiment.description:
             mlflow.set_tag("mlflow.note.content", experiment.description)
-        mlflow.log_artifact(str(experiment.source_path), artifact_path="config")
+        _log_config(mlflow, experiment.source_path)
         total = sum(s.cost_total_usd for s in summaries)
-        mlflow.log_metrics({"cost_total_usd": total, "n_variants_run": float(len(plan.runnable)),
-                            "n_variants_skipped": float(len(plan.variants) - len(plan.runnable))})
+        mlflow.log_metrics(
+            {
+                "cost_total_usd": total,
+                "n_variants_run": float(len(plan.runnable)),
+                "n_variants_skipped": float(len(plan.variants) - len(plan.runnable)),
+            }
+        )
         for variant, summary in zip(plan.variants, summaries, strict=True):
             _log_variant(mlflow, experiment_id, plan, variant, summary, by_variant.get(variant.name, []))
         return parent.info.run_id
@@ -112,8 +148,9 @@ def _parent_params(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _log_variant(mlflow: Any, experiment_id: str, plan: Plan, variant: Variant, summary: VariantSummary,
-                 records: list[Record]) -> None:
+def _log_variant(
+    mlflow: Any, experiment_id: str, plan: Plan, variant: Variant, summary: VariantSummary, records: list[Record]
+) -> None:
     status = "skipped" if variant.skipped else "finished"
     with mlflow.start_run(experiment_id=experiment_id, run_name=variant.name, nested=True):
         params = {
@@ -128,8 +165,11 @@ def _log_variant(mlflow: Any, experiment_id: str, plan: Plan, variant: Variant, 
         }
         params.update({f"param.{k}": v for k, v in redact(variant.params).items()})
         mlflow.log_params(params)
-        tags = {"harness.kind": "variant", "harness.status": status,
-                "harness.baseline": str(variant.name == plan.baseline).lower()}
+        tags = {
+            "harness.kind": "variant",
+            "harness.status": status,
+            "harness.baseline": str(variant.name == plan.baseline).lower(),
+        }
         if variant.skipped:
             tags["harness.skip_reason"] = variant.skipped
         mlflow.set_tags(tags)
@@ -147,8 +187,16 @@ def _log_records(mlflow: Any, records: list[Record]) -> None:
         path.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
         mlflow.log_artifact(str(path))
     columns: dict[str, list[Any]] = {
-        "item_id": [], "output": [], "error": [], "cost_usd": [], "input_tokens": [], "output_tokens": [],
-        "cached_input_tokens": [], "reasoning_tokens": [], "latency_s": [], "attempts": [],
+        "item_id": [],
+        "output": [],
+        "error": [],
+        "cost_usd": [],
+        "input_tokens": [],
+        "output_tokens": [],
+        "cached_input_tokens": [],
+        "reasoning_tokens": [],
+        "latency_s": [],
+        "attempts": [],
     }
     score_names = sorted({k for r in records for k in r.scores})
     for name in score_names:

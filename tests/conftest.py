@@ -38,7 +38,10 @@ def _no_cloud_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "store").mkdir(exist_ok=True)
 
 
-TERSE = "{% block system %}Be brief.{% endblock %}{% block user %}Summarise: <document>{{ document }}</document>{% endblock %}"
+TERSE = (
+    "{% block system %}Be brief.{% endblock %}"
+    "{% block user %}Summarise: <document>{{ document }}</document>{% endblock %}"
+)
 
 ITEMS = [
     {"id": "a", "document": "Cats purr. They sleep a lot.", "reference": "cats purr"},
@@ -52,8 +55,12 @@ def fake_model(server: FakeModelServer, name: str = "fake-model", **extra: Any) 
     return {"model": f"openai/{name}", "api_base": server.url, **extra}
 
 
-def write_project(root: Path, config: dict[str, Any], items: list[dict[str, Any]] | None = None,
-                  templates: dict[str, str] | None = None) -> Path:
+def write_project(
+    root: Path,
+    config: dict[str, Any],
+    items: list[dict[str, Any]] | None = None,
+    templates: dict[str, str] | None = None,
+) -> Path:
     """A minimal project (evals/, prompts/, experiments/) and its config path."""
     (root / "evals").mkdir(parents=True, exist_ok=True)
     (root / "prompts").mkdir(exist_ok=True)

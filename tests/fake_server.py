@@ -79,8 +79,9 @@ class FakeModelServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": request.get("model", "fake"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": self.answer(request)}}],
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.answer(request)}}
+            ],
             "usage": {
                 "prompt_tokens": u.prompt_tokens,
                 "completion_tokens": u.completion_tokens,

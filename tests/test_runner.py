@@ -14,7 +14,7 @@ from harness.preflight import prepare
 from harness.records import Record
 from harness.runner import run_plan
 from tests.conftest import base_config, fake_model, write_project
-from tests.fake_server import Fault, FakeModelServer, Usage
+from tests.fake_server import FakeModelServer, Fault, Usage
 
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 3e-6, "cache_read_input_token_cost": 2.5e-7}
 

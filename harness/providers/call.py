@@ -47,8 +47,14 @@ async def call_model(
     from harness.offline import import_litellm
 
     litellm = import_litellm()
-    kwargs: dict[str, Any] = {**params, "model": cfg.model, "messages": messages, "timeout": timeout_s,
-                              "num_retries": 0, "max_retries": 0}
+    kwargs: dict[str, Any] = {
+        **params,
+        "model": cfg.model,
+        "messages": messages,
+        "timeout": timeout_s,
+        "num_retries": 0,
+        "max_retries": 0,
+    }
     if cfg.api_base:
         kwargs["api_base"] = cfg.api_base
     if cfg.api_key_env:
@@ -95,9 +101,7 @@ def _fill_from_response(result: CallResult, response: Any) -> None:
         output_tokens=int(usage.completion_tokens or 0),
         cached_input_tokens=int(getattr(prompt_details, "cached_tokens", 0) or 0),
         cache_creation_input_tokens=int(
-            getattr(prompt_details, "cache_creation_tokens", 0)
-            or getattr(usage, "cache_creation_input_tokens", 0)
-            or 0
+            getattr(prompt_details, "cache_creation_tokens", 0) or getattr(usage, "cache_creation_input_tokens", 0) or 0
         ),
         reasoning_tokens=int(getattr(completion_details, "reasoning_tokens", 0) or 0),
     )
@@ -116,8 +120,15 @@ def _retry_delay(exc: BaseException, attempt: int) -> float | None:
     status = getattr(exc, "status_code", None)
     transient = (
         isinstance(exc, asyncio.TimeoutError | TimeoutError)
-        or name in {"Timeout", "APIConnectionError", "ServiceUnavailableError", "InternalServerError",
-                    "BadGatewayError", "RateLimitError"}
+        or name
+        in {
+            "Timeout",
+            "APIConnectionError",
+            "ServiceUnavailableError",
+            "InternalServerError",
+            "BadGatewayError",
+            "RateLimitError",
+        }
         or status in RETRYABLE_STATUS
     )
     if not transient:
@@ -131,8 +142,11 @@ def _retry_delay(exc: BaseException, attempt: int) -> float | None:
 
 def _retry_after_s(exc: BaseException) -> float | None:
     """Retry-After (seconds or HTTP date) from wherever litellm kept the provider's headers."""
-    sources = [getattr(getattr(exc, "response", None), "headers", None),
-               getattr(exc, "litellm_response_headers", None), getattr(exc, "headers", None)]
+    sources = [
+        getattr(getattr(exc, "response", None), "headers", None),
+        getattr(exc, "litellm_response_headers", None),
+        getattr(exc, "headers", None),
+    ]
     for headers in sources:
         if not headers:
             continue

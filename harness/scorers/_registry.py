@@ -77,14 +77,18 @@ def build_scorer(cfg: ScorerConfig, config_file: str, field_path: str) -> Scorer
         inspect.signature(entry.factory).bind(**cfg.options)
     except TypeError:
         allowed = [p for p in inspect.signature(entry.factory).parameters]
-        raise ConfigError(config_file, f"{field_path}.options",
-                          f"scorer '{cfg.name}' does not take options {sorted(cfg.options)}",
-                          f"allowed options: {', '.join(allowed) or 'none'}") from None
+        raise ConfigError(
+            config_file,
+            f"{field_path}.options",
+            f"scorer '{cfg.name}' does not take options {sorted(cfg.options)}",
+            f"allowed options: {', '.join(allowed) or 'none'}",
+        ) from None
     try:
         built = entry.factory(**cfg.options)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(config_file, f"{field_path}.options", f"scorer '{cfg.name}': {exc}",
-                          "fix the option's value") from None
+        raise ConfigError(
+            config_file, f"{field_path}.options", f"scorer '{cfg.name}': {exc}", "fix the option's value"
+        ) from None
     if isinstance(built, ScorerParts):
         return Scorer(cfg.name, built.score, entry.kind, dict(cfg.options), built.aggregate)
     return Scorer(cfg.name, built, entry.kind, dict(cfg.options))
@@ -98,12 +102,20 @@ def _lookup(name: str, config_file: str, field_path: str) -> _Entry:
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(config_file, field_path, f"cannot import scorer '{name}' ({exc})",
-                              "give module:function for a module on the Python path") from None
+            raise ConfigError(
+                config_file,
+                field_path,
+                f"cannot import scorer '{name}' ({exc})",
+                "give module:function for a module on the Python path",
+            ) from None
         return _Entry(factory=factory, kind=getattr(factory, "kind", "continuous"))
     import difflib
 
     close = difflib.get_close_matches(name, REGISTRY, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    raise ConfigError(config_file, field_path, f"unknown scorer '{name}'",
-                      f"{hint}built-in scorers: {', '.join(sorted(REGISTRY))}; or module:function")
+    raise ConfigError(
+        config_file,
+        field_path,
+        f"unknown scorer '{name}'",
+        f"{hint}built-in scorers: {', '.join(sorted(REGISTRY))}; or module:function",
+    )

@@ -12,8 +12,7 @@ from harness.scorers._registry import ScoreFn, scorer
 _FENCE = re.compile(r"^\s*```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```\s*$", re.DOTALL)
 
 
-def normalizer(case_sensitive: bool = False, strip_punctuation: bool = False,
-               collapse_whitespace: bool = True):
+def normalizer(case_sensitive: bool = False, strip_punctuation: bool = False, collapse_whitespace: bool = True):
     """A text normaliser built from the usual options, shared by the string and label scorers."""
     table = str.maketrans("", "", string.punctuation)
 
@@ -39,8 +38,9 @@ def references(item: Item) -> list[str]:
 
 
 @scorer("exact_match", kind="binary")
-def exact_match(case_sensitive: bool = False, strip_punctuation: bool = False,
-                collapse_whitespace: bool = True) -> ScoreFn:
+def exact_match(
+    case_sensitive: bool = False, strip_punctuation: bool = False, collapse_whitespace: bool = True
+) -> ScoreFn:
     """1 when the output equals a reference after normalisation. Example: `exact_match: {strip_punctuation: true}`."""
     normalize = normalizer(case_sensitive, strip_punctuation, collapse_whitespace)
 
@@ -52,7 +52,7 @@ def exact_match(case_sensitive: bool = False, strip_punctuation: bool = False,
 
 @scorer("contains", kind="binary")
 def contains(value: str | None = None, case_sensitive: bool = False) -> ScoreFn:
-    """1 when the output contains `value` (or a reference when no value is given). Example: `contains: {value: Paris}`."""
+    """1 when the output contains `value` (else any reference). Example: `contains: {value: Paris}`."""
     normalize = normalizer(case_sensitive)
 
     def score(output: str, item: Item) -> float:

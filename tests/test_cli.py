@@ -1,0 +1,119 @@
+"""The CLI end to end in a subprocess: a tiny experiment with the real local models and the test server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, base_config, fake_model, write_project
+from tests.fake_server import FakeModelServer
+
+
+def harness(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_run_end_to_end_with_real_smollm2(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.answer = lambda request: "cats purr"
+    models = [
+        "local/smollm2-135m",
+        "local/lead",
+        fake_model(model_server, price={"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6}),
+        "anthropic/claude-haiku-4-5",
+    ]
+    config = base_config(models, baseline={"model": "local/lead", "prompt": "terse"})
+    config["dataset"]["limit"] = 2
+    path = write_project(tmp_path, config)
+    result = harness("run", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for variant in ("local/smollm2-135m:terse", "local/lead:terse", "openai/fake-model:terse"):
+        assert variant in out
+    assert "ANTHROPIC_API_KEY not set" in out and "WARNING" in out
+    assert "MLflow: run" in out
+    assert len(model_server.requests) == 2
+
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    exp = mlflow.get_experiment_by_name("test-exp")
+    runs = mlflow.search_runs(
+        [exp.experiment_id], filter_string="attributes.run_name = 'local/smollm2-135m:terse'", output_format="list"
+    )
+    smol = runs[0]
+    assert smol.data.metrics["n_items"] == 2 and smol.data.metrics["n_errors"] == 0
+    assert smol.data.metrics["mean_output_tokens"] > 0
+    assert smol.data.metrics["cost_total_usd"] == 0.0
+
+
+def test_config_error_is_one_line_exit_2_and_nothing_logged(tmp_path: Path) -> None:
+    config = base_config(["local/lead"])
+    config["temprature"] = 0.5
+    path = write_project(tmp_path, config)
+    result = harness("run", str(path), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert str(path) in lines[0] and "temprature" in lines[0] and "temperature" in lines[0]
+    store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
+    assert not store.exists()
+
+
+def test_help_lists_commands(tmp_path: Path) -> None:
+    result = harness("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "run" in result.stdout and "ui" in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_ui_serves_the_store(tmp_path: Path) -> None:
+    path = write_project(tmp_path, base_config(["local/lead"]))
+    assert harness("run", str(path), cwd=tmp_path).returncode == 0
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "harness", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        body = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=test-exp"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    body = json.loads(response.read())
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail("mlflow server exited")
+                time.sleep(0.5)
+        assert body is not None and body["experiment"]["name"] == "test-exp"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

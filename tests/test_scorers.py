@@ -1,0 +1,121 @@
+"""Every built-in scorer on known cases, and custom scorers by module:function."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.config import ScorerConfig
+from harness.datasets import Item
+from harness.records import Record
+from harness.scorers import build_scorer, score_records
+from harness.scorers.classification import macro_f1
+from harness.scorers.numeric import final_number
+
+
+def make(name: str, **options: object):
+    return build_scorer(ScorerConfig(name=name, options=options), "exp.yaml", "scorers[0]")
+
+
+def item(reference: str | None = None, references: list[str] | None = None) -> Item:
+    refs = references or ([reference] if reference is not None else [])
+    return Item(id="i", fields={}, reference=reference, references=refs)
+
+
+def test_exact_match_normalisation_options() -> None:
+    assert make("exact_match").score("  Paris ", item("paris")) == 1.0
+    assert make("exact_match", case_sensitive=True).score("paris", item("Paris")) == 0.0
+    assert make("exact_match").score("Paris.", item("paris")) == 0.0
+    assert make("exact_match", strip_punctuation=True).score("Paris.", item("paris")) == 1.0
+    assert make("exact_match").kind == "binary"
+
+
+def test_contains_uses_value_or_reference() -> None:
+    assert make("contains").score("The capital is Paris.", item("paris")) == 1.0
+    assert make("contains", value="Lyon").score("The capital is Paris.", item("paris")) == 0.0
+
+
+def test_regex_with_flags() -> None:
+    assert make("regex", pattern=r"^answer: \d+$", flags="im").score("x\nANSWER: 42", item()) == 1.0
+    assert make("regex", pattern=r"^\d+$").score("forty-two", item()) == 0.0
+
+
+def test_json_valid_with_and_without_fence() -> None:
+    assert make("json_valid").score('{"a": 1}', item()) == 1.0
+    assert make("json_valid").score('```json\n{"a": 1}\n```', item()) == 1.0
+    assert make("json_valid", allow_code_fence=False).score('```json\n{"a": 1}\n```', item()) == 0.0
+    assert make("json_valid").score("{a: 1}", item()) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("#### 18", 18.0),
+        ("She makes $1,234.50 a day.", 1234.5),
+        ("It is -3 degrees", -3.0),
+        ("first 5 then 7.", 7.0),
+        ("no digits", None),
+    ],
+)
+def test_final_number(text: str, number: float | None) -> None:
+    assert final_number(text) == number
+
+
+def test_numeric_match_gsm8k_style() -> None:
+    scorer = make("numeric_match")
+    assert scorer.score("16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\n#### 18", item("18")) == 1.0
+    assert scorer.score("The answer is 17", item("18")) == 0.0
+    assert scorer.score("I don't know", item("18")) == 0.0
+
+
+def test_rouge_best_over_references() -> None:
+    scorer = make("rouge", variant="rouge1")
+    one_ref = scorer.score("the cat sat", item("a dog ran"))
+    best = scorer.score("the cat sat", item(references=["a dog ran", "the cat sat"]))
+    assert one_ref == 0.0 and best == pytest.approx(1.0)
+    partial = make("rouge", variant="rouge1").score("the cat", item("the cat sat on the mat"))
+    assert partial == pytest.approx(2 * (1.0 * 2 / 6) / (1.0 + 2 / 6))
+
+
+def test_accuracy_and_macro_f1_match_sklearn() -> None:
+    from sklearn.metrics import f1_score
+
+    truth = ["a", "a", "b", "b", "c", "c"]
+    guess = ["a", "b", "b", "b", "c", "junk"]
+    expected = f1_score(truth, guess, labels=["a", "b", "c"], average="macro")
+    assert macro_f1(truth, guess) == pytest.approx(expected)
+    scorer = make("accuracy")
+    items = [item(t) for t in truth]
+    outputs = [f"`{g.upper()}`" for g in guess]
+    assert [scorer.score(o, i) for o, i in zip(outputs, items, strict=True)] == [1, 0, 1, 1, 1, 0]
+    assert scorer.aggregate is not None
+    assert scorer.aggregate(outputs, items)["macro_f1"] == pytest.approx(expected)
+
+
+def test_errored_records_are_not_scored_as_zero() -> None:
+    from harness.records import RecordError
+
+    ok = Record(variant="v", item_id="i", model="m", prompt="p", prompt_hash="h", output="paris")
+    failed = Record(
+        variant="v",
+        item_id="i",
+        model="m",
+        prompt="p",
+        prompt_hash="h",
+        error=RecordError(type="Timeout", message="slow"),
+    )
+    score_records([ok, failed], {"i": item("paris")}, [make("exact_match")])
+    assert ok.scores == {"exact_match": 1.0}
+    assert failed.scores == {"exact_match": None}
+
+
+def test_scorer_needing_a_reference_records_why() -> None:
+    record = Record(variant="v", item_id="i", model="m", prompt="p", prompt_hash="h", output="x")
+    score_records([record], {"i": item()}, [make("exact_match")])
+    assert record.scores["exact_match"] is None
+    assert "no reference" in record.score_errors["exact_match"]
+
+
+def test_custom_scorer_by_module_function() -> None:
+    scorer = make("tests.custom_scorers:length_under", max_chars=5)
+    assert scorer.score("short", item()) == 1.0
+    assert scorer.score("much too long", item()) == 0.0
