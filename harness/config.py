@@ -115,6 +115,8 @@ class ModelConfig(StrictModel):
     api_key_env: str | None = None
     """Environment variable holding the API key, when not the provider's usual one."""
     price: Price | None = None
+    concurrency: int | None = Field(default=None, gt=0)
+    """At most this many calls to this model at once (local/smollm2-135m: 1, it has one slot)."""
 
     @property
     def display_name(self) -> str:
@@ -127,6 +129,8 @@ class ScorerConfig(StrictModel):
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+    """The column and metric name; defaults to the name, plus option values when a name repeats."""
 
 
 class Baseline(StrictModel):
@@ -187,20 +191,37 @@ class Experiment(StrictModel):
                 out.append({"name": v})
             elif isinstance(v, dict) and len(v) == 1 and "name" not in v:
                 ((name, options),) = v.items()
-                out.append({"name": name, "options": options or {}})
+                options = dict(options or {})
+                label = options.pop("label", None)
+                out.append({"name": name, "options": options, "label": label})
             else:
                 out.append(v)
         return out
+
+    def scorer_labels(self) -> list[str]:
+        """Unique labels: the scorer's name, with its option values appended where the name repeats."""
+        names = [s.name for s in self.scorers]
+        labels = []
+        for s in self.scorers:
+            if s.label:
+                labels.append(s.label)
+            elif names.count(s.name) > 1 and s.options:
+                labels.append("_".join([s.name, *(str(v) for v in s.options.values())]))
+            else:
+                labels.append(s.name)
+        return labels
 
     @model_validator(mode="after")
     def _names_unique(self) -> Experiment:
         for label, names in (
             ("prompts", [p.name for p in self.prompts]),
             ("models", [m.display_name for m in self.models]),
+            ("scorers", self.scorer_labels()),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
-                raise ValueError(f"{label} names must be unique; repeated: {', '.join(dupes)}")
+                hint = " (give each a distinct `label` option)" if label == "scorers" else ""
+                raise ValueError(f"{label} names must be unique; repeated: {', '.join(dupes)}{hint}")
         return self
 
     def resolve(self, relative: str) -> Path:

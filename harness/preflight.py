@@ -26,7 +26,8 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     file = str(experiment.source_path)
     _check_baseline(experiment, file)
     _check_models(experiment, file)
-    scorers = [build_scorer(s, file, f"scorers[{i}]") for i, s in enumerate(experiment.scorers)]
+    labels = experiment.scorer_labels()
+    scorers = [build_scorer(s, file, f"scorers[{i}]", labels[i]) for i, s in enumerate(experiment.scorers)]
     templates = {
         p.name: load_template(p.name, experiment.resolve(p.path), experiment.source_path, f"prompts[{i}].path")
         for i, p in enumerate(experiment.prompts)

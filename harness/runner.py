@@ -7,6 +7,7 @@ or error, so nothing is dropped and a failure is never mistaken for a low score.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from rich.console import Console
@@ -16,7 +17,7 @@ from harness.datasets import Item
 from harness.plan import Plan, Variant
 from harness.preflight import prompt_hash
 from harness.providers import call_model
-from harness.providers.local import register_local_provider
+from harness.providers.local import local_slots, register_local_provider
 from harness.records import Record
 
 OnRecord = Callable[[Record], None]
@@ -33,6 +34,9 @@ async def run_plan_async(plan: Plan, console: Console | None = None, on_record: 
     console = console or Console(stderr=True)
     jobs = [(v, item) for v in plan.runnable for item in plan.eval_set.items]
     limit = asyncio.Semaphore(plan.experiment.concurrency)
+    per_model = {
+        v.model.display_name: asyncio.Semaphore(n) for v in plan.runnable if (n := model_concurrency(v)) is not None
+    }
     spent = 0.0
     errors = 0
     progress = Progress(
@@ -50,7 +54,9 @@ async def run_plan_async(plan: Plan, console: Console | None = None, on_record: 
 
     async def one(variant: Variant, item: Item) -> Record:
         nonlocal spent, errors
-        async with limit:
+        # The model's own limit is taken first, so a call queued behind a one-slot local model neither
+        # holds a global slot nor counts its wait as latency (or as a timeout).
+        async with per_model.get(variant.model.display_name) or contextlib.nullcontext(), limit:
             record = await _call(plan, variant, item)
         spent += record.cost_usd
         errors += record.error is not None
@@ -62,6 +68,11 @@ async def run_plan_async(plan: Plan, console: Console | None = None, on_record: 
     with progress:
         task = progress.add_task("run", total=len(jobs), spent=0.0, errors=0)
         return list(await asyncio.gather(*(one(v, item) for v, item in jobs)))
+
+
+def model_concurrency(variant: Variant) -> int | None:
+    """The variant's model's own concurrency limit, if it has one."""
+    return variant.model.concurrency or local_slots(variant.model.model)
 
 
 async def _call(plan: Plan, variant: Variant, item: Item) -> Record:

@@ -44,6 +44,8 @@ class FakeModelServer:
         self.answer: Callable[[dict[str, Any]], str] = lambda request: "a fake answer."
         self.usage = Usage()
         self.delay_s = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -103,6 +105,15 @@ class FakeModelServer:
                 request = json.loads(self.rfile.read(length) or b"{}")
                 with server.lock:
                     server.requests.append(request)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._respond(request)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _respond(self, request: dict[str, Any]) -> None:
                 fault = server._next_fault()
                 if fault is not None:
                     time.sleep(fault.delay_s)

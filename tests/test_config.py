@@ -208,3 +208,12 @@ def test_csv_and_parquet_datasets_load(tmp_path: Path) -> None:
         plan = prepare(load_config(path))
         assert [i.id for i in plan.eval_set.items] == ["a", "b"]
         assert plan.eval_set.items[1].reference == "three"
+
+
+def test_repeated_scorer_names_get_distinct_labels(tmp_path: Path) -> None:
+    config = lead_config(scorers=[{"rouge": {"variant": "rougeL"}}, {"rouge": {"variant": "rouge2"}}])
+    plan = prepare(load_config(write_project(tmp_path, config)))
+    assert [s.name for s in plan.scorers] == ["rouge_rougeL", "rouge_rouge2"]
+    config = lead_config(scorers=["rouge", "rouge"])
+    err = error_of(write_project(tmp_path, config))
+    assert "scorers names must be unique" in err.problem

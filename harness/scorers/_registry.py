@@ -70,8 +70,12 @@ def scorer(name: str, kind: Kind = "continuous") -> Callable[[Callable[..., Any]
     return register
 
 
-def build_scorer(cfg: ScorerConfig, config_file: str, field_path: str) -> Scorer:
-    """A Scorer from config: a registered name, or `module:function` for a user's own factory."""
+def build_scorer(cfg: ScorerConfig, config_file: str, field_path: str, label: str | None = None) -> Scorer:
+    """A Scorer from config: a registered name, or `module:function` for a user's own factory.
+
+    `label` names the scorer's column and metrics (the experiment makes repeated names unique).
+    """
+    label = label or cfg.label or cfg.name
     entry = _lookup(cfg.name, config_file, field_path)
     try:
         inspect.signature(entry.factory).bind(**cfg.options)
@@ -90,8 +94,8 @@ def build_scorer(cfg: ScorerConfig, config_file: str, field_path: str) -> Scorer
             config_file, f"{field_path}.options", f"scorer '{cfg.name}': {exc}", "fix the option's value"
         ) from None
     if isinstance(built, ScorerParts):
-        return Scorer(cfg.name, built.score, entry.kind, dict(cfg.options), built.aggregate)
-    return Scorer(cfg.name, built, entry.kind, dict(cfg.options))
+        return Scorer(label, built.score, entry.kind, dict(cfg.options), built.aggregate)
+    return Scorer(label, built, entry.kind, dict(cfg.options))
 
 
 def _lookup(name: str, config_file: str, field_path: str) -> _Entry:
