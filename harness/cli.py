@@ -72,7 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=max(console.width, 160))
+        console = Console(width=max(console.width, 200))
     started = time.perf_counter()
     experiment = load_config(args.config)
     if args.limit is not None:

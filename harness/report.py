@@ -24,15 +24,16 @@ def results_table(summaries: list[VariantSummary], baseline: str | None, title: 
     for s in summaries:
         quality_keys += [k for k in s.quality if k not in quality_keys]
     table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("variant", overflow="fold")
+    table.add_column("variant", no_wrap=True)
     for key in quality_keys:
         table.add_column(key, justify="right")
     for name in ("cost/item", "cost total", "in tok", "out tok", "p50 s", "p95 s", "errors"):
         table.add_column(name, justify="right")
+    table.add_column("notes", min_width=30)
     for s in summaries:
         label = s.variant + (" [dim](baseline)[/]" if s.variant == baseline else "")
         if s.skipped:
-            table.add_row(f"[yellow]{label}[/]", *[""] * len(quality_keys), f"[bold yellow]{s.skipped}[/]", *[""] * 6)
+            table.add_row(f"[yellow]{label}[/]", *[""] * (len(quality_keys) + 7), f"[bold yellow]{s.skipped}[/]")
             continue
         table.add_row(
             label,
@@ -44,6 +45,7 @@ def results_table(summaries: list[VariantSummary], baseline: str | None, title: 
             _fmt(s.latency_p50_s, ".2f"),
             _fmt(s.latency_p95_s, ".2f"),
             f"[red]{s.n_errors}[/]" if s.n_errors else "0",
+            f"{s.retries} retries" if s.retries else "",
         )
     return table
 
