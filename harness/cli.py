@@ -74,6 +74,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not console.is_terminal:
         console = Console(width=max(console.width, 200))
     started = time.perf_counter()
+    started_at = time.time()
     experiment = load_config(args.config)
     if args.limit is not None:
         dataset = experiment.dataset.model_copy(update={"limit": args.limit})
@@ -93,7 +94,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.no_tracking:
         from harness.tracking import log_run, tracking_uri
 
-        run_id = log_run(plan, records, summaries)
+        run_id = log_run(plan, records, summaries, started_at)
         console.print(
             f"MLflow: run [bold]{run_id}[/] in {tracking_uri(experiment)} (see it with: python -m harness ui)"
         )

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +102,23 @@ def _log_config(mlflow: Any, path: Path) -> None:
     mlflow.log_text("# secrets masked by harness\n" + yaml.safe_dump(tree, sort_keys=False), f"config/{path.name}")
 
 
-def log_run(plan: Plan, records: list[Record], summaries: list[VariantSummary]) -> str:
-    """Log the invocation and every variant; returns the parent run id."""
+def log_run(plan: Plan, records: list[Record], summaries: list[VariantSummary], started_at: float | None = None) -> str:
+    """Log the invocation and every variant; returns the parent run id.
+
+    Runs are created with the time the experiment started (`started_at`, epoch seconds), so MLflow's
+    duration column shows how long the calls took, not how long logging took.
+    """
     experiment = plan.experiment
     uri = tracking_uri(experiment)
     mlflow = _mlflow(uri)
     experiment_id = ensure_experiment(experiment, uri)
+    start_ms = int((started_at or time.time()) * 1000)
     by_variant: dict[str, list[Record]] = {}
     for record in records:
         by_variant.setdefault(record.variant, []).append(record)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=experiment.name) as parent:
+    client = mlflow.MlflowClient()
+    parent_id = client.create_run(experiment_id, start_time=start_ms, run_name=experiment.name).info.run_id
+    with mlflow.start_run(run_id=parent_id) as parent:
         mlflow.log_params(_parent_params(plan))
         mlflow.set_tags({"harness.kind": "experiment", "harness.dataset_fingerprint": plan.eval_set.fingerprint})
         if experiment.description:
@@ -125,7 +133,10 @@ def log_run(plan: Plan, records: list[Record], summaries: list[VariantSummary]) 
             }
         )
         for variant, summary in zip(plan.variants, summaries, strict=True):
-            _log_variant(mlflow, experiment_id, plan, variant, summary, by_variant.get(variant.name, []))
+            child = client.create_run(
+                experiment_id, start_time=start_ms, run_name=variant.name, tags={"mlflow.parentRunId": parent_id}
+            )
+            _log_variant(mlflow, child.info.run_id, plan, variant, summary, by_variant.get(variant.name, []))
         return parent.info.run_id
 
 
@@ -149,10 +160,10 @@ def _parent_params(plan: Plan) -> dict[str, Any]:
 
 
 def _log_variant(
-    mlflow: Any, experiment_id: str, plan: Plan, variant: Variant, summary: VariantSummary, records: list[Record]
+    mlflow: Any, run_id: str, plan: Plan, variant: Variant, summary: VariantSummary, records: list[Record]
 ) -> None:
     status = "skipped" if variant.skipped else "finished"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=variant.name, nested=True):
+    with mlflow.start_run(run_id=run_id, nested=True):
         params = {
             "variant": variant.name,
             "model": variant.model.model,
