@@ -11,8 +11,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.offline import apply_offline_defaults
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from harness.config import Experiment
+    from harness.records import Record
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -51,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, default=None, help="override dataset.limit for a quick look")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.set_defaults(handler=_cmd_run)
+    gate = sub.add_parser("gate", help="decide by non-inferiority whether a candidate may replace the baseline")
+    gate.add_argument("config", type=Path)
+    gate.add_argument("--candidate", default=None, help="MODEL[:PROMPT]; default: every non-baseline variant")
+    gate.add_argument("--against", default=None, metavar="RUN_ID", help="take the baseline from a stored MLflow run")
+    gate.add_argument("--limit", type=int, default=None, help="override dataset.limit")
+    gate.set_defaults(handler=_cmd_gate)
+    report = sub.add_parser("report", help="rebuild the analysis, plot and report of a stored run (no model calls)")
+    report.add_argument("run_id")
+    report.add_argument("--out", default=None, help="folder for report.md and frontier.png (default reports/RUN_ID)")
+    report.add_argument("--tracking-uri", default=None)
+    report.set_defaults(handler=_cmd_report)
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 over the tracking store")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument(
@@ -60,54 +78,98 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _console() -> Console:
     from rich.console import Console
 
-    from harness.config import load_config
-    from harness.preflight import prepare
-    from harness.report import print_results
-    from harness.runner import run_plan
-    from harness.scorers import score_records
-    from harness.summary import summarize
-
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 200))
-    started = time.perf_counter()
-    started_at = time.time()
-    experiment = load_config(args.config)
-    if args.limit is not None:
-        dataset = experiment.dataset.model_copy(update={"limit": args.limit})
-        experiment = experiment.model_copy(update={"dataset": dataset})
-    plan = prepare(experiment, strict=args.strict)
-    console.print(
-        f"[bold]{experiment.name}[/]: {len(plan.eval_set.items)} items x {len(plan.runnable)} variants "
-        f"(dataset {plan.eval_set.source}, fingerprint {plan.eval_set.fingerprint})"
-    )
-    for variant in plan.variants:
-        if variant.skipped:
-            console.print(f"[bold yellow]WARNING[/] {variant.name}: {variant.skipped}")
-    records = run_plan(plan, console=console)
-    score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers)
-    summaries = summarize(plan, records)
-    print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
-    if not args.no_tracking:
-        from harness.tracking import log_run, tracking_uri
+    return console if console.is_terminal else Console(width=max(console.width, 200))
 
-        run_id = log_run(plan, records, summaries, started_at)
-        console.print(
-            f"MLflow: run [bold]{run_id}[/] in {tracking_uri(experiment)} (see it with: python -m harness ui)"
-        )
+
+def _load(path: Path, limit: int | None) -> Experiment:
+    from harness.config import load_config
+
+    experiment = load_config(path)
+    if limit is not None:
+        experiment = experiment.model_copy(update={"dataset": experiment.dataset.model_copy(update={"limit": limit})})
+    return experiment
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from harness.workflow import run_experiment
+
+    console = _console()
+    started = time.perf_counter()
+    run_experiment(_load(args.config, args.limit), console, strict=args.strict, tracking=not args.no_tracking)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
     return EXIT_OK
 
 
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from harness.gate import EXIT_USAGE, decide, gate_variants, publish
+    from harness.report import markdown_report
+    from harness.workflow import run_experiment
+
+    console = _console()
+    experiment = _load(args.config, args.limit)
+    baseline, candidates = gate_variants(experiment, args.candidate)
+    prior = None
+    if args.against:
+        prior = _stored_baseline(experiment, args.against, baseline)
+        if prior is None:
+            console.print(f"error: run {args.against} has no records for the baseline {baseline}")
+            return EXIT_USAGE
+    outcome = run_experiment(experiment, console, strict=True, only={baseline, *candidates}, reuse=True, prior=prior)
+    result = decide(outcome.analysis, candidates)
+    report = markdown_report(experiment.name, outcome.summaries, outcome.analysis, None, experiment.description)
+    publish(result, report, console)
+    return result.exit_code
+
+
+def _stored_baseline(experiment: Experiment, run_id: str, baseline: str) -> dict[str, list[Record]] | None:
+    from harness.config import ConfigError
+    from harness.tracking import load_run, tracking_uri
+
+    try:
+        stored = load_run(run_id, tracking_uri(experiment))
+    except Exception as exc:
+        raise ConfigError(
+            str(experiment.source_path),
+            "--against",
+            f"cannot read MLflow run {run_id}: {exc}",
+            "give the id of a parent or variant run in this tracking store",
+        ) from None
+    records = [r for r in stored.records if r.variant == baseline]
+    return {baseline: records} if records else None
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import print_analysis, print_results
+    from harness.tracking import add_artifacts, load_run
+    from harness.workflow import analysis_from_records, write_outputs
+
+    console = _console()
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
+    stored = load_run(args.run_id, uri)
+    summaries, analysis = analysis_from_records(stored.manifest, stored.records)
+    title = stored.manifest["experiment"]
+    print_results(console, summaries, stored.manifest["baseline"], f"{title}: results (from run {stored.run_id})")
+    print_analysis(console, analysis)
+    out = Path(args.out or Path("reports") / stored.run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    files = write_outputs(out, title, stored.manifest.get("description", ""), summaries, analysis)
+    add_artifacts(stored.run_id, uri, files)
+    console.print(f"report: {', '.join(str(f) for f in files)} (also logged to run {stored.run_id})")
+    return EXIT_OK
+
+
+def _default_store_uri() -> str:
+    store = Path("mlruns").resolve()
+    store.mkdir(exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
-    uri = args.backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        store = Path("mlruns").resolve()
-        store.mkdir(exist_ok=True)
-        uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = args.backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
     command = [
         sys.executable,
         "-m",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -142,6 +142,29 @@ class Baseline(StrictModel):
     """A prompt's name."""
 
 
+class GateConfig(StrictModel):
+    """Non-inferiority: a candidate passes when the one-sided lower bound of (candidate - baseline) > -margin."""
+
+    metric: str | None = None
+    """A scorer label; defaults to the first scorer."""
+    margin: float = Field(default=0.02, ge=0)
+    """The largest quality loss that still counts as 'as good', in the metric's units."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    errors: Literal["exclude", "as_failure"] = "exclude"
+    """Items where a call errored: left out of the paired test, or scored 0 for the side that errored."""
+    max_error_rate: float = Field(default=0.1, ge=0, le=1)
+    """Above this error rate (candidate or baseline) the gate cannot decide."""
+
+
+class AnalysisConfig(StrictModel):
+    """How the statistics are computed."""
+
+    resamples: int = Field(default=2000, ge=100, le=100_000)
+    seed: int = 0
+    frontier_latency: bool = False
+    """Include latency p95 as a third axis of the Pareto frontier."""
+
+
 class Experiment(StrictModel):
     """A whole experiment: dataset x models x prompts, scored and tracked."""
 
@@ -156,6 +179,8 @@ class Experiment(StrictModel):
     """Extra template variables; `{file: path}` loads a JSON/YAML/text file."""
     scorers: list[ScorerConfig] = Field(min_length=1)
     baseline: Baseline | None = None
+    gate: GateConfig = Field(default_factory=GateConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     concurrency: int = Field(default=4, gt=0, le=1024)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)

@@ -21,12 +21,22 @@ from harness.providers.credentials import missing_credentials
 from harness.scorers import build_scorer
 
 
-def prepare(experiment: Experiment, strict: bool = False) -> Plan:
-    """Validate the whole experiment and return the plan; raises ConfigError naming file, field and fix."""
+def prepare(experiment: Experiment, strict: bool = False, only: set[str] | None = None) -> Plan:
+    """Validate the whole experiment and return the plan; raises ConfigError naming file, field and fix.
+
+    `only` keeps just the named variants (the gate runs the baseline and its candidates, nothing else).
+    """
     file = str(experiment.source_path)
     _check_baseline(experiment, file)
     _check_models(experiment, file)
     labels = experiment.scorer_labels()
+    if experiment.gate.metric is not None and experiment.gate.metric not in labels:
+        raise ConfigError(
+            file,
+            "gate.metric",
+            f"'{experiment.gate.metric}' is not one of the scorers",
+            f"use one of: {', '.join(labels)}",
+        )
     scorers = [build_scorer(s, file, f"scorers[{i}]", labels[i]) for i, s in enumerate(experiment.scorers)]
     templates = {
         p.name: load_template(p.name, experiment.resolve(p.path), experiment.source_path, f"prompts[{i}].path")
@@ -42,6 +52,8 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     prices: dict[str, ModelPrice] = {m.display_name: resolve_price(m, file) for m in experiment.models}
     skipped = _credential_check(experiment, file, strict)
     variants = expand_variants(experiment, templates, prices, skipped)
+    if only is not None:
+        variants = [v for v in variants if v.name in only]
     plan = Plan(
         experiment=experiment,
         eval_set=eval_set,

@@ -7,6 +7,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from harness.analysis import Analysis
 from harness.summary import VariantSummary
 
 
@@ -56,3 +57,142 @@ def print_results(console: Console, summaries: list[VariantSummary], baseline: s
     for s in summaries:
         if s.skipped:
             console.print(f"[bold yellow]WARNING[/] {s.variant} was not run: {s.skipped}")
+
+
+_STATUS_STYLE = {"pass": "green", "fail": "red", "undecided": "yellow", "baseline": "cyan"}
+
+
+def analysis_table(analysis: Analysis) -> Table:
+    """Quality with CIs, the paired comparison with the baseline, and the verdict, per variant."""
+    metric = analysis.metric
+    table = Table(
+        title=f"{metric}: {analysis.confidence:.0%} CIs and paired comparison with the baseline "
+        f"(margin {analysis.margin:g})",
+        title_justify="left",
+        header_style="bold",
+    )
+    for name, justify in (
+        ("variant", "left"),
+        (metric, "right"),
+        ("vs baseline", "right"),
+        ("p", "right"),
+        ("test", "left"),
+        ("excluded", "right"),
+        ("MDD", "right"),
+        ("frontier", "center"),
+        ("verdict", "left"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name == "variant")  # type: ignore[arg-type]
+    for variant, est in analysis.estimates.get(metric, {}).items():
+        paired = analysis.paired[metric][variant]
+        verdict = analysis.verdicts.get(variant)
+        is_base = variant == analysis.baseline
+        status = verdict.status if verdict else ""
+        table.add_row(
+            variant
+            + (" (recommended)" if analysis.recommendation and analysis.recommendation.variant == variant else ""),
+            f"{est.mean:.3f} [{est.ci_low:.3f}, {est.ci_high:.3f}]",
+            "–" if is_base else f"{paired.mean_diff:+.3f} [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}]",
+            "–" if is_base else _fmt(paired.p_value, ".3g"),
+            "" if is_base else paired.test,
+            str(paired.n_excluded),
+            "–" if is_base else _fmt(paired.mdd, ".3f"),
+            "★" if variant in analysis.pareto else "",
+            f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
+        )
+    return table
+
+
+def recommendation_line(analysis: Analysis) -> str:
+    """One sentence: what to switch to, and what it saves; or why there is no recommendation."""
+    rec = analysis.recommendation
+    if rec is None:
+        return "No recommendation: no variant ran."
+    if rec.variant == rec.baseline:
+        return f"Recommendation: keep {rec.baseline}; no cheaper variant was shown non-inferior on {analysis.metric}."
+    return (
+        f"Recommendation: {rec.variant} is non-inferior to {rec.baseline} on {analysis.metric} "
+        f"(margin {analysis.margin:g}) and saves {rec.savings_pct:.1f}% "
+        f"(${rec.savings_per_1000_usd:.4f} per 1,000 items)."
+    )
+
+
+def print_analysis(console: Console, analysis: Analysis) -> None:
+    """The evidence after the results table: CIs, paired tests, frontier, recommendation, warnings."""
+    if analysis.baseline_note:
+        console.print(f"[bold yellow]NOTE[/] {analysis.baseline_note}")
+    if analysis.estimates:
+        console.print(analysis_table(analysis))
+        console.print(f"Pareto frontier (cost vs {analysis.metric}): {', '.join(analysis.pareto)}")
+    console.print(f"[bold]{recommendation_line(analysis)}[/]")
+    for warning in analysis.warnings:
+        console.print(f"[bold yellow]WARNING[/] {warning}")
+
+
+def markdown_report(
+    title: str, summaries: list[VariantSummary], analysis: Analysis, plot_name: str | None, description: str = ""
+) -> str:
+    """The report artifact: results, the plot, the paired tests and the verdict, in markdown."""
+    lines = [f"# {title}", ""]
+    if description:
+        lines += [description.strip(), ""]
+    lines += [f"**{recommendation_line(analysis)}**", ""]
+    if analysis.baseline_note:
+        lines += [f"> Note: {analysis.baseline_note}", ""]
+    lines += ["## Results", "", _md_results(summaries), ""]
+    if plot_name:
+        lines += [f"![cost vs {analysis.metric}]({plot_name})", ""]
+    lines += [
+        f"## {analysis.metric}: paired comparison with {analysis.baseline}",
+        "",
+        f"Confidence {analysis.confidence:.0%}, non-inferiority margin {analysis.margin:g}. A candidate passes when "
+        "the lower bound of the one-sided CI of (candidate - baseline) is above -margin. MDD is the minimum "
+        "detectable difference at 80% power for the number of paired items.",
+        "",
+        "| variant | mean [CI] | diff vs baseline [CI] | one-sided lower | p (test) | excluded | MDD | frontier "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, est in analysis.estimates.get(analysis.metric, {}).items():
+        p = analysis.paired[analysis.metric][variant]
+        verdict = analysis.verdicts[variant]
+        base = variant == analysis.baseline
+        lines.append(
+            f"| {variant} | {est.mean:.3f} [{est.ci_low:.3f}, {est.ci_high:.3f}] ({est.method}) | "
+            + (
+                "– | – | – | "
+                if base
+                else f"{p.mean_diff:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}] | {p.lower_one_sided:+.4f} | "
+                f"{_fmt(p.p_value, '.3g')} ({p.test}) | "
+            )
+            + f"{p.n_excluded} | {'–' if base else _fmt(p.mdd, '.4f')} | {'yes' if variant in analysis.pareto else ''}"
+            f" | **{verdict.status}**: {verdict.reason} |"
+        )
+    if analysis.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in analysis.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def _md_results(summaries: list[VariantSummary]) -> str:
+    keys: list[str] = []
+    for s in summaries:
+        keys += [k for k in s.quality if k not in keys]
+    head = ["variant", *keys, "cost/item", "cost total", "in tok", "out tok", "p50 s", "p95 s", "errors"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        if s.skipped:
+            rows.append(f"| {s.variant} | " + " | ".join([""] * (len(head) - 2)) + f" | {s.skipped} |")
+            continue
+        cells = [
+            s.variant,
+            *[_fmt(s.quality.get(k, math.nan), ".3f") for k in keys],
+            _usd(s.cost_per_item_usd),
+            _usd(s.cost_total_usd),
+            _fmt(s.mean_input_tokens, ".0f"),
+            _fmt(s.mean_output_tokens, ".0f"),
+            _fmt(s.latency_p50_s, ".2f"),
+            _fmt(s.latency_p95_s, ".2f"),
+            str(s.n_errors),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)

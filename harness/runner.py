@@ -23,16 +23,21 @@ from harness.records import Record
 OnRecord = Callable[[Record], None]
 
 
-def run_plan(plan: Plan, console: Console | None = None, on_record: OnRecord | None = None) -> list[Record]:
-    """Run every runnable variant on every item; returns records in (variant, item) order."""
-    return asyncio.run(run_plan_async(plan, console, on_record))
+def run_plan(
+    plan: Plan, console: Console | None = None, on_record: OnRecord | None = None, exclude: set[str] | None = None
+) -> list[Record]:
+    """Run every runnable variant (except `exclude`) on every item; records come in (variant, item) order."""
+    return asyncio.run(run_plan_async(plan, console, on_record, exclude))
 
 
-async def run_plan_async(plan: Plan, console: Console | None = None, on_record: OnRecord | None = None) -> list[Record]:
+async def run_plan_async(
+    plan: Plan, console: Console | None = None, on_record: OnRecord | None = None, exclude: set[str] | None = None
+) -> list[Record]:
     """The async body of `run_plan`, for callers that already own an event loop."""
     register_local_provider()
     console = console or Console(stderr=True)
-    jobs = [(v, item) for v in plan.runnable for item in plan.eval_set.items]
+    exclude = exclude or set()
+    jobs = [(v, item) for v in plan.runnable if v.name not in exclude for item in plan.eval_set.items]
     limit = asyncio.Semaphore(plan.experiment.concurrency)
     per_model = {
         v.model.display_name: asyncio.Semaphore(n) for v in plan.runnable if (n := model_concurrency(v)) is not None

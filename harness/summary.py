@@ -64,21 +64,47 @@ class VariantSummary:
         return {k: float(v) for k, v in values.items() if not math.isnan(v)}
 
 
+@dataclass(frozen=True)
+class VariantInfo:
+    """What a summary needs to know about a variant besides its records (also stored with a run)."""
+
+    name: str
+    model: str
+    prompt: str
+    skipped: str | None = None
+
+    @classmethod
+    def of(cls, variant: Variant) -> VariantInfo:
+        """The info of a planned variant."""
+        return cls(variant.name, variant.model.model, variant.prompt.name, variant.skipped)
+
+
 def summarize(plan: Plan, records: list[Record]) -> list[VariantSummary]:
     """One summary per variant in plan order, skipped variants included."""
+    items = {item.id: item for item in plan.eval_set.items}
+    infos = [VariantInfo.of(v) for v in plan.variants]
+    return summarize_records(infos, records, [s.name for s in plan.scorers], plan.scorers, items)
+
+
+def summarize_records(
+    variants: list[VariantInfo],
+    records: list[Record],
+    metrics: list[str],
+    scorers: list[Scorer] | None = None,
+    items: dict[str, Item] | None = None,
+) -> list[VariantSummary]:
+    """Summaries from records alone; aggregates (macro-F1) need the scorers and items, else are left out."""
     by_variant: dict[str, list[Record]] = {}
     for record in records:
         by_variant.setdefault(record.variant, []).append(record)
-    items = {item.id: item for item in plan.eval_set.items}
-    return [_summarize_variant(v, by_variant.get(v.name, []), plan.scorers, items) for v in plan.variants]
+    aggregators = [s for s in scorers or [] if s.aggregate is not None] if items is not None else []
+    return [_summarize_variant(v, by_variant.get(v.name, []), metrics, aggregators, items or {}) for v in variants]
 
 
 def _summarize_variant(
-    variant: Variant, records: list[Record], scorers: list[Scorer], items: dict[str, Item]
+    variant: VariantInfo, records: list[Record], metrics: list[str], aggregators: list[Scorer], items: dict[str, Item]
 ) -> VariantSummary:
-    summary = VariantSummary(
-        variant=variant.name, model=variant.model.model, prompt=variant.prompt.name, skipped=variant.skipped
-    )
+    summary = VariantSummary(variant=variant.name, model=variant.model, prompt=variant.prompt, skipped=variant.skipped)
     if not records:
         return summary
     ok = [r for r in records if r.error is None]
@@ -94,11 +120,11 @@ def _summarize_variant(
         latencies = np.array([r.latency_s for r in ok])
         summary.latency_p50_s = float(np.percentile(latencies, 50))
         summary.latency_p95_s = float(np.percentile(latencies, 95))
-    for sc in scorers:
-        values = [r.scores.get(sc.name) for r in ok]
-        scored = [v for v in values if v is not None]
-        summary.quality[sc.name] = float(np.mean(scored)) if scored else math.nan
-        if sc.aggregate is not None and ok:
+    for metric in metrics:
+        scored = [v for r in ok if (v := r.scores.get(metric)) is not None]
+        summary.quality[metric] = float(np.mean(scored)) if scored else math.nan
+    for sc in aggregators:
+        if ok and sc.aggregate is not None:
             extra = sc.aggregate([r.output or "" for r in ok], [items[r.item_id] for r in ok])
             summary.quality.update({f"{sc.name}.{k}": v for k, v in extra.items()})
     return summary

@@ -9,20 +9,24 @@ batches (one call per dict), which is several times faster than one call per met
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.analysis import Analysis
 from harness.config import Experiment
 from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
-from harness.summary import VariantSummary
+from harness.summary import VariantInfo, VariantSummary
 
 RECORDS_ARTIFACT = "records.jsonl"
+MANIFEST_ARTIFACT = "harness_run.json"
 TABLE_ARTIFACT = "records_table.json"
 _SECRET_NAME = re.compile(
     r"api_?key|secret|password|authorization|bearer|access_token|auth_token|^token$", re.IGNORECASE
@@ -102,8 +106,15 @@ def _log_config(mlflow: Any, path: Path) -> None:
     mlflow.log_text("# secrets masked by harness\n" + yaml.safe_dump(tree, sort_keys=False), f"config/{path.name}")
 
 
-def log_run(plan: Plan, records: list[Record], summaries: list[VariantSummary], started_at: float | None = None) -> str:
-    """Log the invocation and every variant; returns the parent run id.
+def log_run(
+    plan: Plan,
+    records: list[Record],
+    summaries: list[VariantSummary],
+    started_at: float | None = None,
+    analysis: Analysis | None = None,
+    artifacts: list[Path] | None = None,
+) -> str:
+    """Log the invocation and every variant, with the analysis and its report; returns the parent run id.
 
     Runs are created with the time the experiment started (`started_at`, epoch seconds), so MLflow's
     duration column shows how long the calls took, not how long logging took.
@@ -124,6 +135,9 @@ def log_run(plan: Plan, records: list[Record], summaries: list[VariantSummary], 
         if experiment.description:
             mlflow.set_tag("mlflow.note.content", experiment.description)
         _log_config(mlflow, experiment.source_path)
+        mlflow.log_dict(run_manifest(plan), MANIFEST_ARTIFACT)
+        for path in artifacts or []:
+            mlflow.log_artifact(str(path))
         total = sum(s.cost_total_usd for s in summaries)
         mlflow.log_metrics(
             {
@@ -137,7 +151,88 @@ def log_run(plan: Plan, records: list[Record], summaries: list[VariantSummary], 
                 experiment_id, start_time=start_ms, run_name=variant.name, tags={"mlflow.parentRunId": parent_id}
             )
             _log_variant(mlflow, child.info.run_id, plan, variant, summary, by_variant.get(variant.name, []))
+            if analysis is not None:
+                log_analysis(client, child.info.run_id, variant.name, analysis)
         return parent.info.run_id
+
+
+def call_hash(variant: Variant) -> str:
+    """Identity of what a variant sends: model, endpoint, template and parameters (secrets excluded)."""
+    import hashlib
+
+    identity = {
+        "model": variant.model.model,
+        "api_base": variant.model.api_base,
+        "template": variant.prompt.template_hash,
+        "params": redact(variant.params),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def find_reusable(plan: Plan, variant: Variant) -> list[Record] | None:
+    """Records of the newest finished run of this exact variant on this exact eval, if any.
+
+    Lets the gate reuse what was already paid for instead of calling the models again.
+    """
+    uri = tracking_uri(plan.experiment)
+    mlflow = _mlflow(uri)
+    found = mlflow.get_experiment_by_name(plan.experiment.name)
+    if found is None:
+        return None
+    query = (
+        f"params.call_hash = '{call_hash(variant)}' and params.variant = '{variant.name}' "
+        f"and tags.`harness.dataset_fingerprint` = '{plan.eval_set.fingerprint}' "
+        "and tags.`harness.status` = 'finished'"
+    )
+    runs = mlflow.MlflowClient().search_runs(
+        [found.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not runs:
+        return None
+    records = load_records(runs[0].info.run_id, uri)
+    return records if len(records) == len(plan.eval_set.items) else None
+
+
+def run_manifest(plan: Plan) -> dict[str, Any]:
+    """What `report` and `gate --against` need besides the records to rebuild the analysis."""
+    experiment = plan.experiment
+    return {
+        "experiment": experiment.name,
+        "description": experiment.description,
+        "baseline": plan.baseline,
+        "metrics": [{"name": s.name, "kind": s.kind} for s in plan.scorers],
+        "gate": experiment.gate.model_dump(),
+        "analysis": experiment.analysis.model_dump(),
+        "dataset_fingerprint": plan.eval_set.fingerprint,
+        "variants": [asdict(VariantInfo.of(v)) for v in plan.variants],
+    }
+
+
+def log_analysis(client: Any, run_id: str, variant: str, analysis: Analysis) -> None:
+    """Tags the UI can filter on (pareto, recommended, verdict) and the CI and paired-test metrics."""
+    from mlflow.entities import Metric, RunTag
+
+    tags = {
+        "harness.pareto": str(variant in analysis.pareto).lower(),
+        "harness.recommended": str(
+            bool(analysis.recommendation and analysis.recommendation.variant == variant)
+        ).lower(),
+    }
+    if variant in analysis.verdicts:
+        tags["harness.verdict"] = analysis.verdicts[variant].status
+    values: dict[str, float] = {}
+    for metric, estimates in analysis.estimates.items():
+        if variant in estimates:
+            values[f"ci_low.{metric}"] = estimates[variant].ci_low
+            values[f"ci_high.{metric}"] = estimates[variant].ci_high
+        paired = analysis.paired.get(metric, {}).get(variant)
+        if paired is not None and variant != analysis.baseline:
+            values[f"diff_vs_baseline.{metric}"] = paired.mean_diff
+            values[f"p_value.{metric}"] = paired.p_value
+            values[f"mdd.{metric}"] = paired.mdd
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(v)]
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
 
 
 def _parent_params(plan: Plan) -> dict[str, Any]:
@@ -173,10 +268,12 @@ def _log_variant(
             "template_hash": variant.prompt.template_hash,
             "price_source": variant.price.source,
             "api_base": variant.model.api_base or "",
+            "call_hash": call_hash(variant),
         }
         params.update({f"param.{k}": v for k, v in redact(variant.params).items()})
         mlflow.log_params(params)
         tags = {
+            "harness.dataset_fingerprint": plan.eval_set.fingerprint,
             "harness.kind": "variant",
             "harness.status": status,
             "harness.baseline": str(variant.name == plan.baseline).lower(),
@@ -235,3 +332,45 @@ def load_records(run_id: str, uri: str) -> list[Record]:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=RECORDS_ARTIFACT, dst_path=tmp)
         lines = Path(local).read_text(encoding="utf-8").splitlines()
     return [Record.model_validate_json(line) for line in lines if line.strip()]
+
+
+@dataclass
+class StoredRun:
+    """A finished run read back from MLflow: enough to rebuild the analysis without a model call."""
+
+    run_id: str
+    manifest: dict[str, Any]
+    records: list[Record]
+    child_runs: dict[str, str]
+    """Variant name to child run id."""
+
+
+def load_run(run_id: str, uri: str) -> StoredRun:
+    """The parent run's manifest and every variant's records."""
+    mlflow = _mlflow(uri)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(run_id)
+    if parent.data.tags.get("harness.kind") == "variant":
+        parent_id = parent.data.tags.get("mlflow.parentRunId", run_id)
+        parent = client.get_run(parent_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=parent.info.run_id, artifact_path=MANIFEST_ARTIFACT, dst_path=tmp
+        )
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    child_runs = {c.info.run_name: c.info.run_id for c in children}
+    records: list[Record] = []
+    for child in children:
+        if child.data.tags.get("harness.status") == "finished":
+            records += load_records(child.info.run_id, uri)
+    return StoredRun(parent.info.run_id, manifest, records, child_runs)
+
+
+def add_artifacts(run_id: str, uri: str, files: list[Path]) -> None:
+    """Attach files to an existing run (a rebuilt report replaces the old one)."""
+    client = _mlflow(uri).MlflowClient()
+    for path in files:
+        client.log_artifact(run_id, str(path))

@@ -1,0 +1,199 @@
+"""From records to evidence: CIs per variant, paired tests against the baseline, verdicts, frontier.
+
+Works on stored records alone (no model calls), so `harness report RUN_ID` can rebuild everything a
+run printed. The gate metric decides the verdicts; every metric gets CIs and paired tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from harness.config import AnalysisConfig, GateConfig
+from harness.frontier import Point, Recommendation, pareto_front, recommend
+from harness.records import Record
+from harness.stats import (
+    PairedResult,
+    bootstrap_means,
+    paired_comparisons,
+    percentile_interval,
+    resample_weights,
+    wilson_interval,
+)
+from harness.summary import VariantSummary
+
+Status = Literal["pass", "fail", "undecided", "baseline"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A scorer's label and kind, all the analysis needs to know about it."""
+
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A variant's mean on one metric with its confidence interval."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    method: str
+    n: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The non-inferiority decision for one candidate on the gate metric."""
+
+    status: Status
+    reason: str
+
+
+@dataclass
+class Analysis:
+    """Everything the terminal summary, the plot, the report and the gate show."""
+
+    metric: str
+    margin: float
+    confidence: float
+    baseline: str | None
+    baseline_note: str = ""
+    estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    """metric -> variant -> estimate."""
+    paired: dict[str, dict[str, PairedResult]] = field(default_factory=dict)
+    """metric -> variant -> comparison with the baseline."""
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    pareto: list[str] = field(default_factory=list)
+    recommendation: Recommendation | None = None
+    warnings: list[str] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+
+
+def analyze(
+    summaries: list[VariantSummary],
+    records: list[Record],
+    metrics: list[MetricInfo],
+    baseline: str | None,
+    gate: GateConfig,
+    settings: AnalysisConfig,
+) -> Analysis:
+    """CIs, paired tests, verdicts, frontier and recommendation for a finished run."""
+    ran = [s for s in summaries if s.skipped is None and s.n_items > 0]
+    metric = gate.metric or (metrics[0].name if metrics else "")
+    result = Analysis(metric=metric, margin=gate.margin, confidence=gate.confidence, baseline=None)
+    if not ran or not metrics:
+        result.warnings.append("nothing was run, so there is nothing to analyse")
+        return result
+    result.baseline, result.baseline_note = _effective_baseline(ran, baseline, metric)
+    names = [s.variant for s in ran]
+    item_ids = list(dict.fromkeys(r.item_id for r in records if r.variant in names))
+    weights = resample_weights(len(item_ids), settings.resamples, settings.seed)
+    base_index = names.index(result.baseline)
+    for info in metrics:
+        sums, counts = score_arrays(records, names, item_ids, info.name, gate.errors)
+        binary = info.kind == "binary"
+        result.estimates[info.name] = _estimates(names, sums, counts, weights, gate.confidence, binary)
+        comparisons = paired_comparisons(sums, counts, base_index, weights, gate.confidence, binary)
+        result.paired[info.name] = dict(zip(names, comparisons, strict=True))
+    by_name = {s.variant: s for s in ran}
+    for name in names:
+        result.verdicts[name] = _verdict(name, result, by_name, gate)
+    result.points = [
+        Point(s.variant, s.cost_per_item_usd, result.estimates[metric][s.variant].mean, s.latency_p95_s) for s in ran
+    ]
+    result.pareto = pareto_front(result.points, settings.frontier_latency)
+    passing = {v for v, verdict in result.verdicts.items() if verdict.status == "pass"}
+    result.recommendation = recommend(result.points, result.baseline, passing)
+    result.warnings += _power_warnings(result)
+    return result
+
+
+def score_arrays(
+    records: list[Record], variants: list[str], item_ids: list[str], metric: str, errors: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """V x N score sums and sample counts; an errored call counts as 0 only with errors=as_failure."""
+    v_index = {v: i for i, v in enumerate(variants)}
+    i_index = {item: i for i, item in enumerate(item_ids)}
+    sums = np.zeros((len(variants), len(item_ids)))
+    counts = np.zeros((len(variants), len(item_ids)))
+    for r in records:
+        v = v_index.get(r.variant)
+        if v is None:
+            continue
+        value = r.scores.get(metric)
+        if value is None and r.error is not None and errors == "as_failure":
+            value = 0.0
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        i = i_index[r.item_id]
+        sums[v, i] += value
+        counts[v, i] += 1
+    return sums, counts
+
+
+def _effective_baseline(ran: list[VariantSummary], configured: str | None, metric: str) -> tuple[str, str]:
+    names = [s.variant for s in ran]
+    if configured in names:
+        return configured, ""
+    best = max(ran, key=lambda s: (s.quality.get(metric, -math.inf), -s.cost_per_item_usd))
+    why = f"the configured baseline {configured} was not run" if configured else "no baseline is configured"
+    return best.variant, f"{why}; comparing against the best variant that ran on {metric}: {best.variant}"
+
+
+def _estimates(
+    names: list[str], sums: np.ndarray, counts: np.ndarray, weights: np.ndarray, confidence: float, binary: bool
+) -> dict[str, Estimate]:
+    draws = bootstrap_means(weights, sums, counts)
+    lo, hi = percentile_interval(draws, confidence)
+    out = {}
+    for v, name in enumerate(names):
+        n = int((counts[v] > 0).sum())
+        total = counts[v].sum()
+        mean = float(sums[v].sum() / total) if total else math.nan
+        if binary and counts[v].max(initial=0) <= 1:
+            low, high = wilson_interval(float(sums[v].sum()), int(total), confidence)
+            out[name] = Estimate(mean, low, high, "Wilson", n)
+        else:
+            out[name] = Estimate(mean, float(lo[v]), float(hi[v]), "bootstrap (items)", n)
+    return out
+
+
+def _verdict(name: str, analysis: Analysis, summaries: dict[str, VariantSummary], gate: GateConfig) -> Verdict:
+    if name == analysis.baseline:
+        return Verdict("baseline", "the reference every candidate is compared with")
+    worst_errors = max(summaries[name].error_rate, summaries[analysis.baseline or name].error_rate)
+    if worst_errors > gate.max_error_rate:
+        return Verdict("undecided", f"error rate {worst_errors:.0%} is above max_error_rate {gate.max_error_rate:.0%}")
+    paired = analysis.paired[analysis.metric][name]
+    if paired.n_pairs < 2:
+        return Verdict("undecided", f"only {paired.n_pairs} items were answered by both variants")
+    bound = f"lower bound {paired.lower_one_sided:+.4f} vs -margin {-gate.margin:.4f}"
+    if paired.lower_one_sided > -gate.margin:
+        return Verdict("pass", f"non-inferior: {bound}")
+    if paired.ci_high < -gate.margin:
+        return Verdict("fail", f"worse by more than the margin: CI upper {paired.ci_high:+.4f} < {-gate.margin:.4f}")
+    if paired.mdd > gate.margin:
+        return Verdict(
+            "undecided",
+            f"eval too small: {paired.n_pairs} items detect only differences of {paired.mdd:.4f} or more "
+            f"at 80% power, above the margin {gate.margin:.4f}",
+        )
+    return Verdict("fail", f"non-inferiority not shown: {bound}")
+
+
+def _power_warnings(analysis: Analysis) -> list[str]:
+    paired = analysis.paired.get(analysis.metric, {})
+    worst = max((p.mdd for v, p in paired.items() if v != analysis.baseline), default=0.0)
+    if worst > analysis.margin:
+        n = max((p.n_pairs for p in paired.values()), default=0)
+        return [
+            f"eval too small to decide reliably: with {n} items the minimum detectable difference at 80% power "
+            f"is {worst:.4f} on {analysis.metric}, larger than the margin {analysis.margin:.4f}; add items"
+        ]
+    return []
