@@ -173,18 +173,20 @@ def _verdict(name: str, analysis: Analysis, summaries: dict[str, VariantSummary]
     paired = analysis.paired[analysis.metric][name]
     if paired.n_pairs < 2:
         return Verdict("undecided", f"only {paired.n_pairs} items were answered by both variants")
-    bound = f"lower bound {paired.lower_one_sided:+.4f} vs -margin {-gate.margin:.4f}"
-    if paired.lower_one_sided > -gate.margin:
-        return Verdict("pass", f"non-inferior: {bound}")
-    if paired.ci_high < -gate.margin:
-        return Verdict("fail", f"worse by more than the margin: CI upper {paired.ci_high:+.4f} < {-gate.margin:.4f}")
-    if paired.mdd > gate.margin:
+    low, high = paired.lower_one_sided, paired.upper_one_sided
+    if low > -gate.margin:
+        return Verdict("pass", f"non-inferior: lower bound {low:+.4f} > -margin {-gate.margin:.4f}")
+    if high < 0:
         return Verdict(
-            "undecided",
-            f"eval too small: {paired.n_pairs} items detect only differences of {paired.mdd:.4f} or more "
-            f"at 80% power, above the margin {gate.margin:.4f}",
+            "fail",
+            f"regression: worse than the baseline (upper bound {high:+.4f} < 0) and non-inferiority not shown "
+            f"(lower bound {low:+.4f} < -margin {-gate.margin:.4f})",
         )
-    return Verdict("fail", f"non-inferiority not shown: {bound}")
+    return Verdict(
+        "undecided",
+        f"inconclusive: one-sided bounds [{low:+.4f}, {high:+.4f}] span both 0 and -margin; "
+        f"{paired.n_pairs} items detect {paired.mdd:.4f} at 80% power (margin {gate.margin:.4f}); add items",
+    )
 
 
 def _power_warnings(analysis: Analysis) -> list[str]:

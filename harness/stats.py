@@ -102,6 +102,8 @@ class PairedResult:
     ci_high: float
     lower_one_sided: float
     """Lower bound of the one-sided CI at the gate's confidence: non-inferior when above -margin."""
+    upper_one_sided: float
+    """Upper bound of the one-sided CI: below 0, the candidate is shown worse than the baseline."""
     p_value: float
     test: str
     mdd: float
@@ -128,6 +130,7 @@ def paired_comparisons(
         draws = np.where(den > 0, num / den, np.nan)
     lo, hi = percentile_interval(draws, confidence)
     lower = np.nanpercentile(draws, 100 * (1 - confidence), axis=0)
+    upper = np.nanpercentile(draws, 100 * confidence, axis=0)
     results = []
     single_sample = bool(np.all(counts <= 1))
     for v in range(n_variants):
@@ -147,6 +150,7 @@ def paired_comparisons(
                 ci_low=float(lo[v]),
                 ci_high=float(hi[v]),
                 lower_one_sided=float(lower[v]),
+                upper_one_sided=float(upper[v]),
                 p_value=p if n else math.nan,
                 test=test,
                 mdd=minimum_detectable_difference(sd, n, confidence),

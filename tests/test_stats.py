@@ -1,0 +1,158 @@
+"""Statistics against scipy and hand-computed values, and the gate's error rates by seeded simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from harness.analysis import MetricInfo, analyze
+from harness.config import AnalysisConfig, GateConfig
+from harness.frontier import Point, pareto_front, recommend
+from harness.records import Record
+from harness.stats import (
+    bootstrap_means,
+    mcnemar_exact,
+    minimum_detectable_difference,
+    paired_comparisons,
+    percentile_interval,
+    resample_weights,
+    wilcoxon_signed_rank,
+    wilson_interval,
+)
+from harness.summary import VariantSummary
+
+
+def test_wilson_interval_matches_published_values() -> None:
+    low, high = wilson_interval(8, 10, 0.95)
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    low, high = wilson_interval(0, 20, 0.95)
+    assert low == 0.0 and high == pytest.approx(0.1611, abs=1e-4)
+
+
+def test_mcnemar_exact_by_hand() -> None:
+    baseline = np.array([1, 1, 1, 1, 1, 1, 0, 1, 0, 0])
+    candidate = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0, 0])
+    # 6 lost, 1 gained: two-sided exact p = 2 * P(Bin(7, 0.5) <= 1) = 2 * 8/128
+    assert mcnemar_exact(candidate, baseline) == pytest.approx(0.125)
+    assert mcnemar_exact(baseline, baseline) == 1.0
+
+
+def test_wilcoxon_matches_scipy() -> None:
+    rng = np.random.default_rng(1)
+    diffs = rng.normal(0.1, 0.3, size=40)
+    assert wilcoxon_signed_rank(diffs) == pytest.approx(sps.wilcoxon(diffs).pvalue)
+    assert wilcoxon_signed_rank(np.zeros(5)) == 1.0
+
+
+def test_resample_weights_are_bootstrap_counts() -> None:
+    weights = resample_weights(50, 300, seed=3)
+    assert weights.shape == (300, 50)
+    assert np.all(weights.sum(axis=1) == 50)
+    assert weights.mean() == pytest.approx(1.0)
+
+
+def test_bootstrap_ci_of_a_mean_agrees_with_the_t_interval() -> None:
+    rng = np.random.default_rng(7)
+    values = rng.normal(0.6, 0.2, size=400)
+    weights = resample_weights(400, 4000, seed=11)
+    draws = bootstrap_means(weights, values[None, :], np.ones((1, 400)))
+    low, high = percentile_interval(draws, 0.95)
+    t_low, t_high = sps.t.interval(0.95, df=399, loc=values.mean(), scale=sps.sem(values))
+    assert low[0] == pytest.approx(t_low, abs=0.004)
+    assert high[0] == pytest.approx(t_high, abs=0.004)
+
+
+def test_cluster_bootstrap_uses_item_means() -> None:
+    sums = np.array([[2.0, 0.0, 3.0]])
+    counts = np.array([[2.0, 1.0, 3.0]])
+    weights = np.array([[1, 1, 1], [3, 0, 0]], dtype=np.float32)
+    draws = bootstrap_means(weights, sums, counts)
+    assert draws[:, 0] == pytest.approx([5 / 6, 1.0])
+
+
+def test_paired_comparison_excludes_errored_items() -> None:
+    baseline = [0.5, 0.6, 0.7, 0.8, 0.9]
+    candidate = [0.4, 0.6, 0.5, math.nan, 0.9]
+    sums = np.array([baseline, np.nan_to_num(candidate)])
+    counts = np.array([[1] * 5, [1, 1, 1, 0, 1]], dtype=float)
+    weights = resample_weights(5, 500, seed=0)
+    result = paired_comparisons(sums, counts, 0, weights, 0.95, binary=False)[1]
+    assert result.n_pairs == 4 and result.n_excluded == 1
+    assert result.mean_diff == pytest.approx((-0.1 + 0 - 0.2 + 0) / 4)
+    assert result.ci_low <= result.mean_diff <= result.ci_high
+
+
+def test_minimum_detectable_difference_formula() -> None:
+    expected = (sps.norm.ppf(0.95) + sps.norm.ppf(0.8)) * 0.2 / math.sqrt(100)
+    assert minimum_detectable_difference(0.2, 100, 0.95) == pytest.approx(expected)
+    assert minimum_detectable_difference(0.2, 1, 0.95) == math.inf
+
+
+def test_pareto_front_and_recommendation() -> None:
+    points = [Point("big", 1.0, 0.90), Point("mid", 0.2, 0.88), Point("bad", 0.5, 0.70), Point("free", 0.0, 0.5)]
+    assert pareto_front(points) == ["free", "mid", "big"]
+    rec = recommend(points, "big", acceptable={"mid"})
+    assert rec is not None and rec.variant == "mid"
+    assert rec.savings_pct == pytest.approx(80.0)
+    assert rec.savings_per_1000_usd == pytest.approx(800.0)
+    assert recommend(points, "big", acceptable=set()).variant == "big"  # type: ignore[union-attr]
+
+
+def _records(name: str, values: np.ndarray) -> list[Record]:
+    return [
+        Record(variant=name, item_id=str(i), model="m", prompt="p", prompt_hash="h", output="x", scores={"q": float(v)})
+        for i, v in enumerate(values)
+    ]
+
+
+def _summary(name: str, cost: float, n: int) -> VariantSummary:
+    return VariantSummary(variant=name, model="m", prompt="p", n_items=n, cost_per_item_usd=cost, quality={"q": 0.0})
+
+
+def _gate_status(base: np.ndarray, cand: np.ndarray, kind: str, margin: float) -> str:
+    records = _records("base", base) + _records("cand", cand)
+    summaries = [_summary("base", 1.0, len(base)), _summary("cand", 0.1, len(cand))]
+    analysis = analyze(
+        summaries,
+        records,
+        [MetricInfo("q", kind)],
+        "base",
+        GateConfig(metric="q", margin=margin),
+        AnalysisConfig(resamples=1000, seed=0),
+    )
+    return analysis.verdicts["cand"].status
+
+
+def test_gate_false_fail_rate_and_power_by_simulation() -> None:
+    """Identical variants fail at most alpha of the time; a regression of twice the margin is caught."""
+    rng = np.random.default_rng(2024)
+    n_items, margin, runs = 300, 0.05, 120
+    same_fail = caught = 0
+    for _ in range(runs):
+        difficulty = rng.beta(2, 2, size=n_items)
+        base = np.clip(difficulty + rng.normal(0, 0.15, n_items), 0, 1)
+        same = np.clip(difficulty + rng.normal(0, 0.15, n_items), 0, 1)
+        worse = np.clip(difficulty - 2 * margin + rng.normal(0, 0.15, n_items), 0, 1)
+        same_fail += _gate_status(base, same, "continuous", margin) == "fail"
+        caught += _gate_status(base, worse, "continuous", margin) == "fail"
+    false_fail_rate, power = same_fail / runs, caught / runs
+    assert false_fail_rate <= 0.05 + 0.02
+    assert power >= 0.9
+
+
+def test_gate_on_pass_fail_scores_by_simulation() -> None:
+    rng = np.random.default_rng(99)
+    n_items, margin, runs = 1000, 0.05, 60
+    same_fail = caught = 0
+    for _ in range(runs):
+        p_item = rng.beta(4, 2, size=n_items)
+        base = (rng.random(n_items) < p_item).astype(float)
+        same = (rng.random(n_items) < p_item).astype(float)
+        worse = (rng.random(n_items) < np.clip(p_item - 2 * margin, 0, 1)).astype(float)
+        same_fail += _gate_status(base, same, "binary", margin) == "fail"
+        caught += _gate_status(base, worse, "binary", margin) == "fail"
+    assert same_fail / runs <= 0.05 + 0.03
+    assert caught / runs >= 0.8
