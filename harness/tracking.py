@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -23,14 +22,12 @@ from harness.config import Experiment
 from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
+from harness.secrets import redact, redact_tree
 from harness.summary import VariantInfo, VariantSummary
 
 RECORDS_ARTIFACT = "records.jsonl"
 MANIFEST_ARTIFACT = "harness_run.json"
 TABLE_ARTIFACT = "records_table.json"
-_SECRET_NAME = re.compile(
-    r"api_?key|secret|password|authorization|bearer|access_token|auth_token|^token$", re.IGNORECASE
-)
 
 
 def tracking_uri(experiment: Experiment) -> str:
@@ -72,34 +69,12 @@ def ensure_experiment(experiment: Experiment, uri: str) -> str:
     return mlflow.create_experiment(experiment.name, artifact_location=artifact_location)
 
 
-def redact(params: dict[str, Any]) -> dict[str, Any]:
-    """Call parameters with anything secret-looking masked, so keys never reach MLflow."""
-    return {k: ("***" if _SECRET_NAME.search(str(k)) else v) for k, v in params.items()}
-
-
-def _redact_tree(value: Any) -> tuple[Any, bool]:
-    """A YAML tree with secret-named values masked, and whether anything was masked."""
-    if isinstance(value, dict):
-        out, masked = {}, False
-        for key, inner in value.items():
-            if _SECRET_NAME.search(str(key)):
-                out[key], masked = "***", True
-            else:
-                out[key], inner_masked = _redact_tree(inner)
-                masked = masked or inner_masked
-        return out, masked
-    if isinstance(value, list):
-        pairs = [_redact_tree(v) for v in value]
-        return [p[0] for p in pairs], any(p[1] for p in pairs)
-    return value, False
-
-
 def _log_config(mlflow: Any, path: Path) -> None:
     """The config file as an artifact: verbatim, unless it holds a secret, then a masked copy."""
     import yaml
 
     text = path.read_text(encoding="utf-8")
-    tree, masked = _redact_tree(yaml.safe_load(text))
+    tree, masked = redact_tree(yaml.safe_load(text))
     if not masked:
         mlflow.log_artifact(str(path), artifact_path="config")
         return
