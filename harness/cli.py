@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 
     from harness.config import Experiment
     from harness.records import Record
+    from harness.workflow import RunOptions
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_BUDGET = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -42,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.line()}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(
+            "interrupted: every call that finished is in the response cache; run the same command again to resume",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 
@@ -57,12 +62,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="a model without its API key is an error, not a skip")
     run.add_argument("--limit", type=int, default=None, help="override dataset.limit for a quick look")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    _spending_flags(run)
     run.set_defaults(handler=_cmd_run)
+    estimate = sub.add_parser("estimate", help="print min / expected / max cost and wall time without any call")
+    estimate.add_argument("config", type=Path)
+    estimate.add_argument("--limit", type=int, default=None)
+    estimate.add_argument("--no-cache", action="store_true", help="count cached calls as new")
+    estimate.set_defaults(handler=_cmd_estimate)
+    reprice = sub.add_parser("reprice", help="recompute a stored run's costs under current or given prices")
+    reprice.add_argument("run_id")
+    reprice.add_argument("--prices", type=Path, default=None, help="YAML: model string -> price fields")
+    reprice.add_argument("--tracking-uri", default=None)
+    reprice.set_defaults(handler=_cmd_reprice)
     gate = sub.add_parser("gate", help="decide by non-inferiority whether a candidate may replace the baseline")
     gate.add_argument("config", type=Path)
     gate.add_argument("--candidate", default=None, help="MODEL[:PROMPT]; default: every non-baseline variant")
     gate.add_argument("--against", default=None, metavar="RUN_ID", help="take the baseline from a stored MLflow run")
     gate.add_argument("--limit", type=int, default=None, help="override dataset.limit")
+    _spending_flags(gate)
     gate.set_defaults(handler=_cmd_gate)
     report = sub.add_parser("report", help="rebuild the analysis, plot and report of a stored run (no model calls)")
     report.add_argument("run_id")
@@ -76,6 +93,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.set_defaults(handler=_cmd_ui)
     return parser
+
+
+def _spending_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    parser.add_argument("--refresh", action="store_true", help="call the models again and overwrite the cache")
+    parser.add_argument("--max-usd", type=float, default=None, help="hard spending cap for this invocation")
+    parser.add_argument("--yes", action="store_true", help="do not ask before spending above the threshold")
+
+
+def _options(args: argparse.Namespace, strict: bool) -> RunOptions:
+    from harness.workflow import RunOptions
+
+    if args.max_usd is not None and args.max_usd <= 0:
+        from harness.config import ConfigError
+
+        raise ConfigError("command line", "--max-usd", f"must be positive (got {args.max_usd:g})", "give dollars > 0")
+    return RunOptions(
+        strict=strict,
+        tracking=not getattr(args, "no_tracking", False),
+        use_cache=not args.no_cache,
+        refresh=args.refresh,
+        max_usd=args.max_usd,
+        assume_yes=args.yes,
+        interactive=sys.stdin.isatty(),
+    )
 
 
 def _console() -> Console:
@@ -99,8 +141,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     console = _console()
     started = time.perf_counter()
-    run_experiment(_load(args.config, args.limit), console, strict=args.strict, tracking=not args.no_tracking)
+    outcome = run_experiment(_load(args.config, args.limit), console, _options(args, args.strict))
     console.print(f"done in {time.perf_counter() - started:.1f} s")
+    return EXIT_BUDGET if outcome.result.budget_exhausted else EXIT_OK
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from harness.preflight import prepare
+    from harness.workflow import RunOptions, open_cache, show_estimate
+
+    console = _console()
+    experiment = _load(args.config, args.limit)
+    plan = prepare(experiment)
+    cache = open_cache(experiment, RunOptions(use_cache=not args.no_cache))
+    show_estimate(plan, console, cache, tracking=True)
+    console.print(f"at concurrency {experiment.concurrency}; cached calls cost nothing and take no time")
+    return EXIT_OK
+
+
+def _cmd_reprice(args: argparse.Namespace) -> int:
+    from harness.pricing import ModelPrice, load_price_file, reprice_records
+    from harness.report import print_analysis, print_results
+    from harness.tracking import load_run
+    from harness.workflow import analysis_from_records
+
+    console = _console()
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
+    stored = load_run(args.run_id, uri)
+    overrides = load_price_file(args.prices) if args.prices else {}
+    stored_prices = {m: ModelPrice(**p) for m, p in (stored.manifest.get("prices") or {}).items()}
+    records = reprice_records(stored.records, overrides, str(args.prices or "prices"), stored_prices)
+    before = sum(r.cost_usd for r in stored.records)
+    after = sum(r.cost_usd for r in records)
+    summaries, analysis = analysis_from_records(stored.manifest, records)
+    title = f"{stored.manifest['experiment']}: repriced (run {stored.run_id})"
+    print_results(console, summaries, stored.manifest["baseline"], title)
+    print_analysis(console, analysis)
+    console.print(f"total list cost: ${before:.6f} as recorded -> ${after:.6f} repriced (no model calls)")
     return EXIT_OK
 
 
@@ -118,8 +195,10 @@ def _cmd_gate(args: argparse.Namespace) -> int:
         if prior is None:
             console.print(f"error: run {args.against} has no records for the baseline {baseline}")
             return EXIT_USAGE
-    outcome = run_experiment(experiment, console, strict=True, only={baseline, *candidates}, reuse=True, prior=prior)
-    result = decide(outcome.analysis, candidates)
+    outcome = run_experiment(
+        experiment, console, _options(args, strict=True), only={baseline, *candidates}, prior=prior
+    )
+    result = decide(outcome.analysis, candidates, outcome.result.budget_exhausted)
     report = markdown_report(experiment.name, outcome.summaries, outcome.analysis, None, experiment.description)
     publish(result, report, console)
     return result.exit_code

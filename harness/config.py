@@ -165,6 +165,29 @@ class AnalysisConfig(StrictModel):
     """Include latency p95 as a third axis of the Pareto frontier."""
 
 
+class BudgetConfig(StrictModel):
+    """Spending limits: a hard cap, and a threshold above which `run` asks before spending."""
+
+    max_usd: float | None = Field(default=None, gt=0)
+    """Never start a call whose worst-case cost would take this invocation's spend past this."""
+    confirm_above_usd: float = Field(default=1.0, ge=0)
+    """Ask before a run whose estimated maximum cost is above this (`--yes` skips the question)."""
+
+
+class CacheConfig(StrictModel):
+    """The response cache that makes re-runs free and interrupted runs resumable."""
+
+    enabled: bool = True
+    path: str = "mlruns/responses.sqlite"
+    """Relative to the project root; `HARNESS_CACHE` overrides it (a shared path for a team)."""
+
+
+class TrafficConfig(StrictModel):
+    """Production traffic, to project each variant's monthly cost."""
+
+    requests_per_day: float = Field(gt=0)
+
+
 class Experiment(StrictModel):
     """A whole experiment: dataset x models x prompts, scored and tracked."""
 
@@ -181,6 +204,9 @@ class Experiment(StrictModel):
     baseline: Baseline | None = None
     gate: GateConfig = Field(default_factory=GateConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    traffic: TrafficConfig | None = None
     concurrency: int = Field(default=4, gt=0, le=1024)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)

@@ -62,8 +62,10 @@ def _has_prompt(candidate: str, experiment: Experiment) -> bool:
     return bool(sep) and prompt in {p.name for p in experiment.prompts}
 
 
-def decide(analysis: Analysis, candidates: set[str]) -> GateResult:
+def decide(analysis: Analysis, candidates: set[str], budget_exhausted: bool = False) -> GateResult:
     """Combine the candidates' verdicts into one exit code."""
+    if budget_exhausted:
+        return GateResult(EXIT_UNDECIDED, "GATE UNDECIDED: the budget ran out before every call was made")
     verdicts = {c: analysis.verdicts.get(c) for c in sorted(candidates)}
     missing = [c for c, v in verdicts.items() if v is None]
     if analysis.baseline is None or missing or not verdicts:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 from urllib.parse import urlparse
 
 from harness.config import ConfigError, ModelConfig, Price
-from harness.records import Usage
+from harness.records import Record, Usage
 
 LOCAL_PROVIDER = "local"
 
@@ -129,3 +130,60 @@ def resolve_price(cfg: ModelConfig, config_file: str) -> ModelPrice:
 
 def _maybe(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def load_price_file(path: Path) -> dict[str, Price]:
+    """A prices YAML (model string -> litellm-named price fields), validated like a config."""
+    import yaml
+    from pydantic import ValidationError
+
+    if not path.is_file():
+        raise ConfigError(path, "", "no such prices file", "give a YAML file mapping model strings to prices")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            path,
+            "",
+            "the prices file must map model strings to price fields",
+            "e.g. openai/gpt-4o-mini: {input_cost_per_token: 1.5e-7, output_cost_per_token: 6e-7}",
+        )
+    prices = {}
+    for model, fields in raw.items():
+        try:
+            prices[str(model)] = Price.model_validate(fields)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(
+                path,
+                f"{model}.{where}" if where else str(model),
+                err["msg"],
+                "use input_cost_per_token, output_cost_per_token, cache_read_input_token_cost, "
+                "cache_creation_input_token_cost, output_cost_per_reasoning_token or usd_per_hour",
+            ) from None
+    return prices
+
+
+def reprice_records(
+    records: list[Record], overrides: dict[str, Price], source: str, stored: dict[str, ModelPrice] | None = None
+) -> list[Record]:
+    """Records with costs recomputed from their usage: given prices first, then the current map, then as stored."""
+    stored = stored or {}
+    prices: dict[str, ModelPrice] = {}
+    for model in {r.model for r in records}:
+        if model in overrides:
+            prices[model] = resolve_price(ModelConfig(model=model, price=overrides[model]), source)
+        elif model in stored and ("config override" in stored[model].source or is_local_model(model)):
+            prices[model] = stored[model]
+        elif map_price(model) is not None:
+            prices[model] = resolve_price(ModelConfig(model=model), source)
+        elif model in stored:
+            prices[model] = stored[model]
+    out = []
+    for r in records:
+        price = prices.get(r.model)
+        if price is None:
+            out.append(r)
+            continue
+        out.append(r.model_copy(update={"cost_usd": price.cost(r.usage, r.latency_s), "price_source": price.source}))
+    return out

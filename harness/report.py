@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.analysis import Analysis
+from harness.estimate import VariantEstimate
 from harness.summary import VariantSummary
 
 
@@ -16,7 +17,9 @@ def _fmt(value: float, spec: str) -> str:
 
 
 def _usd(value: float) -> str:
-    return f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
+    if math.isnan(value):
+        return "–"
+    return f"${value:.6f}" if value < 0.01 else f"${value:,.4f}"
 
 
 def results_table(summaries: list[VariantSummary], baseline: str | None, title: str) -> Table:
@@ -28,25 +31,45 @@ def results_table(summaries: list[VariantSummary], baseline: str | None, title: 
     table.add_column("variant", no_wrap=True)
     for key in quality_keys:
         table.add_column(key, justify="right")
-    for name in ("cost/item", "cost total", "in tok", "out tok", "p50 s", "p95 s", "errors"):
+    monthly = any(not math.isnan(s.monthly_cost_usd) for s in summaries)
+    base_monthly = next((s.monthly_cost_usd for s in summaries if s.variant == baseline), math.nan)
+    numeric = [
+        "cost/item",
+        "cost total",
+        *(["monthly", "vs baseline/mo"] if monthly else []),
+        "in tok",
+        "out tok",
+        "p50 s",
+        "p95 s",
+        "errors",
+    ]
+    for name in numeric:
         table.add_column(name, justify="right")
     table.add_column("notes", min_width=30)
     for s in summaries:
         label = s.variant + (" [dim](baseline)[/]" if s.variant == baseline else "")
         if s.skipped:
-            table.add_row(f"[yellow]{label}[/]", *[""] * (len(quality_keys) + 7), f"[bold yellow]{s.skipped}[/]")
+            table.add_row(
+                f"[yellow]{label}[/]", *[""] * (len(quality_keys) + len(numeric)), f"[bold yellow]{s.skipped}[/]"
+            )
             continue
+        projection = []
+        if monthly:
+            saving = base_monthly - s.monthly_cost_usd
+            projection = [_usd(s.monthly_cost_usd), "–" if math.isnan(saving) else f"{-saving:+,.2f}"]
+        notes = [f"{s.retries} retries" if s.retries else "", f"{s.n_cache_hits} cached" if s.n_cache_hits else ""]
         table.add_row(
             label,
             *[_fmt(s.quality.get(k, math.nan), ".3f") for k in quality_keys],
             _usd(s.cost_per_item_usd),
             _usd(s.cost_total_usd),
+            *projection,
             _fmt(s.mean_input_tokens, ".0f"),
             _fmt(s.mean_output_tokens, ".0f"),
             _fmt(s.latency_p50_s, ".2f"),
             _fmt(s.latency_p95_s, ".2f"),
             f"[red]{s.n_errors}[/]" if s.n_errors else "0",
-            f"{s.retries} retries" if s.retries else "",
+            ", ".join(n for n in notes if n),
         )
     return table
 
@@ -177,7 +200,19 @@ def _md_results(summaries: list[VariantSummary]) -> str:
     keys: list[str] = []
     for s in summaries:
         keys += [k for k in s.quality if k not in keys]
-    head = ["variant", *keys, "cost/item", "cost total", "in tok", "out tok", "p50 s", "p95 s", "errors"]
+    monthly = any(not math.isnan(s.monthly_cost_usd) for s in summaries)
+    head = [
+        "variant",
+        *keys,
+        "cost/item",
+        "cost total",
+        *(["monthly"] if monthly else []),
+        "in tok",
+        "out tok",
+        "p50 s",
+        "p95 s",
+        "errors",
+    ]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
         if s.skipped:
@@ -188,6 +223,7 @@ def _md_results(summaries: list[VariantSummary]) -> str:
             *[_fmt(s.quality.get(k, math.nan), ".3f") for k in keys],
             _usd(s.cost_per_item_usd),
             _usd(s.cost_total_usd),
+            *([_usd(s.monthly_cost_usd)] if monthly else []),
             _fmt(s.mean_input_tokens, ".0f"),
             _fmt(s.mean_output_tokens, ".0f"),
             _fmt(s.latency_p50_s, ".2f"),
@@ -196,3 +232,47 @@ def _md_results(summaries: list[VariantSummary]) -> str:
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None) -> Table:
+    """Min / expected / max cost per variant and in total, before anything is spent."""
+    table = Table(title="estimate (no calls made)", title_justify="left", header_style="bold")
+    for name, justify in (
+        ("variant", "left"),
+        ("calls", "right"),
+        ("cached", "right"),
+        ("input tok", "right"),
+        ("out tok/call", "right"),
+        ("from", "left"),
+        ("min", "right"),
+        ("expected", "right"),
+        ("max", "right"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name == "variant")  # type: ignore[arg-type]
+    for e in estimates:
+        out = "–" if e.expected_output_per_call is None else f"{e.expected_output_per_call:.0f}"
+        table.add_row(
+            e.variant,
+            str(e.calls),
+            str(e.cached),
+            f"{e.input_tokens:,}",
+            out,
+            e.output_source,
+            _usd(e.min_usd),
+            _usd(e.expected_usd),
+            _usd(e.max_usd),
+        )
+    wall = "unknown (no earlier run)" if wall_seconds is None else f"{wall_seconds:,.0f} s"
+    table.add_row(
+        "[bold]total[/]",
+        str(sum(e.calls for e in estimates)),
+        str(sum(e.cached for e in estimates)),
+        f"{sum(e.input_tokens for e in estimates):,}",
+        "",
+        f"wall {wall}",
+        _usd(sum(e.min_usd for e in estimates)),
+        _usd(sum(e.expected_usd for e in estimates)),
+        _usd(sum(e.max_usd for e in estimates)),
+        style="bold",
+    )
+    return table

@@ -1,48 +1,113 @@
-"""Async scheduling of every (variant, item) call under a concurrency limit, with a progress bar.
+"""Async scheduling of every (variant, item) call: cache first, then a budget guard, then the model.
 
-The runner is the only stage that calls models. It turns each call into exactly one Record, success
-or error, so nothing is dropped and a failure is never mistaken for a low score.
+The runner is the only stage that calls models. Each call becomes exactly one Record, success or error,
+so nothing is dropped and a failure is never mistaken for a low score. Every success is written to the
+response cache as it returns, so an interrupted run resumes by running the same command again, and the
+budget guard reserves each call's worst-case cost before it starts, so a cap is never exceeded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness.cache import CachedResponse, ResponseCache, cache_key
 from harness.datasets import Item
 from harness.plan import Plan, Variant
 from harness.preflight import prompt_hash
 from harness.providers import call_model
 from harness.providers.local import local_slots, register_local_provider
-from harness.records import Record
+from harness.records import Record, Usage
 
 OnRecord = Callable[[Record], None]
+INPUT_TOKEN_SAFETY = 1.25
+"""Local token counts can differ from a provider's tokenizer; the budget reserves this much more."""
+
+
+@dataclass
+class RunResult:
+    """What the runner did: records of every call made or served from cache, and the spend."""
+
+    records: list[Record]
+    spent_usd: float = 0.0
+    """Dollars actually spent by this invocation (cache hits cost nothing)."""
+    calls_made: int = 0
+    cache_hits: int = 0
+    not_run: int = 0
+    """Calls never started because the budget would not cover their worst case."""
+    budget_exhausted: bool = False
+
+
+@dataclass
+class BudgetGuard:
+    """Reserves each call's worst-case cost before it starts; refuses once the cap would be passed."""
+
+    max_usd: float | None
+    spent: float = 0.0
+    reserved: float = 0.0
+    exhausted: bool = False
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def reserve(self, worst_usd: float) -> bool:
+        """True when the call may start; False (and stays False) once the cap would be exceeded."""
+        async with self._lock:
+            if self.exhausted:
+                return False
+            if self.max_usd is not None and self.spent + self.reserved + worst_usd > self.max_usd:
+                self.exhausted = True
+                return False
+            self.reserved += worst_usd
+            return True
+
+    async def settle(self, worst_usd: float, actual_usd: float) -> None:
+        """Replace a call's reservation with what it really cost."""
+        async with self._lock:
+            self.reserved -= worst_usd
+            self.spent += actual_usd
 
 
 def run_plan(
-    plan: Plan, console: Console | None = None, on_record: OnRecord | None = None, exclude: set[str] | None = None
-) -> list[Record]:
+    plan: Plan,
+    console: Console | None = None,
+    on_record: OnRecord | None = None,
+    exclude: set[str] | None = None,
+    cache: ResponseCache | None = None,
+    read_cache: bool = True,
+    max_usd: float | None = None,
+) -> RunResult:
     """Run every runnable variant (except `exclude`) on every item; records come in (variant, item) order."""
-    return asyncio.run(run_plan_async(plan, console, on_record, exclude))
+    return asyncio.run(run_plan_async(plan, console, on_record, exclude, cache, read_cache, max_usd))
 
 
 async def run_plan_async(
-    plan: Plan, console: Console | None = None, on_record: OnRecord | None = None, exclude: set[str] | None = None
-) -> list[Record]:
+    plan: Plan,
+    console: Console | None = None,
+    on_record: OnRecord | None = None,
+    exclude: set[str] | None = None,
+    cache: ResponseCache | None = None,
+    read_cache: bool = True,
+    max_usd: float | None = None,
+) -> RunResult:
     """The async body of `run_plan`, for callers that already own an event loop."""
     register_local_provider()
     console = console or Console(stderr=True)
     exclude = exclude or set()
     jobs = [(v, item) for v in plan.runnable if v.name not in exclude for item in plan.eval_set.items]
+    keys = [cache_key(v.model, plan.messages[(v.prompt.name, item.id)], v.params, 0) for v, item in jobs]
+    hits = cache.get_many(keys) if cache is not None and read_cache else {}
+    result = RunResult(records=[])
+    guard = BudgetGuard(max_usd)
     limit = asyncio.Semaphore(plan.experiment.concurrency)
     per_model = {
         v.model.display_name: asyncio.Semaphore(n) for v in plan.runnable if (n := model_concurrency(v)) is not None
     }
-    spent = 0.0
+    output_limits = {v.name: max_output_tokens(v) for v in plan.runnable}
     errors = 0
     progress = Progress(
         TextColumn("[bold]running[/]"),
@@ -50,6 +115,7 @@ async def run_plan_async(
         MofNCompleteColumn(),
         TextColumn("calls"),
         TextColumn("[green]${task.fields[spent]:.4f}[/] spent"),
+        TextColumn("{task.fields[hits]} cached"),
         TextColumn("[red]{task.fields[errors]} errors"),
         TimeElapsedColumn(),
         console=console,
@@ -57,27 +123,84 @@ async def run_plan_async(
         disable=not jobs,
     )
 
-    async def one(variant: Variant, item: Item) -> Record:
-        nonlocal spent, errors
-        # The model's own limit is taken first, so a call queued behind a one-slot local model neither
-        # holds a global slot nor counts its wait as latency (or as a timeout).
-        async with per_model.get(variant.model.display_name) or contextlib.nullcontext(), limit:
-            record = await _call(plan, variant, item)
-        spent += record.cost_usd
+    async def one(variant: Variant, item: Item, key: str) -> Record | None:
+        nonlocal errors
+        if key in hits:
+            record = _from_cache(plan, variant, item, hits[key])
+            result.cache_hits += 1
+        else:
+            # The model's own limit is taken first, so a call queued behind a one-slot local model neither
+            # holds a global slot nor counts its wait as latency (or as a timeout).
+            async with per_model.get(variant.model.display_name) or contextlib.nullcontext(), limit:
+                worst = worst_case_usd(plan, variant, item, output_limits[variant.name])
+                if not await guard.reserve(worst):
+                    result.not_run += 1
+                    progress.update(task, advance=1)
+                    return None
+                record = await _call(plan, variant, item)
+                await guard.settle(worst, record.cost_usd)
+            result.calls_made += 1
+            if cache is not None and record.error is None and record.output is not None:
+                cache.put(key, variant.model.model, record.output, record.usage, record.latency_s)
         errors += record.error is not None
-        progress.update(task, advance=1, spent=spent, errors=errors)
+        progress.update(task, advance=1, spent=guard.spent, errors=errors, hits=result.cache_hits)
         if on_record is not None:
             on_record(record)
         return record
 
     with progress:
-        task = progress.add_task("run", total=len(jobs), spent=0.0, errors=0)
-        return list(await asyncio.gather(*(one(v, item) for v, item in jobs)))
+        task = progress.add_task("run", total=len(jobs), spent=0.0, errors=0, hits=0)
+        done = await asyncio.gather(*(one(v, item, key) for (v, item), key in zip(jobs, keys, strict=True)))
+    result.records = [r for r in done if r is not None]
+    result.spent_usd = guard.spent
+    result.budget_exhausted = guard.exhausted
+    return result
 
 
 def model_concurrency(variant: Variant) -> int | None:
     """The variant's model's own concurrency limit, if it has one."""
     return variant.model.concurrency or local_slots(variant.model.model)
+
+
+def max_output_tokens(variant: Variant) -> int | None:
+    """The most output a call can bill: `max_tokens`, else the model's limit from litellm's map."""
+    for key in ("max_tokens", "max_completion_tokens"):
+        if variant.params.get(key) is not None:
+            return int(variant.params[key])
+    from harness.pricing import map_price
+
+    info = map_price(variant.model.model) or {}
+    value = info.get("max_output_tokens")
+    return None if value is None else int(value)
+
+
+def worst_case_usd(plan: Plan, variant: Variant, item: Item, output: int | None) -> float:
+    """The most one call can cost: known input (with a safety margin), output up to its limit, all retries."""
+    estimate = plan.prompt_tokens.get((variant.name, item.id), 0)
+    usage = Usage(
+        input_tokens=math.ceil(estimate * INPUT_TOKEN_SAFETY) + 16,
+        output_tokens=output if output is not None else 0,
+    )
+    seconds = plan.experiment.timeout_s * (plan.experiment.max_retries + 1)
+    return variant.price.cost(usage, latency_s=seconds)
+
+
+def _from_cache(plan: Plan, variant: Variant, item: Item, hit: CachedResponse) -> Record:
+    return Record(
+        variant=variant.name,
+        item_id=item.id,
+        model=variant.model.model,
+        prompt=variant.prompt.name,
+        prompt_hash=prompt_hash(plan, variant.prompt.name, item.id),
+        prompt_tokens_estimate=plan.prompt_tokens.get((variant.name, item.id), 0),
+        output=hit.output,
+        usage=hit.usage,
+        cost_usd=variant.price.cost(hit.usage, hit.latency_s),
+        price_source=variant.price.source,
+        latency_s=hit.latency_s,
+        attempts=0,
+        cache_hit=True,
+    )
 
 
 async def _call(plan: Plan, variant: Variant, item: Item) -> Record:

@@ -37,6 +37,11 @@ class VariantSummary:
     latency_p50_s: float = math.nan
     latency_p95_s: float = math.nan
     retries: int = 0
+    n_cache_hits: int = 0
+    spent_usd: float = 0.0
+    """Dollars this invocation actually paid (cache hits cost nothing; cost_total_usd is the list cost)."""
+    monthly_cost_usd: float = math.nan
+    """cost_per_item x traffic.requests_per_day x 30.44, when the config gives traffic."""
 
     @property
     def error_rate(self) -> float:
@@ -59,6 +64,9 @@ class VariantSummary:
                 "n_items": float(self.n_items),
                 "n_errors": float(self.n_errors),
                 "retries": float(self.retries),
+                "n_cache_hits": float(self.n_cache_hits),
+                "spent_usd": self.spent_usd,
+                "monthly_cost_usd": self.monthly_cost_usd,
             }
         )
         return {k: float(v) for k, v in values.items() if not math.isnan(v)}
@@ -79,11 +87,16 @@ class VariantInfo:
         return cls(variant.name, variant.model.model, variant.prompt.name, variant.skipped)
 
 
+DAYS_PER_MONTH = 30.44
+
+
 def summarize(plan: Plan, records: list[Record]) -> list[VariantSummary]:
     """One summary per variant in plan order, skipped variants included."""
     items = {item.id: item for item in plan.eval_set.items}
     infos = [VariantInfo.of(v) for v in plan.variants]
-    return summarize_records(infos, records, [s.name for s in plan.scorers], plan.scorers, items)
+    traffic = plan.experiment.traffic
+    rpd = traffic.requests_per_day if traffic else None
+    return summarize_records(infos, records, [s.name for s in plan.scorers], plan.scorers, items, rpd)
 
 
 def summarize_records(
@@ -92,13 +105,19 @@ def summarize_records(
     metrics: list[str],
     scorers: list[Scorer] | None = None,
     items: dict[str, Item] | None = None,
+    requests_per_day: float | None = None,
 ) -> list[VariantSummary]:
     """Summaries from records alone; aggregates (macro-F1) need the scorers and items, else are left out."""
     by_variant: dict[str, list[Record]] = {}
     for record in records:
         by_variant.setdefault(record.variant, []).append(record)
     aggregators = [s for s in scorers or [] if s.aggregate is not None] if items is not None else []
-    return [_summarize_variant(v, by_variant.get(v.name, []), metrics, aggregators, items or {}) for v in variants]
+    summaries = [_summarize_variant(v, by_variant.get(v.name, []), metrics, aggregators, items or {}) for v in variants]
+    if requests_per_day is not None:
+        for s in summaries:
+            if s.n_items:
+                s.monthly_cost_usd = s.cost_per_item_usd * requests_per_day * DAYS_PER_MONTH
+    return summaries
 
 
 def _summarize_variant(
@@ -113,6 +132,8 @@ def _summarize_variant(
     summary.cost_total_usd = sum(r.cost_usd for r in records)
     summary.cost_per_item_usd = summary.cost_total_usd / len(records)
     summary.retries = sum(max(r.attempts - 1, 0) for r in records)
+    summary.n_cache_hits = sum(r.cache_hit for r in records)
+    summary.spent_usd = sum(r.cost_usd for r in records if not r.cache_hit)
     summary.mean_prompt_tokens_estimate = float(np.mean([r.prompt_tokens_estimate for r in records]))
     if ok:
         summary.mean_input_tokens = float(np.mean([r.usage.input_tokens for r in ok]))

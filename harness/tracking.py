@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.analysis import Analysis
 from harness.config import Experiment
@@ -23,6 +23,9 @@ from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
 from harness.secrets import redact, redact_tree
+
+if TYPE_CHECKING:
+    from harness.estimate import History
 from harness.summary import VariantInfo, VariantSummary
 
 RECORDS_ARTIFACT = "records.jsonl"
@@ -88,6 +91,8 @@ def log_run(
     started_at: float | None = None,
     analysis: Analysis | None = None,
     artifacts: list[Path] | None = None,
+    run_status: dict[str, float] | None = None,
+    status: str = "finished",
 ) -> str:
     """Log the invocation and every variant, with the analysis and its report; returns the parent run id.
 
@@ -106,7 +111,13 @@ def log_run(
     parent_id = client.create_run(experiment_id, start_time=start_ms, run_name=experiment.name).info.run_id
     with mlflow.start_run(run_id=parent_id) as parent:
         mlflow.log_params(_parent_params(plan))
-        mlflow.set_tags({"harness.kind": "experiment", "harness.dataset_fingerprint": plan.eval_set.fingerprint})
+        mlflow.set_tags(
+            {
+                "harness.kind": "experiment",
+                "harness.status": status,
+                "harness.dataset_fingerprint": plan.eval_set.fingerprint,
+            }
+        )
         if experiment.description:
             mlflow.set_tag("mlflow.note.content", experiment.description)
         _log_config(mlflow, experiment.source_path)
@@ -119,6 +130,7 @@ def log_run(
                 "cost_total_usd": total,
                 "n_variants_run": float(len(plan.runnable)),
                 "n_variants_skipped": float(len(plan.variants) - len(plan.runnable)),
+                **(run_status or {}),
             }
         )
         for variant, summary in zip(plan.variants, summaries, strict=True):
@@ -144,28 +156,26 @@ def call_hash(variant: Variant) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def find_reusable(plan: Plan, variant: Variant) -> list[Record] | None:
-    """Records of the newest finished run of this exact variant on this exact eval, if any.
+def variant_history(plan: Plan) -> dict[str, History]:
+    """Output length and latency measured by the newest earlier run of each variant (same calls)."""
+    from harness.estimate import History
 
-    Lets the gate reuse what was already paid for instead of calling the models again.
-    """
     uri = tracking_uri(plan.experiment)
     mlflow = _mlflow(uri)
     found = mlflow.get_experiment_by_name(plan.experiment.name)
     if found is None:
-        return None
-    query = (
-        f"params.call_hash = '{call_hash(variant)}' and params.variant = '{variant.name}' "
-        f"and tags.`harness.dataset_fingerprint` = '{plan.eval_set.fingerprint}' "
-        "and tags.`harness.status` = 'finished'"
-    )
-    runs = mlflow.MlflowClient().search_runs(
-        [found.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1
-    )
-    if not runs:
-        return None
-    records = load_records(runs[0].info.run_id, uri)
-    return records if len(records) == len(plan.eval_set.items) else None
+        return {}
+    client = mlflow.MlflowClient()
+    out = {}
+    for variant in plan.runnable:
+        query = f"params.call_hash = '{call_hash(variant)}' and tags.`harness.status` = 'finished'"
+        runs = client.search_runs(
+            [found.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1
+        )
+        metrics = runs[0].data.metrics if runs else {}
+        if "mean_output_tokens" in metrics and "latency_p50_s" in metrics:
+            out[variant.name] = History(metrics["mean_output_tokens"], metrics["latency_p50_s"])
+    return out
 
 
 def run_manifest(plan: Plan) -> dict[str, Any]:
@@ -180,6 +190,8 @@ def run_manifest(plan: Plan) -> dict[str, Any]:
         "analysis": experiment.analysis.model_dump(),
         "dataset_fingerprint": plan.eval_set.fingerprint,
         "variants": [asdict(VariantInfo.of(v)) for v in plan.variants],
+        "prices": {v.model.model: asdict(v.price) for v in plan.variants},
+        "traffic": experiment.traffic.model_dump() if experiment.traffic else None,
     }
 
 

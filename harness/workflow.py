@@ -5,6 +5,7 @@ Kept out of the CLI so that `run`, `gate` and `report` share one path and the CL
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -13,13 +14,30 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.analysis import Analysis, MetricInfo, analyze
-from harness.config import AnalysisConfig, Experiment, GateConfig
+from harness.cache import ResponseCache
+from harness.config import AnalysisConfig, ConfigError, Experiment, GateConfig
+from harness.estimate import VariantEstimate
 from harness.plan import Plan
 from harness.records import Record
+from harness.runner import RunResult
 from harness.summary import VariantInfo, VariantSummary, summarize, summarize_records
 
 PLOT_NAME = "frontier.png"
 REPORT_NAME = "report.md"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run treats keys, the cache, the budget and the question before spending."""
+
+    strict: bool = False
+    tracking: bool = True
+    use_cache: bool = True
+    refresh: bool = False
+    """Call the models again even when the cache has an answer (and store the new answers)."""
+    max_usd: float | None = None
+    assume_yes: bool = False
+    interactive: bool = False
 
 
 @dataclass
@@ -31,29 +49,38 @@ class RunOutcome:
     summaries: list[VariantSummary]
     analysis: Analysis
     run_id: str | None
+    result: RunResult
+
+
+def open_cache(experiment: Experiment, options: RunOptions) -> ResponseCache | None:
+    """The response cache at `HARNESS_CACHE`, else the config's path; None with --no-cache."""
+    if not options.use_cache or not experiment.cache.enabled:
+        return None
+    override = os.environ.get("HARNESS_CACHE")
+    return ResponseCache(Path(override) if override else experiment.resolve(experiment.cache.path))
 
 
 def run_experiment(
     experiment: Experiment,
     console: Console,
-    strict: bool = False,
-    tracking: bool = True,
+    options: RunOptions | None = None,
     only: set[str] | None = None,
-    reuse: bool = False,
     prior: dict[str, list[Record]] | None = None,
 ) -> RunOutcome:
-    """Validate, call every variant, score, analyse, print, and log to MLflow.
+    """Validate, estimate, call every variant (cache first, within budget), score, analyse, print, track.
 
-    `only` restricts the variants; `reuse` takes a variant's records from its newest identical finished
-    run instead of calling the model again; `prior` supplies records directly (a stored baseline).
+    `only` restricts the variants; `prior` supplies a variant's records directly (a stored baseline).
     """
     from harness.preflight import prepare
     from harness.report import print_analysis, print_results
     from harness.runner import run_plan
     from harness.scorers import score_records
 
+    options = options or RunOptions()
     started_at = time.time()
-    plan = prepare(experiment, strict=strict, only=only)
+    plan = prepare(experiment, strict=options.strict, only=only)
+    max_usd = options.max_usd if options.max_usd is not None else experiment.budget.max_usd
+    check_budget_bounds(plan, max_usd)
     console.print(
         f"[bold]{experiment.name}[/]: {len(plan.eval_set.items)} items x {len(plan.runnable)} variants "
         f"(dataset {plan.eval_set.source}, fingerprint {plan.eval_set.fingerprint})"
@@ -61,17 +88,25 @@ def run_experiment(
     for variant in plan.variants:
         if variant.skipped:
             console.print(f"[bold yellow]WARNING[/] {variant.name}: {variant.skipped}")
+    cache = open_cache(experiment, options)
     ready = dict(prior or {})
-    if reuse and tracking:
-        from harness.tracking import find_reusable
-
-        for variant in plan.runnable:
-            if variant.name not in ready and (found := find_reusable(plan, variant)) is not None:
-                ready[variant.name] = found
     for name in ready:
-        console.print(f"reusing stored records for {name} (no model calls)")
-    reused = [r.model_copy(update={"cache_hit": True}) for name in ready for r in ready[name]]
-    records = reused + run_plan(plan, console=console, exclude=set(ready))
+        console.print(f"using stored records for {name} (no model calls)")
+    estimates = show_estimate(plan, console, cache if not options.refresh else None, options.tracking, set(ready))
+    confirm_spend(plan, estimates, options)
+    result = run_plan(
+        plan, console=console, exclude=set(ready), cache=cache, read_cache=not options.refresh, max_usd=max_usd
+    )
+    records = [r.model_copy(update={"cache_hit": True}) for name in ready for r in ready[name]] + result.records
+    console.print(
+        f"{result.calls_made} calls made, {result.cache_hits} served from the response cache, "
+        f"${result.spent_usd:.4f} spent"
+    )
+    if result.budget_exhausted:
+        console.print(
+            f"[bold red]BUDGET EXHAUSTED[/]: the cap of ${max_usd:g} would have been passed; "
+            f"{result.not_run} calls were not started. Raise the cap and run again: finished calls are cached."
+        )
     score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers)
     summaries = summarize(plan, records)
     metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
@@ -79,16 +114,94 @@ def run_experiment(
     print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
     print_analysis(console, analysis)
     run_id = None
-    if tracking:
+    if options.tracking:
         from harness.tracking import log_run, tracking_uri
 
+        status = {
+            "spent_usd": result.spent_usd,
+            "calls_made": float(result.calls_made),
+            "cache_hits": float(result.cache_hits),
+            "calls_not_run": float(result.not_run),
+        }
         with tempfile.TemporaryDirectory() as tmp:
             files = write_outputs(Path(tmp), experiment.name, experiment.description, summaries, analysis)
-            run_id = log_run(plan, records, summaries, started_at, analysis, files)
+            run_id = log_run(
+                plan,
+                records,
+                summaries,
+                started_at,
+                analysis,
+                files,
+                status,
+                "budget_exhausted" if result.budget_exhausted else "finished",
+            )
         console.print(
             f"MLflow: run [bold]{run_id}[/] in {tracking_uri(experiment)} (see it with: python -m harness ui)"
         )
-    return RunOutcome(plan, records, summaries, analysis, run_id)
+    return RunOutcome(plan, records, summaries, analysis, run_id, result)
+
+
+def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:
+    """With a budget, every priced call needs an output limit, or its worst case is unbounded."""
+    from harness.runner import max_output_tokens
+
+    if max_usd is None:
+        return
+    for variant in plan.runnable:
+        priced = variant.price.output > 0 or variant.price.usd_per_hour > 0
+        if priced and max_output_tokens(variant) is None:
+            raise ConfigError(
+                plan.experiment.source_path,
+                "params.max_tokens",
+                f"a budget is set but {variant.name} has no output limit, so a call's worst case is unbounded",
+                "set params.max_tokens (or the model's own params.max_tokens)",
+            )
+
+
+def estimates_for(
+    plan: Plan, cache: ResponseCache | None, tracking: bool, exclude: set[str] | None = None
+) -> tuple[list[VariantEstimate], float | None]:
+    """Per-variant estimates and the expected wall time (history from MLflow when tracking)."""
+    from harness.estimate import estimate_plan, expected_wall_seconds
+
+    history = {}
+    if tracking:
+        from harness.tracking import variant_history
+
+        history = variant_history(plan)
+    estimates = [e for e in estimate_plan(plan, cache, history) if e.variant not in (exclude or set())]
+    return estimates, expected_wall_seconds(plan, estimates)
+
+
+def show_estimate(
+    plan: Plan, console: Console, cache: ResponseCache | None, tracking: bool, exclude: set[str] | None = None
+) -> list[VariantEstimate]:
+    """Print the estimate table; returns the estimates."""
+    from harness.report import estimate_table
+
+    estimates, wall = estimates_for(plan, cache, tracking, exclude)
+    console.print(estimate_table(estimates, wall))
+    return estimates
+
+
+def confirm_spend(plan: Plan, estimates: list[VariantEstimate], options: RunOptions) -> None:
+    """Ask before spending above `budget.confirm_above_usd`; never hang when nobody can answer."""
+    threshold = plan.experiment.budget.confirm_above_usd
+    worst = sum(e.max_usd for e in estimates)
+    if options.assume_yes or worst <= threshold:
+        return
+    fix = "pass --yes, lower the item count, or raise budget.confirm_above_usd"
+    if not options.interactive:
+        raise ConfigError(
+            plan.experiment.source_path,
+            "budget.confirm_above_usd",
+            f"this run may cost up to ${worst:.4f}, above ${threshold:g}, and nobody is at the terminal to confirm",
+            fix,
+        )
+    from rich.prompt import Confirm
+
+    if not Confirm.ask(f"This run may cost up to ${worst:.4f}. Spend it?", default=False):
+        raise ConfigError(plan.experiment.source_path, "budget.confirm_above_usd", "declined at the prompt", fix)
 
 
 def write_outputs(
@@ -117,7 +230,10 @@ def analysis_from_records(
     """Rebuild summaries and analysis from a stored run's manifest and records (no model call)."""
     variants = [VariantInfo(**v) for v in manifest["variants"]]
     metrics = [MetricInfo(**m) for m in manifest["metrics"]]
-    summaries = summarize_records(variants, records, [m.name for m in metrics])
+    traffic = manifest.get("traffic") or {}
+    summaries = summarize_records(
+        variants, records, [m.name for m in metrics], None, None, traffic.get("requests_per_day")
+    )
     gate = gate or GateConfig(**manifest["gate"])
     settings = AnalysisConfig(**manifest["analysis"])
     return summaries, analyze(summaries, records, metrics, manifest["baseline"], gate, settings)

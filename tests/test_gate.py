@@ -43,14 +43,14 @@ def test_gate_passes_an_equivalent_swap(tmp_path: Path, monkeypatch: pytest.Monk
     assert "GATE PASS" in text and "| local/lead:longer |" in text
 
 
-def test_gate_fails_a_planted_regression_and_reuses_the_baseline(tmp_path: Path) -> None:
+def test_gate_fails_a_planted_regression_and_the_baseline_comes_from_cache(tmp_path: Path) -> None:
     path = gate_project(tmp_path)
     first = harness("gate", str(path), "--candidate", "local/lead:longer", cwd=tmp_path)
     assert first.returncode == 0
     result = harness("gate", str(path), "--candidate", "local/lead:untagged", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "GATE FAIL" in result.stdout and "regression" in result.stdout
-    assert "reusing stored records for local/lead:tagged" in result.stdout
+    assert "120 calls made, 120 served from the response cache" in result.stdout
 
 
 def test_gate_undecided_when_the_eval_is_too_small(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_gate_against_a_stored_run(tmp_path: Path) -> None:
         "gate", str(path), "--candidate", "local/lead:untagged", "--against", parent.info.run_id, cwd=tmp_path
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "reusing stored records for local/lead:tagged" in result.stdout
+    assert "using stored records for local/lead:tagged" in result.stdout
 
 
 def test_report_rebuilds_analysis_from_stored_records(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 3e-6, "cache_rea
 
 def run(path: Path) -> list[Record]:
     plan = prepare(load_config(path))
-    return run_plan(plan, console=Console(file=io.StringIO()))
+    return run_plan(plan, console=Console(file=io.StringIO())).records
 
 
 def test_cost_is_usage_times_price_with_cached_tokens(tmp_path: Path, model_server: FakeModelServer) -> None:

@@ -34,7 +34,7 @@ def logged(tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.Mo
     config = base_config(models, baseline={"model": "local/lead", "prompt": "terse"}, description="tracking test")
     experiment = load_config(write_project(tmp_path, config))
     plan = prepare(experiment)
-    records = run_plan(plan, console=Console(file=io.StringIO()))
+    records = run_plan(plan, console=Console(file=io.StringIO())).records
     score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers)
     summaries = summarize(plan, records)
     run_id = log_run(plan, records, summaries)

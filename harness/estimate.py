@@ -1,0 +1,96 @@
+"""What a run will cost before it runs: exact input tokens, output from history or the limit, wall time.
+
+No model calls. Input tokens come from litellm's offline tokenizers over the rendered prompts; output
+tokens and latency from the newest earlier run of the same variant in MLflow, else from `max_tokens`.
+Cached calls cost nothing and take no time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from harness.cache import ResponseCache, cache_key
+from harness.plan import Plan
+from harness.records import Usage
+from harness.runner import max_output_tokens, model_concurrency, worst_case_usd
+
+
+@dataclass(frozen=True)
+class History:
+    """What an earlier run of the same variant measured."""
+
+    mean_output_tokens: float
+    latency_p50_s: float
+
+
+@dataclass(frozen=True)
+class VariantEstimate:
+    """The cost range and time of one variant's calls."""
+
+    variant: str
+    calls: int
+    cached: int
+    input_tokens: int
+    expected_output_per_call: float | None
+    output_source: str
+    min_usd: float
+    expected_usd: float
+    max_usd: float
+    expected_seconds: float | None
+
+
+def estimate_plan(plan: Plan, cache: ResponseCache | None, history: dict[str, History]) -> list[VariantEstimate]:
+    """One estimate per runnable variant; cached calls are free."""
+    out = []
+    for variant in plan.runnable:
+        items = plan.eval_set.items
+        keys = [cache_key(variant.model, plan.messages[(variant.prompt.name, i.id)], variant.params, 0) for i in items]
+        hits = set(cache.get_many(keys)) if cache is not None else set()
+        pending = [i for i, k in zip(items, keys, strict=True) if k not in hits]
+        limit = max_output_tokens(variant)
+        past = history.get(variant.name)
+        if past is not None:
+            expected_out, source = past.mean_output_tokens, "earlier run"
+        elif limit is not None:
+            expected_out, source = float(limit), "max_tokens"
+        else:
+            expected_out, source = None, "unknown (set max_tokens)"
+        latency = past.latency_p50_s if past is not None else None
+        tokens = [plan.prompt_tokens.get((variant.name, i.id), 0) for i in pending]
+        price = variant.price
+        out.append(
+            VariantEstimate(
+                variant=variant.name,
+                calls=len(pending),
+                cached=len(items) - len(pending),
+                input_tokens=sum(tokens),
+                expected_output_per_call=expected_out,
+                output_source=source,
+                min_usd=sum(price.cost(Usage(input_tokens=t)) for t in tokens),
+                expected_usd=sum(
+                    price.cost(Usage(input_tokens=t, output_tokens=round(expected_out or 0)), latency or 0.0)
+                    for t in tokens
+                ),
+                max_usd=sum(worst_case_usd(plan, variant, i, limit) for i in pending),
+                expected_seconds=None if latency is None else latency * len(pending),
+            )
+        )
+    return out
+
+
+def expected_wall_seconds(plan: Plan, estimates: list[VariantEstimate]) -> float | None:
+    """Wall time at the configured concurrency; a one-slot model runs its calls one after another."""
+    if any(e.expected_seconds is None and e.calls for e in estimates):
+        return None
+    by_variant = {v.name: v for v in plan.runnable}
+    shared = 0.0
+    serial: dict[str, float] = defaultdict(float)
+    for e in estimates:
+        seconds = e.expected_seconds or 0.0
+        slots = model_concurrency(by_variant[e.variant])
+        if slots is not None:
+            serial[by_variant[e.variant].model.display_name] += seconds / min(slots, plan.experiment.concurrency)
+        else:
+            shared += seconds
+    return max([shared / plan.experiment.concurrency, *serial.values()])
