@@ -139,7 +139,7 @@ def log_run(
             )
             _log_variant(mlflow, child.info.run_id, plan, variant, summary, by_variant.get(variant.name, []))
             if analysis is not None:
-                log_analysis(client, child.info.run_id, variant.name, analysis)
+                log_analysis(client, child.info.run_id, variant.name, analysis, summaries)
         return parent.info.run_id
 
 
@@ -195,8 +195,10 @@ def run_manifest(plan: Plan) -> dict[str, Any]:
     }
 
 
-def log_analysis(client: Any, run_id: str, variant: str, analysis: Analysis) -> None:
-    """Tags the UI can filter on (pareto, recommended, verdict) and the CI and paired-test metrics."""
+def log_analysis(
+    client: Any, run_id: str, variant: str, analysis: Analysis, summaries: list[VariantSummary] | None = None
+) -> None:
+    """Tags the UI can filter on (pareto, recommended, verdict), CI and paired-test metrics, monthly savings."""
     from mlflow.entities import Metric, RunTag
 
     tags = {
@@ -217,6 +219,9 @@ def log_analysis(client: Any, run_id: str, variant: str, analysis: Analysis) -> 
             values[f"diff_vs_baseline.{metric}"] = paired.mean_diff
             values[f"p_value.{metric}"] = paired.p_value
             values[f"mdd.{metric}"] = paired.mdd
+    monthly = {s.variant: s.monthly_cost_usd for s in summaries or []}
+    if analysis.baseline in monthly and variant in monthly:
+        values["monthly_savings_vs_baseline_usd"] = monthly[analysis.baseline] - monthly[variant]
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(v)]
     client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
