@@ -60,6 +60,8 @@ class Record(BaseModel):
     cache_hit: bool = False
     scores: dict[str, float | None] = Field(default_factory=dict)
     """Scorer name to value; None where the item errored and could not be scored."""
+    eval_cost_usd: float = 0.0
+    """Dollars scorers (judges) spent grading this record, apart from `cost_usd`, the variant's own cost."""
     score_errors: dict[str, str] = Field(default_factory=dict)
     """Scorer name to the reason it could not score this output."""
 

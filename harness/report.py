@@ -57,7 +57,11 @@ def results_table(summaries: list[VariantSummary], baseline: str | None, title: 
         if monthly:
             saving = base_monthly - s.monthly_cost_usd
             projection = [_usd(s.monthly_cost_usd), "–" if math.isnan(saving) else f"{-saving:+,.2f}"]
-        notes = [f"{s.retries} retries" if s.retries else "", f"{s.n_cache_hits} cached" if s.n_cache_hits else ""]
+        notes = [
+            f"{s.retries} retries" if s.retries else "",
+            f"{s.n_cache_hits} cached" if s.n_cache_hits else "",
+            f"eval cost {_usd(s.eval_cost_usd)}" if s.eval_cost_usd else "",
+        ]
         table.add_row(
             label,
             *[_fmt(s.quality.get(k, math.nan), ".3f") for k in quality_keys],

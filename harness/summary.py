@@ -38,6 +38,8 @@ class VariantSummary:
     latency_p95_s: float = math.nan
     retries: int = 0
     n_cache_hits: int = 0
+    eval_cost_usd: float = 0.0
+    """What scoring cost (judge calls), kept apart from the variant's cost."""
     spent_usd: float = 0.0
     """Dollars this invocation actually paid (cache hits cost nothing; cost_total_usd is the list cost)."""
     monthly_cost_usd: float = math.nan
@@ -65,6 +67,7 @@ class VariantSummary:
                 "n_errors": float(self.n_errors),
                 "retries": float(self.retries),
                 "n_cache_hits": float(self.n_cache_hits),
+                "eval_cost_usd": self.eval_cost_usd,
                 "spent_usd": self.spent_usd,
                 "monthly_cost_usd": self.monthly_cost_usd,
             }
@@ -133,6 +136,7 @@ def _summarize_variant(
     summary.cost_per_item_usd = summary.cost_total_usd / len(records)
     summary.retries = sum(max(r.attempts - 1, 0) for r in records)
     summary.n_cache_hits = sum(r.cache_hit for r in records)
+    summary.eval_cost_usd = sum(r.eval_cost_usd for r in records)
     summary.spent_usd = sum(r.cost_usd for r in records if not r.cache_hit)
     summary.mean_prompt_tokens_estimate = float(np.mean([r.prompt_tokens_estimate for r in records]))
     if ok:

@@ -128,6 +128,7 @@ def log_run(
         mlflow.log_metrics(
             {
                 "cost_total_usd": total,
+                "eval_cost_total_usd": sum(s.eval_cost_usd for s in summaries),
                 "n_variants_run": float(len(plan.runnable)),
                 "n_variants_skipped": float(len(plan.variants) - len(plan.runnable)),
                 **(run_status or {}),

@@ -11,3 +11,29 @@ def length_under(max_chars: int = 100) -> ScoreFn:
         return float(len(output) <= max_chars)
 
     return score
+
+
+def judged_brevity(api_base: str, input_cost_per_token: float, output_cost_per_token: float):
+    """A tiny judge: asks a model (the test server) whether the output is brief; returns its cost too."""
+    import litellm
+
+    from harness.pricing import ModelPrice
+    from harness.records import Usage
+    from harness.scorers import Scored
+
+    price = ModelPrice(input=input_cost_per_token, output=output_cost_per_token)
+
+    def score(output: str, item: Item) -> Scored:
+        response = litellm.completion(
+            model="openai/judge",
+            api_base=api_base,
+            api_key="unused",
+            max_retries=0,
+            messages=[{"role": "user", "content": f"Is this brief? Answer 1 or 0.\n{output}"}],
+        )
+        usage = Usage(input_tokens=response.usage.prompt_tokens, output_tokens=response.usage.completion_tokens)
+        verdict = (response.choices[0].message.content or "").strip()
+        value = float(verdict) if verdict in {"0", "1"} else None
+        return Scored(value, price.cost(usage), "" if value is not None else f"unparseable verdict {verdict!r}")
+
+    return score

@@ -200,3 +200,29 @@ def test_reprice_changes_costs_without_calls(tmp_path: Path, model_server: FakeM
     before, after = 20 * (100e-6 + 20e-6), 20 * (200e-6 + 40e-6)
     assert f"${before:.6f} as recorded -> ${after:.6f} repriced" in result.stdout
     assert len(model_server.requests) == 20
+
+
+def test_scorer_calls_are_costed_apart_from_the_variants(tmp_path: Path, model_server: FakeModelServer) -> None:
+    import io
+
+    from rich.console import Console
+
+    from harness.config import load_config
+    from harness.workflow import RunOptions, run_experiment
+
+    model_server.usage = Usage(prompt_tokens=100, completion_tokens=10)
+    model_server.answer = lambda request: "1" if "Is this brief" in str(request["messages"]) else "short."
+    judge = {
+        "tests.custom_scorers:judged_brevity": {
+            "api_base": model_server.url,
+            "input_cost_per_token": 5e-6,
+            "output_cost_per_token": 5e-6,
+        }
+    }
+    path = project(tmp_path, model_server, scorers=["rouge", judge])
+    outcome = run_experiment(load_config(path), Console(file=io.StringIO()), RunOptions(tracking=False))
+    summary = outcome.summaries[0]
+    assert summary.cost_total_usd == pytest.approx(20 * (100e-6 + 20e-6))
+    assert summary.eval_cost_usd == pytest.approx(20 * 110 * 5e-6)
+    assert summary.quality["tests.custom_scorers:judged_brevity"] == 1.0
+    assert len(model_server.requests) == 40

@@ -5,6 +5,7 @@ from harness.scorers._apply import score_records
 from harness.scorers._registry import (
     REGISTRY,
     AggregateFn,
+    Scored,
     ScoreFn,
     Scorer,
     ScorerParts,
@@ -16,6 +17,7 @@ __all__ = [
     "REGISTRY",
     "AggregateFn",
     "ScoreFn",
+    "Scored",
     "Scorer",
     "ScorerParts",
     "build_scorer",

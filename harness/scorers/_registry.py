@@ -20,10 +20,20 @@ from harness.datasets import Item
 Kind = Literal["binary", "continuous"]
 
 
-class ScoreFn(Protocol):
-    """Grades one output against its item: 0..1, higher is better."""
+class Scored(NamedTuple):
+    """A score with what it cost to compute: scorers that call models (judges) return this."""
 
-    def __call__(self, output: str, item: Item) -> float: ...
+    value: float | None
+    """None when the scorer could not decide (an unparseable verdict): recorded, never read as 0."""
+    cost_usd: float = 0.0
+    """Dollars the scorer spent, accounted apart from the variant's own cost."""
+    detail: str = ""
+
+
+class ScoreFn(Protocol):
+    """Grades one output against its item: 0..1, higher is better (or `Scored` when it costs money)."""
+
+    def __call__(self, output: str, item: Item) -> float | Scored: ...
 
 
 class AggregateFn(Protocol):
