@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ConfigError as exc:
-        print(f"error: {exc.line()}", file=sys.stderr)
+        from harness.secrets import scrub
+
+        print(f"error: {scrub(exc.line())}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(

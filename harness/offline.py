@@ -32,8 +32,13 @@ def import_litellm():
     Centralised so that the slow import (about 3 s) happens only in commands that call models.
     """
     apply_offline_defaults()
+    import logging
+
     import litellm
 
+    # harness reports every failure on the record; litellm's own log lines would only duplicate them.
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     litellm.suppress_debug_info = True
     litellm.set_verbose = False
     return litellm

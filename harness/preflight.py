@@ -66,7 +66,35 @@ def prepare(experiment: Experiment, strict: bool = False, only: set[str] | None 
         for item in eval_set.items:
             msgs = messages[(variant.prompt.name, item.id)]
             plan.prompt_tokens[(variant.name, item.id)] = count_tokens(variant.model.model, msgs)
+    _check_context(plan, file)
     return plan
+
+
+def _check_context(plan: Plan, file: str) -> None:
+    """An item longer than the model's context window (litellm's model info) fails here, not mid-run."""
+    from harness.offline import import_litellm
+    from harness.providers.local import register_local_provider
+
+    litellm = import_litellm()
+    register_local_provider()
+    for variant in plan.runnable:
+        try:
+            limit = litellm.get_model_info(variant.model.model).get("max_input_tokens")
+        except Exception:
+            continue
+        if not limit:
+            continue
+        for item in plan.eval_set.items:
+            tokens = plan.prompt_tokens[(variant.name, item.id)]
+            if tokens > limit:
+                raise ConfigError(
+                    file,
+                    f"dataset item {item.id}",
+                    f"the prompt for {variant.name} has about {tokens:,} tokens, over the model's "
+                    f"context window of {limit:,} input tokens",
+                    "shorten or drop the item, or truncate the long field in the template "
+                    "(e.g. {{ document | truncate_tokens(3000) }})",
+                )
 
 
 def prompt_hash(plan: Plan, prompt_name: str, item_id: str) -> str:

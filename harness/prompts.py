@@ -56,12 +56,28 @@ class PromptTemplate:
 
 def make_environment(search_path: Path) -> jinja2.Environment:
     """The one Jinja2 environment: strict about undefined names, no HTML escaping (prompts are text)."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(search_path)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
     )
+    env.filters["truncate_tokens"] = truncate_tokens
+    return env
+
+
+def truncate_tokens(text: str, max_tokens: int) -> str:
+    """Jinja filter `{{ document | truncate_tokens(2000) }}`: the first tokens of a text (tiktoken o200k).
+
+    The way a config asks for long items to be cut to fit a context window, or tests a shorter prompt.
+    """
+    from harness.offline import import_litellm
+
+    litellm = import_litellm()
+    tokens = litellm.encode(model="gpt-4o-mini", text=str(text))
+    if len(tokens) <= max_tokens:
+        return str(text)
+    return str(litellm.decode(model="gpt-4o-mini", tokens=list(tokens)[:max_tokens]))
 
 
 def load_template(name: str, path: Path, config_file: Path, field: str) -> PromptTemplate:

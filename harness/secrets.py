@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 _SECRET_NAME = re.compile(
-    r"api_?key|secret|password|authorization|bearer|access_token|auth_token|^token$", re.IGNORECASE
+    r"api_?key|secret|password|authorization|bearer|access_token|auth_token|^token$|_token$", re.IGNORECASE
 )
 
 
@@ -35,3 +35,19 @@ def redact_tree(value: Any) -> tuple[Any, bool]:
         pairs = [redact_tree(v) for v in value]
         return [p[0] for p in pairs], any(p[1] for p in pairs)
     return value, False
+
+
+def secret_values() -> list[str]:
+    """Values of secret-named environment variables (API keys), longest first, for scrubbing text."""
+    import os
+
+    values = {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
+    return sorted(values, key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """Text with every API key from the environment masked (error messages can echo a key back)."""
+    for value in secret_values():
+        if value in text:
+            text = text.replace(value, "***")
+    return text

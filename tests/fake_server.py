@@ -7,6 +7,9 @@ over real HTTP exactly as it would to a provider.
 from __future__ import annotations
 
 import json
+import random
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -17,12 +20,30 @@ from typing import Any
 
 @dataclass
 class Fault:
-    """One scripted failure, consumed by the next request."""
+    """One scripted failure, consumed by the next request.
+
+    `kind` other than "status": "reset" drops the connection, "malformed" sends broken JSON,
+    "no_usage" and "empty_choices" send a 200 without usage or without choices, "slow" answers late.
+    """
 
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     body: dict[str, Any] | None = None
+    kind: str = "status"
+
+
+FAULT_KINDS: dict[str, Fault] = {
+    "429_retry_after": Fault(status=429, headers={"Retry-After": "0.05"}),
+    "429": Fault(status=429),
+    "500": Fault(status=500),
+    "503": Fault(status=503),
+    "reset": Fault(kind="reset"),
+    "slow": Fault(kind="slow", delay_s=1.5),
+    "malformed": Fault(kind="malformed"),
+    "no_usage": Fault(kind="no_usage"),
+    "empty_choices": Fault(kind="empty_choices"),
+}
 
 
 @dataclass
@@ -46,6 +67,12 @@ class FakeModelServer:
         self.delay_s = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.fault_rate = 0.0
+        self.fault_kinds: list[str] = []
+        self.faults_injected: dict[str, int] = {}
+        self.billable: dict[str, int] = {}
+        """Valid completions sent per prompt text: what a provider would bill."""
+        self._rng = random.Random(0)
         self.lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -70,9 +97,20 @@ class FakeModelServer:
         with self.lock:
             self.faults.extend(faults)
 
+    def inject_faults(self, rate: float, kinds: list[str], seed: int = 0) -> None:
+        """From now on, each request fails with probability `rate`, by a kind drawn from `kinds`."""
+        with self.lock:
+            self.fault_rate, self.fault_kinds, self._rng = rate, kinds, random.Random(seed)
+
     def _next_fault(self) -> Fault | None:
         with self.lock:
-            return self.faults.pop(0) if self.faults else None
+            if self.faults:
+                return self.faults.pop(0)
+            if self.fault_rate and self._rng.random() < self.fault_rate:
+                kind = self._rng.choice(self.fault_kinds)
+                self.faults_injected[kind] = self.faults_injected.get(kind, 0) + 1
+                return FAULT_KINDS[kind]
+            return None
 
     def _completion(self, request: dict[str, Any]) -> dict[str, Any]:
         u = self.usage
@@ -115,6 +153,9 @@ class FakeModelServer:
 
             def _respond(self, request: dict[str, Any]) -> None:
                 fault = server._next_fault()
+                if fault is not None and fault.kind != "status":
+                    self._misbehave(fault, request)
+                    return
                 if fault is not None:
                     time.sleep(fault.delay_s)
                     if fault.status == 200:
@@ -125,7 +166,35 @@ class FakeModelServer:
                     return
                 if server.delay_s:
                     time.sleep(server.delay_s)
+                key = json.dumps(request.get("messages"), sort_keys=True)
+                with server.lock:
+                    server.billable[key] = server.billable.get(key, 0) + 1
                 self._send(200, server._completion(request), {})
+
+            def _misbehave(self, fault: Fault, request: dict[str, Any]) -> None:
+                if fault.kind == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                if fault.kind == "slow":
+                    time.sleep(fault.delay_s)
+                    self._send(200, server._completion(request), {})
+                    return
+                body = server._completion(request)
+                if fault.kind == "no_usage":
+                    del body["usage"]
+                elif fault.kind == "empty_choices":
+                    body["choices"] = []
+                elif fault.kind == "malformed":
+                    raw = b'{"id": "broken", "choices": [{"message": '
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                    return
+                self._send(200, body, {})
 
             def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
                 payload = json.dumps(body).encode()

@@ -17,6 +17,7 @@ from typing import Any
 from harness.config import ModelConfig
 from harness.pricing import LOCAL_PROVIDER, is_loopback
 from harness.records import RecordError, Usage
+from harness.secrets import scrub
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 BACKOFF_BASE_S = 0.5
@@ -111,7 +112,7 @@ def _as_error(exc: BaseException, timeout_s: float) -> RecordError:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError) or type(exc).__name__ == "Timeout":
         return RecordError(type="Timeout", message=f"no response within {timeout_s:g} s")
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return RecordError(type=type(exc).__name__, message=message[:500])
+    return RecordError(type=type(exc).__name__, message=scrub(message)[:500])
 
 
 def _retry_delay(exc: BaseException, attempt: int) -> float | None:

@@ -23,6 +23,8 @@ from typing import Any
 from harness.pricing import LOCAL_PROVIDER
 
 SMOLLM2 = "smollm2-135m"
+SMOLLM2_OUTPUT_RESERVE = 512
+"""Of the llama.cpp context (4096 tokens by default), this much is kept for the answer."""
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _DOCUMENT = re.compile(r"<document>(.*?)</document>", re.DOTALL)
 _LEAD = re.compile(r"^lead(?:-(\d+))?$")
@@ -169,4 +171,20 @@ def register_local_provider() -> None:
         entry for entry in litellm.custom_provider_map if entry.get("provider") != LOCAL_PROVIDER
     ] + [{"provider": LOCAL_PROVIDER, "custom_handler": handler}]
     litellm.utils.custom_llm_setup()
+    # Context limits in litellm's model info, so the pre-run context check treats local and cloud alike.
+    context = int(os.environ.get("HARNESS_LOCAL_CTX", "4096"))
+    litellm.register_model(
+        {
+            f"{LOCAL_PROVIDER}/{SMOLLM2}": {
+                "max_input_tokens": context - SMOLLM2_OUTPUT_RESERVE,
+                "max_output_tokens": SMOLLM2_OUTPUT_RESERVE,
+                "input_cost_per_token": 0.0,
+                "output_cost_per_token": 0.0,
+                "cache_read_input_token_cost": 0.0,
+                "cache_creation_input_token_cost": 0.0,
+                "litellm_provider": LOCAL_PROVIDER,
+                "mode": "chat",
+            }
+        }
+    )
     _registered = True
