@@ -8,11 +8,13 @@ batches (one call per dict), which is several times faster than one call per met
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,18 +55,50 @@ def _mlflow(uri: str):
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        with store_lock(uri):
+            # The first touch creates the schema; two processes migrating one new file at once corrupt it.
+            mlflow.MlflowClient().search_experiments(max_results=1)
+        _READY.add(uri)
     return mlflow
+
+
+_READY: set[str] = set()
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside an embedded sqlite store, so concurrent harness processes take turns writing.
+
+    A tracking server (http URIs) serialises writes itself; there the lock is a no-op.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_experiment(experiment: Experiment, uri: str) -> str:
     """The MLflow experiment id named after the config, created with a local artifact root if new."""
     mlflow = _mlflow(uri)
-    found = mlflow.get_experiment_by_name(experiment.name)
-    if found is not None:
-        return found.experiment_id
+    with store_lock(uri):
+        found = mlflow.get_experiment_by_name(experiment.name)
+        if found is not None:
+            return found.experiment_id
+        return _create_experiment(mlflow, experiment, uri)
+
+
+def _create_experiment(mlflow: Any, experiment: Experiment, uri: str) -> str:
     artifact_location = None
     if uri.startswith("sqlite:///"):
         root = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
@@ -104,6 +138,25 @@ def log_run(
     mlflow = _mlflow(uri)
     experiment_id = ensure_experiment(experiment, uri)
     start_ms = int((started_at or time.time()) * 1000)
+    with store_lock(uri):
+        return _log_run_locked(
+            mlflow, experiment_id, plan, records, summaries, start_ms, analysis, artifacts, run_status, status
+        )
+
+
+def _log_run_locked(
+    mlflow: Any,
+    experiment_id: str,
+    plan: Plan,
+    records: list[Record],
+    summaries: list[VariantSummary],
+    start_ms: int,
+    analysis: Analysis | None,
+    artifacts: list[Path] | None,
+    run_status: dict[str, float] | None,
+    status: str,
+) -> str:
+    experiment = plan.experiment
     by_variant: dict[str, list[Record]] = {}
     for record in records:
         by_variant.setdefault(record.variant, []).append(record)

@@ -1,0 +1,134 @@
+"""Reliability: provider faults lose nothing and pay nothing twice; secrets never leak; concurrent runs."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from harness.config import load_config
+from harness.workflow import RunOptions, run_experiment
+from tests.conftest import REPO, base_config, fake_model, write_project
+from tests.fake_server import FAULT_KINDS, FakeModelServer
+from tests.test_cli import harness
+
+PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
+
+
+def test_500_items_at_20_percent_faults_lose_nothing(tmp_path: Path, model_server: FakeModelServer) -> None:
+    items = [{"id": f"i{n}", "document": f"Item {n} says {n}.", "reference": f"item {n}"} for n in range(500)]
+    model_server.inject_faults(0.2, list(FAULT_KINDS), seed=7)
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=32, timeout_s=0.8, max_retries=5)
+    path = write_project(tmp_path, config, items=items)
+    console = Console(file=io.StringIO(), width=250)
+    outcome = run_experiment(load_config(path), console, RunOptions(interactive=False))
+    records = outcome.records
+    injected = sum(model_server.faults_injected.values())
+    assert set(model_server.faults_injected) == set(FAULT_KINDS)
+    assert injected >= 0.15 * len(model_server.requests)
+    # no item lost: one record per item, each a success with output or a recorded error with its type
+    assert sorted(r.item_id for r in records) == sorted(i["id"] for i in items)
+    for r in records:
+        assert (r.error is None) == (r.output is not None)
+        assert r.error is None or r.error.type
+    # no successful call paid twice: every prompt got at most one billable completion
+    assert max(model_server.billable.values()) == 1
+    successes = [r for r in records if r.error is None]
+    assert len(successes) >= model_server.faults_injected.get("no_usage", 0)
+    # retries are bounded and reported
+    assert all(r.attempts <= 6 for r in records)
+    summary = outcome.summaries[0]
+    assert summary.retries == sum(r.attempts - 1 for r in records) > 0
+    assert f"{summary.retries} retries" in console.file.getvalue()  # type: ignore[attr-defined]
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    child = mlflow.search_runs(
+        experiment_names=["test-exp"], filter_string="tags.`harness.kind` = 'variant'", output_format="list"
+    )[0]
+    assert child.data.metrics["retries"] == summary.retries
+    assert child.data.metrics["n_items"] == 500
+
+
+def test_fake_api_key_never_leaks(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "sk-test-LEAKCHECK-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    from tests.fake_server import Fault
+
+    # the provider echoes the key back in an error, as real 401s do with part of it
+    model_server.fail_next(Fault(status=401, body={"error": {"message": f"Incorrect API key provided: {key}"}}))
+    config = base_config(
+        [fake_model(model_server, price=PRICE, api_key_env="OPENAI_API_KEY")], max_retries=1, concurrency=1
+    )
+    path = write_project(tmp_path, config)
+    result = harness("run", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = harness("report", _parent_id(), "--out", str(tmp_path / "report"), cwd=tmp_path)
+    assert report.returncode == 0
+    for text in (result.stdout, result.stderr, report.stdout, report.stderr):
+        assert key not in text
+    store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).parent
+    for root in (store, tmp_path):
+        for file in root.rglob("*"):
+            if file.is_file():
+                assert key.encode() not in file.read_bytes(), file
+    records = (store / "artifacts").rglob("records.jsonl")
+    assert any("Incorrect API key provided: ***" in p.read_text() for p in records)
+
+
+def _parent_id() -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    run = mlflow.search_runs(
+        experiment_names=["test-exp"], filter_string="tags.`harness.kind` = 'experiment'", output_format="list"
+    )[0]
+    return run.info.run_id
+
+
+def test_two_runs_on_one_store_at_once(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.delay_s = 0.05
+    items = [{"id": f"i{n}", "document": f"Item {n}.", "reference": "x"} for n in range(40)]
+    paths = []
+    for name in ("first", "second"):
+        root = tmp_path / name
+        config = base_config([fake_model(model_server, price=PRICE)], name=f"exp-{name}", concurrency=8)
+        paths.append(write_project(root, config, items=items))
+    shared_cache = tmp_path / "shared-cache.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HARNESS_CACHE": str(shared_cache)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "harness", "run", str(p)],
+            cwd=p.parent.parent,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in paths
+    ]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, out + err
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    for name in ("exp-first", "exp-second"):
+        children = mlflow.search_runs(
+            experiment_names=[name], filter_string="tags.`harness.kind` = 'variant'", output_format="list"
+        )
+        assert len(children) == 1 and children[0].data.metrics["n_items"] == 40
+    store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
+    for db_path in (store, shared_cache):
+        with sqlite3.connect(db_path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with sqlite3.connect(shared_cache) as db:
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 40
