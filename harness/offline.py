@@ -7,6 +7,7 @@ wants the live price map can still export `LITELLM_LOCAL_MODEL_COST_MAP=False` t
 
 from __future__ import annotations
 
+import functools
 import os
 
 OFFLINE_DEFAULTS: dict[str, str] = {
