@@ -27,6 +27,7 @@ def apply_offline_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+@functools.cache
 def import_litellm():
     """Import litellm with offline defaults applied and its banner silenced.
 
