@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.offline import apply_offline_defaults  # noqa: E402
+from harness.offline import apply_offline_defaults
 
 apply_offline_defaults()
 
