@@ -22,18 +22,16 @@ def _usd(value: float) -> str:
     return f"${value:.6f}" if value < 0.01 else f"${value:,.4f}"
 
 
-def results_table(summaries: list[VariantSummary], baseline: str | None, title: str) -> Table:
-    """A rich table of every variant; skipped ones stay visible with the reason."""
-    quality_keys: list[str] = []
+def result_rows(summaries: list[VariantSummary], baseline: str | None) -> tuple[list[str], list[list[str]]]:
+    """The results as plain cells, one row per variant: the terminal table and the report both show these."""
+    keys: list[str] = []
     for s in summaries:
-        quality_keys += [k for k in s.quality if k not in quality_keys]
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("variant", no_wrap=True)
-    for key in quality_keys:
-        table.add_column(key, justify="right")
+        keys += [k for k in s.quality if k not in keys]
     monthly = any(not math.isnan(s.monthly_cost_usd) for s in summaries)
     base_monthly = next((s.monthly_cost_usd for s in summaries if s.variant == baseline), math.nan)
-    numeric = [
+    header = [
+        "variant",
+        *keys,
         "cost/item",
         "cost total",
         *(["monthly", "vs baseline/mo"] if monthly else []),
@@ -42,16 +40,12 @@ def results_table(summaries: list[VariantSummary], baseline: str | None, title: 
         "p50 s",
         "p95 s",
         "errors",
+        "notes",
     ]
-    for name in numeric:
-        table.add_column(name, justify="right")
-    table.add_column("notes", min_width=30)
+    rows = []
     for s in summaries:
-        label = s.variant + (" [dim](baseline)[/]" if s.variant == baseline else "")
         if s.skipped:
-            table.add_row(
-                f"[yellow]{label}[/]", *[""] * (len(quality_keys) + len(numeric)), f"[bold yellow]{s.skipped}[/]"
-            )
+            rows.append([s.variant, *[""] * (len(header) - 2), s.skipped])
             continue
         projection = []
         if monthly:
@@ -62,19 +56,41 @@ def results_table(summaries: list[VariantSummary], baseline: str | None, title: 
             f"{s.n_cache_hits} cached" if s.n_cache_hits else "",
             f"eval cost {_usd(s.eval_cost_usd)}" if s.eval_cost_usd else "",
         ]
-        table.add_row(
-            label,
-            *[_fmt(s.quality.get(k, math.nan), ".3f") for k in quality_keys],
-            _usd(s.cost_per_item_usd),
-            _usd(s.cost_total_usd),
-            *projection,
-            _fmt(s.mean_input_tokens, ".0f"),
-            _fmt(s.mean_output_tokens, ".0f"),
-            _fmt(s.latency_p50_s, ".2f"),
-            _fmt(s.latency_p95_s, ".2f"),
-            f"[red]{s.n_errors}[/]" if s.n_errors else "0",
-            ", ".join(n for n in notes if n),
+        rows.append(
+            [
+                s.variant,
+                *[_fmt(s.quality.get(k, math.nan), ".3f") for k in keys],
+                _usd(s.cost_per_item_usd),
+                _usd(s.cost_total_usd),
+                *projection,
+                _fmt(s.mean_input_tokens, ".0f"),
+                _fmt(s.mean_output_tokens, ".0f"),
+                _fmt(s.latency_p50_s, ".2f"),
+                _fmt(s.latency_p95_s, ".2f"),
+                str(s.n_errors),
+                ", ".join(n for n in notes if n),
+            ]
         )
+    return header, rows
+
+
+def results_table(summaries: list[VariantSummary], baseline: str | None, title: str) -> Table:
+    """A rich table of every variant; skipped ones stay visible, in yellow, with the reason."""
+    header, rows = result_rows(summaries, baseline)
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column(header[0], no_wrap=True)
+    for name in header[1:-1]:
+        table.add_column(name, justify="right")
+    table.add_column(header[-1], min_width=30)
+    for s, row in zip(summaries, rows, strict=True):
+        cells = list(row)
+        if s.variant == baseline:
+            cells[0] += " [dim](baseline)[/]"
+        if s.skipped:
+            cells[0], cells[-1] = f"[yellow]{cells[0]}[/]", f"[bold yellow]{cells[-1]}[/]"
+        elif s.n_errors:
+            cells[-2] = f"[red]{cells[-2]}[/]"
+        table.add_row(*cells)
     return table
 
 
@@ -166,7 +182,7 @@ def markdown_report(
     lines += [f"**{recommendation_line(analysis)}**", ""]
     if analysis.baseline_note:
         lines += [f"> Note: {analysis.baseline_note}", ""]
-    lines += ["## Results", "", _md_results(summaries), ""]
+    lines += ["## Results", "", _md_results(summaries, analysis.baseline), ""]
     if plot_name:
         lines += [f"![cost vs {analysis.metric}]({plot_name})", ""]
     lines += [
@@ -200,42 +216,11 @@ def markdown_report(
     return "\n".join(lines) + "\n"
 
 
-def _md_results(summaries: list[VariantSummary]) -> str:
-    keys: list[str] = []
-    for s in summaries:
-        keys += [k for k in s.quality if k not in keys]
-    monthly = any(not math.isnan(s.monthly_cost_usd) for s in summaries)
-    head = [
-        "variant",
-        *keys,
-        "cost/item",
-        "cost total",
-        *(["monthly"] if monthly else []),
-        "in tok",
-        "out tok",
-        "p50 s",
-        "p95 s",
-        "errors",
-    ]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in summaries:
-        if s.skipped:
-            rows.append(f"| {s.variant} | " + " | ".join([""] * (len(head) - 2)) + f" | {s.skipped} |")
-            continue
-        cells = [
-            s.variant,
-            *[_fmt(s.quality.get(k, math.nan), ".3f") for k in keys],
-            _usd(s.cost_per_item_usd),
-            _usd(s.cost_total_usd),
-            *([_usd(s.monthly_cost_usd)] if monthly else []),
-            _fmt(s.mean_input_tokens, ".0f"),
-            _fmt(s.mean_output_tokens, ".0f"),
-            _fmt(s.latency_p50_s, ".2f"),
-            _fmt(s.latency_p95_s, ".2f"),
-            str(s.n_errors),
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+def _md_results(summaries: list[VariantSummary], baseline: str | None) -> str:
+    header, rows = result_rows(summaries, baseline)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None) -> Table:

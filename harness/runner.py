@@ -13,6 +13,7 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -72,17 +73,12 @@ class BudgetGuard:
             self.spent += actual_usd
 
 
-def run_plan(
-    plan: Plan,
-    console: Console | None = None,
-    on_record: OnRecord | None = None,
-    exclude: set[str] | None = None,
-    cache: ResponseCache | None = None,
-    read_cache: bool = True,
-    max_usd: float | None = None,
-) -> RunResult:
-    """Run every runnable variant (except `exclude`) on every item; records come in (variant, item) order."""
-    return asyncio.run(run_plan_async(plan, console, on_record, exclude, cache, read_cache, max_usd))
+def run_plan(plan: Plan, **options: Any) -> RunResult:
+    """Run every runnable variant (except `exclude`) on every item; records come in (variant, item) order.
+
+    Takes the keyword options of `run_plan_async`.
+    """
+    return asyncio.run(run_plan_async(plan, **options))
 
 
 async def run_plan_async(
