@@ -181,7 +181,8 @@ def worst_case_usd(plan: Plan, variant: Variant, item: Item, output: int | None)
     return variant.price.cost(usage, latency_s=seconds)
 
 
-def _from_cache(plan: Plan, variant: Variant, item: Item, hit: CachedResponse) -> Record:
+def _record(plan: Plan, variant: Variant, item: Item, **outcome: Any) -> Record:
+    """A record with the variant's and item's identity filled in; `outcome` is what the call produced."""
     return Record(
         variant=variant.name,
         item_id=item.id,
@@ -189,6 +190,15 @@ def _from_cache(plan: Plan, variant: Variant, item: Item, hit: CachedResponse) -
         prompt=variant.prompt.name,
         prompt_hash=prompt_hash(plan, variant.prompt.name, item.id),
         prompt_tokens_estimate=plan.prompt_tokens.get((variant.name, item.id), 0),
+        **outcome,
+    )
+
+
+def _from_cache(plan: Plan, variant: Variant, item: Item, hit: CachedResponse) -> Record:
+    return _record(
+        plan,
+        variant,
+        item,
         output=hit.output,
         usage=hit.usage,
         cost_usd=variant.price.cost(hit.usage, hit.latency_s),
@@ -203,7 +213,6 @@ async def _call(plan: Plan, variant: Variant, item: Item) -> Record:
     experiment = plan.experiment
     messages = plan.messages[(variant.prompt.name, item.id)]
     result = await call_model(variant.model, messages, variant.params, experiment.timeout_s, experiment.max_retries)
-    estimate = plan.prompt_tokens.get((variant.name, item.id), 0)
     usage = result.usage
     price_source = variant.price.source
     if result.output is not None and not result.usage_reported:
@@ -211,21 +220,18 @@ async def _call(plan: Plan, variant: Variant, item: Item) -> Record:
 
         usage = usage.model_copy(
             update={
-                "input_tokens": estimate,
+                "input_tokens": plan.prompt_tokens.get((variant.name, item.id), 0),
                 "output_tokens": count_tokens(variant.model.model, [{"role": "assistant", "content": result.output}]),
             }
         )
         price_source += " (usage estimated locally: the provider reported none)"
-    return Record(
-        variant=variant.name,
-        item_id=item.id,
-        model=variant.model.model,
-        prompt=variant.prompt.name,
-        prompt_hash=prompt_hash(plan, variant.prompt.name, item.id),
-        prompt_tokens_estimate=estimate,
+    return _record(
+        plan,
+        variant,
+        item,
         output=result.output,
         usage=usage,
-        cost_usd=variant.price.cost(usage, result.latency_s) if result.attempts else 0.0,
+        cost_usd=variant.price.cost(usage, result.latency_s),
         price_source=price_source,
         latency_s=result.latency_s,
         attempts=result.attempts,
