@@ -17,10 +17,10 @@ from harness.frontier import Point, Recommendation, pareto_front, recommend
 from harness.records import Record
 from harness.stats import (
     PairedResult,
+    Resampler,
     bootstrap_means,
     paired_comparisons,
     percentile_interval,
-    resample_weights,
     wilson_interval,
 )
 from harness.summary import VariantSummary
@@ -93,13 +93,13 @@ def analyze(
     result.baseline, result.baseline_note = _effective_baseline(ran, baseline, metric)
     names = [s.variant for s in ran]
     item_ids = list(dict.fromkeys(r.item_id for r in records if r.variant in names))
-    weights = resample_weights(len(item_ids), settings.resamples, settings.seed)
+    resampler = Resampler(len(item_ids), settings.resamples, settings.seed)
     base_index = names.index(result.baseline)
     for info in metrics:
         sums, counts = score_arrays(records, names, item_ids, info.name, gate.errors)
         binary = info.kind == "binary"
-        result.estimates[info.name] = _estimates(names, sums, counts, weights, gate.confidence, binary)
-        comparisons = paired_comparisons(sums, counts, base_index, weights, gate.confidence, binary)
+        result.estimates[info.name] = _estimates(names, sums, counts, resampler, gate.confidence, binary)
+        comparisons = paired_comparisons(sums, counts, base_index, resampler, gate.confidence, binary)
         result.paired[info.name] = dict(zip(names, comparisons, strict=True))
     by_name = {s.variant: s for s in ran}
     for name in names:
@@ -147,9 +147,9 @@ def _effective_baseline(ran: list[VariantSummary], configured: str | None, metri
 
 
 def _estimates(
-    names: list[str], sums: np.ndarray, counts: np.ndarray, weights: np.ndarray, confidence: float, binary: bool
+    names: list[str], sums: np.ndarray, counts: np.ndarray, resampler: Resampler, confidence: float, binary: bool
 ) -> dict[str, Estimate]:
-    draws = bootstrap_means(weights, sums, counts)
+    draws = bootstrap_means(resampler, sums, counts)
     lo, hi = percentile_interval(draws, confidence)
     out = {}
     for v, name in enumerate(names):

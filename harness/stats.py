@@ -5,9 +5,9 @@ item has no score for that variant, e.g. its call errored). Resampling items, no
 cluster bootstrap: repeated samples of one item are correlated, and treating them as independent would
 make intervals too narrow (Miller, "Adding Error Bars to Evals", arXiv:2411.00640, section 2.2).
 
-The bootstrap is vectorised: one matrix of resample weights (B x N, the count of each item in each
-resample) serves every variant and every paired difference through two matrix products, so 10,000
-items x 10 variants x 2,000 resamples costs a few BLAS calls instead of Python loops. Using the same
+The bootstrap is vectorised: resample weights (B x N, the count of each item in each resample) serve
+every variant and every paired difference through matrix products, so 10,000 items x 10 variants x
+2,000 resamples costs a few BLAS calls instead of Python loops. Using the same
 resamples for candidate and baseline is what makes the difference a *paired* bootstrap (Efron &
 Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13).
 """
@@ -15,7 +15,9 @@ Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy import stats as sps
@@ -23,27 +25,49 @@ from scipy import stats as sps
 POWER = 0.8
 
 
-def resample_weights(n_items: int, n_resamples: int, seed: int) -> np.ndarray:
-    """B x N float32 matrix: how often each item is drawn in each bootstrap resample.
+@dataclass(frozen=True)
+class Resampler:
+    """Item-level bootstrap resamples, drawn from a seed in blocks and applied as matrix products.
 
-    Built in blocks of resamples so the int64 draws never exist all at once (10,000 items x 2,000
-    resamples would otherwise take 320 MB on the way to an 80 MB result).
+    The B x N matrix of resample weights (how often each item is drawn in each resample) is never held
+    whole: at 10,000 items x 2,000 resamples it would be 80 MB, the largest allocation of a run. Each
+    block of rows is drawn, multiplied and dropped. The same seed gives the same resamples on every call,
+    so totals computed in separate calls stay paired.
     """
-    rng = np.random.default_rng(seed)
-    weights = np.empty((n_resamples, n_items), dtype=np.float32)
-    block = max(1, min(n_resamples, 2_000_000 // max(n_items, 1)))
-    for start in range(0, n_resamples, block):
-        rows = min(block, n_resamples - start)
-        draws = rng.integers(0, n_items, size=(rows, n_items), dtype=np.int64)
-        draws += np.arange(rows, dtype=np.int64)[:, None] * n_items
-        weights[start : start + rows] = np.bincount(draws.ravel(), minlength=rows * n_items).reshape(rows, n_items)
-    return weights
+
+    n_items: int
+    n_resamples: int
+    seed: int
+    block_bytes: int = 8_000_000
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Successive rows of the weight matrix, as float32 blocks."""
+        rng = np.random.default_rng(self.seed)
+        n = max(self.n_items, 1)
+        size = max(1, min(self.n_resamples, self.block_bytes // (8 * n)))
+        for start in range(0, self.n_resamples, size):
+            rows = min(size, self.n_resamples - start)
+            draws = rng.integers(0, n, size=(rows, n), dtype=np.int64)
+            draws += np.arange(rows, dtype=np.int64)[:, None] * n
+            yield np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float32)
+
+    def totals(self, columns: np.ndarray) -> np.ndarray:
+        """B x K: each of the N x K `columns` summed over the items of every resample (with repeats)."""
+        values = np.ascontiguousarray(columns, dtype=np.float32)
+        return np.vstack([block @ values for block in self.blocks()])
 
 
-def bootstrap_means(weights: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+class Totals(Protocol):
+    """Anything that sums item columns over bootstrap resamples (a `Resampler`, or fixed weights in tests)."""
+
+    def totals(self, columns: np.ndarray) -> np.ndarray: ...
+
+
+def bootstrap_means(resampler: Totals, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """B x V resampled means (item-clustered): sum of scores over sum of samples in each resample."""
-    num = weights @ sums.T.astype(np.float32)
-    den = weights @ counts.T.astype(np.float32)
+    n_variants = sums.shape[0]
+    totals = resampler.totals(np.hstack([sums.T, counts.T]))
+    num, den = totals[:, :n_variants], totals[:, n_variants:]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / den, np.nan)
 
@@ -122,7 +146,7 @@ def paired_comparisons(
     sums: np.ndarray,
     counts: np.ndarray,
     baseline: int,
-    weights: np.ndarray,
+    resampler: Totals,
     confidence: float,
     binary: bool,
 ) -> list[PairedResult]:
@@ -132,8 +156,8 @@ def paired_comparisons(
         item_means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     both = (counts > 0) & (counts[baseline] > 0)[None, :]
     diffs = np.where(both, item_means - item_means[baseline][None, :], 0.0)
-    num = weights @ diffs.T.astype(np.float32)
-    den = weights @ both.T.astype(np.float32)
+    totals = resampler.totals(np.hstack([diffs.T, both.T]))
+    num, den = totals[:, :n_variants], totals[:, n_variants:]
     with np.errstate(invalid="ignore", divide="ignore"):
         draws = np.where(den > 0, num / den, np.nan)
     lo, hi = percentile_interval(draws, confidence)

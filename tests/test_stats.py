@@ -13,12 +13,12 @@ from harness.config import AnalysisConfig, GateConfig
 from harness.frontier import Point, pareto_front, recommend
 from harness.records import Record
 from harness.stats import (
+    Resampler,
     bootstrap_means,
     mcnemar_exact,
     minimum_detectable_difference,
     paired_comparisons,
     percentile_interval,
-    resample_weights,
     wilcoxon_signed_rank,
     wilson_interval,
 )
@@ -47,18 +47,32 @@ def test_wilcoxon_matches_scipy() -> None:
     assert wilcoxon_signed_rank(np.zeros(5)) == 1.0
 
 
-def test_resample_weights_are_bootstrap_counts() -> None:
-    weights = resample_weights(50, 300, seed=3)
+class FixedWeights:
+    """Explicit resample weights, for results computed by hand."""
+
+    def __init__(self, weights: np.ndarray) -> None:
+        self.weights = weights
+
+    def totals(self, columns: np.ndarray) -> np.ndarray:
+        return self.weights @ columns
+
+
+def test_resample_weights_are_bootstrap_counts_drawn_in_blocks() -> None:
+    resampler = Resampler(50, 300, seed=3, block_bytes=8 * 50 * 7)
+    blocks = list(resampler.blocks())
+    assert len(blocks) == 43 and blocks[0].shape == (7, 50)
+    weights = np.vstack(blocks)
     assert weights.shape == (300, 50)
     assert np.all(weights.sum(axis=1) == 50)
     assert weights.mean() == pytest.approx(1.0)
+    columns = np.arange(100, dtype=float).reshape(50, 2)
+    assert resampler.totals(columns) == pytest.approx(weights @ columns)
 
 
 def test_bootstrap_ci_of_a_mean_agrees_with_the_t_interval() -> None:
     rng = np.random.default_rng(7)
     values = rng.normal(0.6, 0.2, size=400)
-    weights = resample_weights(400, 4000, seed=11)
-    draws = bootstrap_means(weights, values[None, :], np.ones((1, 400)))
+    draws = bootstrap_means(Resampler(400, 4000, seed=11), values[None, :], np.ones((1, 400)))
     low, high = percentile_interval(draws, 0.95)
     t_low, t_high = sps.t.interval(0.95, df=399, loc=values.mean(), scale=sps.sem(values))
     assert low[0] == pytest.approx(t_low, abs=0.004)
@@ -68,7 +82,7 @@ def test_bootstrap_ci_of_a_mean_agrees_with_the_t_interval() -> None:
 def test_cluster_bootstrap_uses_item_means() -> None:
     sums = np.array([[2.0, 0.0, 3.0]])
     counts = np.array([[2.0, 1.0, 3.0]])
-    weights = np.array([[1, 1, 1], [3, 0, 0]], dtype=np.float32)
+    weights = FixedWeights(np.array([[1, 1, 1], [3, 0, 0]], dtype=np.float32))
     draws = bootstrap_means(weights, sums, counts)
     assert draws[:, 0] == pytest.approx([5 / 6, 1.0])
 
@@ -78,8 +92,7 @@ def test_paired_comparison_excludes_errored_items() -> None:
     candidate = [0.4, 0.6, 0.5, math.nan, 0.9]
     sums = np.array([baseline, np.nan_to_num(candidate)])
     counts = np.array([[1] * 5, [1, 1, 1, 0, 1]], dtype=float)
-    weights = resample_weights(5, 500, seed=0)
-    result = paired_comparisons(sums, counts, 0, weights, 0.95, binary=False)[1]
+    result = paired_comparisons(sums, counts, 0, Resampler(5, 500, seed=0), 0.95, binary=False)[1]
     assert result.n_pairs == 4 and result.n_excluded == 1
     assert result.mean_diff == pytest.approx((-0.1 + 0 - 0.2 + 0) / 4)
     assert result.ci_low <= result.mean_diff <= result.ci_high
