@@ -200,6 +200,11 @@ class Experiment(StrictModel):
     """Call parameters shared by all models (temperature, max_tokens, ...)."""
     constants: dict[str, Any] = Field(default_factory=dict)
     """Extra template variables; `{file: path}` loads a JSON/YAML/text file."""
+    vars: dict[str, list[Any]] = Field(default_factory=dict)
+    """Template variables with several values each (few-shot count, truncation length): every
+    combination becomes a prompt variant named like `terse[doc_tokens=128]`, an ablation."""
+    epochs: int = Field(default=1, ge=1, le=100)
+    """Samples per item and variant; above 1 needs temperature > 0 (the statistics cluster by item)."""
     scorers: list[ScorerConfig] = Field(min_length=1)
     baseline: Baseline | None = None
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -261,6 +266,18 @@ class Experiment(StrictModel):
             else:
                 labels.append(s.name)
         return labels
+
+    @field_validator("vars")
+    @classmethod
+    def _vars_have_values(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for name, values in value.items():
+            if not name.isidentifier():
+                raise ValueError(f"'{name}' is not a template variable name (letters, digits and _)")
+            if not values:
+                raise ValueError(f"vars.{name} has no values; give a list such as [128, 512]")
+            if len(set(map(str, values))) != len(values):
+                raise ValueError(f"vars.{name} repeats a value")
+        return value
 
     @model_validator(mode="after")
     def _names_unique(self) -> Experiment:

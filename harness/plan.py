@@ -1,7 +1,9 @@
-"""Expanding models x prompts into variants, and naming the baseline. Pure: no I/O, no model calls."""
+"""Expanding models x prompts x vars into variants, and naming the baseline. Pure: no I/O, no model calls."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,24 +57,50 @@ def merged_params(experiment: Experiment, model: ModelConfig) -> dict[str, Any]:
     return {**experiment.params, **model.params}
 
 
+def expand_prompts(experiment: Experiment, templates: dict[str, PromptTemplate]) -> list[PromptTemplate]:
+    """Every template with every combination of the config's `vars` (the ablation), in config order."""
+    return [
+        dataclasses.replace(templates[p.name], name=prompt_variant_name(p.name, combo), variables=combo)
+        for p in experiment.prompts
+        for combo in var_combinations(experiment)
+    ]
+
+
+def var_combinations(experiment: Experiment) -> list[dict[str, Any]]:
+    """Each combination of the `vars` values ([{}] without vars), first variable outermost."""
+    return [dict(zip(experiment.vars, values, strict=True)) for values in itertools.product(*experiment.vars.values())]
+
+
+def prompt_variant_name(prompt: str, variables: dict[str, Any]) -> str:
+    """`terse`, or `terse[doc_tokens=128]` for one combination of an ablation's vars."""
+    if not variables:
+        return prompt
+    return f"{prompt}[{','.join(f'{k}={v}' for k, v in variables.items())}]"
+
+
+def prompt_names(experiment: Experiment) -> list[str]:
+    """The names of every prompt variant, for checking references such as `baseline.prompt`."""
+    return [prompt_variant_name(p.name, combo) for p in experiment.prompts for combo in var_combinations(experiment)]
+
+
 def expand_variants(
     experiment: Experiment,
-    templates: dict[str, PromptTemplate],
+    prompts: list[PromptTemplate],
     prices: dict[str, ModelPrice],
     skipped: dict[str, str],
 ) -> list[Variant]:
-    """Every model with every prompt, in config order (models outer, prompts inner)."""
+    """Every model with every prompt variant, in config order (models outer, prompts inner)."""
     return [
         Variant(
             name=variant_name(model, prompt.name),
             model=model,
-            prompt=templates[prompt.name],
+            prompt=prompt,
             params=merged_params(experiment, model),
             price=prices[model.display_name],
             skipped=skipped.get(model.display_name),
         )
         for model in experiment.models
-        for prompt in experiment.prompts
+        for prompt in prompts
     ]
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from harness.config import ConfigError, Experiment
 from harness.datasets import load_items
-from harness.plan import Plan, baseline_name, expand_variants
+from harness.plan import Plan, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
 from harness.pricing import ModelPrice, is_local_model, resolve_price
 from harness.prompts import count_tokens, load_template, messages_hash, render_checked
 from harness.providers.credentials import missing_credentials
@@ -29,6 +29,7 @@ def prepare(experiment: Experiment, strict: bool = False, only: set[str] | None 
     file = str(experiment.source_path)
     _check_baseline(experiment, file)
     _check_models(experiment, file)
+    _check_epochs(experiment, file)
     labels = experiment.scorer_labels()
     if experiment.gate.metric is not None and experiment.gate.metric not in labels:
         raise ConfigError(
@@ -44,14 +45,15 @@ def prepare(experiment: Experiment, strict: bool = False, only: set[str] | None 
     }
     constants = _load_constants(experiment)
     eval_set = load_items(experiment)
+    prompts = expand_prompts(experiment, templates)
     messages = {}
-    for template in templates.values():
+    for prompt in prompts:
         for item in eval_set.items:
-            variables = {**item.fields, **constants}
-            messages[(template.name, item.id)] = render_checked(template, variables, item.id)
+            variables = {**item.fields, **constants, **prompt.variables}
+            messages[(prompt.name, item.id)] = render_checked(prompt, variables, item.id)
     prices: dict[str, ModelPrice] = {m.display_name: resolve_price(m, file) for m in experiment.models}
     skipped = _credential_check(experiment, file, strict)
-    variants = expand_variants(experiment, templates, prices, skipped)
+    variants = expand_variants(experiment, prompts, prices, skipped)
     if only is not None:
         variants = [v for v in variants if v.name in only]
     plan = Plan(
@@ -111,11 +113,27 @@ def _check_baseline(experiment: Experiment, file: str) -> None:
         raise ConfigError(
             file, "baseline.model", f"'{baseline.model}' is not one of the models", f"use one of: {names}"
         )
-    if baseline.prompt not in {p.name for p in experiment.prompts}:
-        names = ", ".join(p.name for p in experiment.prompts)
+    if baseline.prompt not in prompt_names(experiment):
+        names = ", ".join(prompt_names(experiment))
         raise ConfigError(
             file, "baseline.prompt", f"'{baseline.prompt}' is not one of the prompts", f"use one of: {names}"
         )
+
+
+def _check_epochs(experiment: Experiment, file: str) -> None:
+    """Repeated samples at temperature 0 would repeat one answer k times and fake a tighter interval."""
+    if experiment.epochs == 1:
+        return
+    for model in experiment.models:
+        temperature = merged_params(experiment, model).get("temperature")
+        if temperature is None or float(temperature) <= 0:
+            raise ConfigError(
+                file,
+                "epochs",
+                f"epochs: {experiment.epochs} needs sampling, but {model.display_name} runs at temperature "
+                f"{temperature if temperature is not None else 'unset'}",
+                "set params.temperature above 0 (e.g. 0.7), or epochs: 1",
+            )
 
 
 def _check_models(experiment: Experiment, file: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class PromptTemplate:
     path: Path
     source: str
     template: jinja2.Template
+    variables: dict[str, Any] = field(default_factory=dict)
+    """The ablation's values (from the config's `vars`) rendered into this prompt variant."""
 
     @property
     def template_hash(self) -> str:

@@ -22,6 +22,7 @@ from harness.cache import CachedResponse, ResponseCache, cache_key
 from harness.datasets import Item
 from harness.plan import Plan, Variant
 from harness.preflight import prompt_hash
+from harness.pricing import is_local_model
 from harness.providers import call_model
 from harness.providers.local import local_slots, register_local_provider
 from harness.records import Record, Usage
@@ -74,7 +75,7 @@ class BudgetGuard:
 
 
 def run_plan(plan: Plan, **options: Any) -> RunResult:
-    """Run every runnable variant (except `exclude`) on every item; records come in (variant, item) order.
+    """Run every runnable variant (except `exclude`) on every item; records come in (variant, item, sample) order.
 
     Takes the keyword options of `run_plan_async`.
     """
@@ -94,8 +95,11 @@ async def run_plan_async(
     register_local_provider()
     console = console or Console(stderr=True)
     exclude = exclude or set()
-    jobs = [(v, item) for v in plan.runnable if v.name not in exclude for item in plan.eval_set.items]
-    keys = [cache_key(v.model, plan.messages[(v.prompt.name, item.id)], v.params, 0) for v, item in jobs]
+    samples = range(plan.experiment.epochs)
+    jobs = [
+        (v, item, k) for v in plan.runnable if v.name not in exclude for item in plan.eval_set.items for k in samples
+    ]
+    keys = [cache_key(v.model, plan.messages[(v.prompt.name, item.id)], v.params, k) for v, item, k in jobs]
     hits = cache.get_many(keys) if cache is not None and read_cache else {}
     result = RunResult(records=[])
     guard = BudgetGuard(max_usd)
@@ -119,10 +123,10 @@ async def run_plan_async(
         disable=not jobs,
     )
 
-    async def one(variant: Variant, item: Item, key: str) -> Record | None:
+    async def one(variant: Variant, item: Item, sample: int, key: str) -> Record | None:
         nonlocal errors
         if key in hits:
-            record = _from_cache(plan, variant, item, hits[key])
+            record = _from_cache(plan, variant, item, sample, hits[key])
             result.cache_hits += 1
         else:
             # The model's own limit is taken first, so a call queued behind a one-slot local model neither
@@ -133,7 +137,7 @@ async def run_plan_async(
                     result.not_run += 1
                     progress.update(task, advance=1)
                     return None
-                record = await _call(plan, variant, item)
+                record = await _call(plan, variant, item, sample)
                 await guard.settle(worst, record.cost_usd)
             result.calls_made += 1
             if cache is not None and record.error is None and record.output is not None:
@@ -146,7 +150,7 @@ async def run_plan_async(
 
     with progress:
         task = progress.add_task("run", total=len(jobs), spent=0.0, errors=0, hits=0)
-        done = await asyncio.gather(*(one(v, item, key) for (v, item), key in zip(jobs, keys, strict=True)))
+        done = await asyncio.gather(*(one(v, item, k, key) for (v, item, k), key in zip(jobs, keys, strict=True)))
     result.records = [r for r in done if r is not None]
     result.spent_usd = guard.spent
     result.budget_exhausted = guard.exhausted
@@ -181,11 +185,21 @@ def worst_case_usd(plan: Plan, variant: Variant, item: Item, output: int | None)
     return variant.price.cost(usage, latency_s=seconds)
 
 
-def _record(plan: Plan, variant: Variant, item: Item, **outcome: Any) -> Record:
+def sample_params(variant: Variant, sample: int) -> dict[str, Any]:
+    """The call's parameters for one sample: each repeated sample of a seeded model gets its own seed."""
+    if sample == 0:
+        return variant.params
+    if "seed" in variant.params or is_local_model(variant.model.model):
+        return {**variant.params, "seed": int(variant.params.get("seed", 0)) + sample}
+    return variant.params
+
+
+def _record(plan: Plan, variant: Variant, item: Item, sample: int, **outcome: Any) -> Record:
     """A record with the variant's and item's identity filled in; `outcome` is what the call produced."""
     return Record(
         variant=variant.name,
         item_id=item.id,
+        sample=sample,
         model=variant.model.model,
         prompt=variant.prompt.name,
         prompt_hash=prompt_hash(plan, variant.prompt.name, item.id),
@@ -194,11 +208,12 @@ def _record(plan: Plan, variant: Variant, item: Item, **outcome: Any) -> Record:
     )
 
 
-def _from_cache(plan: Plan, variant: Variant, item: Item, hit: CachedResponse) -> Record:
+def _from_cache(plan: Plan, variant: Variant, item: Item, sample: int, hit: CachedResponse) -> Record:
     return _record(
         plan,
         variant,
         item,
+        sample,
         output=hit.output,
         usage=hit.usage,
         cost_usd=variant.price.cost(hit.usage, hit.latency_s),
@@ -209,10 +224,11 @@ def _from_cache(plan: Plan, variant: Variant, item: Item, hit: CachedResponse) -
     )
 
 
-async def _call(plan: Plan, variant: Variant, item: Item) -> Record:
+async def _call(plan: Plan, variant: Variant, item: Item, sample: int) -> Record:
     experiment = plan.experiment
     messages = plan.messages[(variant.prompt.name, item.id)]
-    result = await call_model(variant.model, messages, variant.params, experiment.timeout_s, experiment.max_retries)
+    params = sample_params(variant, sample)
+    result = await call_model(variant.model, messages, params, experiment.timeout_s, experiment.max_retries)
     usage = result.usage
     price_source = variant.price.source
     if result.output is not None and not result.usage_reported:
@@ -229,6 +245,7 @@ async def _call(plan: Plan, variant: Variant, item: Item) -> Record:
         plan,
         variant,
         item,
+        sample,
         output=result.output,
         usage=usage,
         cost_usd=variant.price.cost(usage, result.latency_s),

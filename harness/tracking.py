@@ -207,6 +207,8 @@ def call_hash(variant: Variant) -> str:
         "template": variant.prompt.template_hash,
         "params": redact(variant.params),
     }
+    if variant.prompt.variables:
+        identity["vars"] = variant.prompt.variables
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -297,6 +299,8 @@ def _parent_params(plan: Plan) -> dict[str, Any]:
         "concurrency": experiment.concurrency,
         "timeout_s": experiment.timeout_s,
         "max_retries": experiment.max_retries,
+        "epochs": experiment.epochs,
+        "vars": json.dumps(experiment.vars)[:6000],
     }
 
 
@@ -317,6 +321,7 @@ def _log_variant(
             "call_hash": call_hash(variant),
         }
         params.update({f"param.{k}": v for k, v in redact(variant.params).items()})
+        params.update({f"var.{k}": v for k, v in variant.prompt.variables.items()})
         mlflow.log_params(params)
         tags = {
             "harness.dataset_fingerprint": plan.eval_set.fingerprint,
