@@ -55,6 +55,20 @@ class Verdict:
     reason: str
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """Spearman rank correlation between two scorers (or a scorer and output length) over the same outputs."""
+
+    first: str
+    second: str
+    """A scorer's name, or `output_words` for the verbosity check."""
+    rho: float
+    n: int
+
+
+OUTPUT_WORDS = "output_words"
+
+
 @dataclass
 class Analysis:
     """Everything the terminal summary, the plot, the report and the gate show."""
@@ -73,6 +87,8 @@ class Analysis:
     recommendation: Recommendation | None = None
     warnings: list[str] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
+    agreement: list[Agreement] = field(default_factory=list)
+    """Every pair of scorers, and each scorer with output length: does a judge track the references?"""
 
 
 def analyze(
@@ -111,7 +127,32 @@ def analyze(
     passing = {v for v, verdict in result.verdicts.items() if verdict.status == "pass"}
     result.recommendation = recommend(result.points, result.baseline, passing)
     result.warnings += _power_warnings(result)
+    result.agreement = scorer_agreement(records, [m.name for m in metrics])
     return result
+
+
+def scorer_agreement(records: list[Record], metrics: list[str]) -> list[Agreement]:
+    """Spearman's rho for each pair of scorers over outputs both scored, and for each scorer with the
+    output's word count (a judge that tracks length more than the references shows verbosity bias)."""
+    from scipy.stats import spearmanr
+
+    scored = [r for r in records if r.output is not None and r.error is None]
+    columns = {m: [r.scores.get(m) for r in scored] for m in metrics}
+    columns[OUTPUT_WORDS] = [float(len((r.output or "").split())) for r in scored]
+    names = [*metrics, OUTPUT_WORDS]
+    out = []
+    for i, first in enumerate(metrics):
+        for second in names[i + 1 :]:
+            pairs = [
+                (a, b)
+                for a, b in zip(columns[first], columns[second], strict=True)
+                if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
+            ]
+            if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
+                continue
+            rho = spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic
+            out.append(Agreement(first, second, float(rho), len(pairs)))
+    return out
 
 
 def score_arrays(

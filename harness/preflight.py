@@ -38,13 +38,18 @@ def prepare(experiment: Experiment, strict: bool = False, only: set[str] | None 
             f"'{experiment.gate.metric}' is not one of the scorers",
             f"use one of: {', '.join(labels)}",
         )
-    scorers = [build_scorer(s, file, f"scorers[{i}]", labels[i]) for i, s in enumerate(experiment.scorers)]
+    scorers = [
+        build_scorer(s, file, f"scorers[{i}]", labels[i], experiment.root) for i, s in enumerate(experiment.scorers)
+    ]
     templates = {
         p.name: load_template(p.name, experiment.resolve(p.path), experiment.source_path, f"prompts[{i}].path")
         for i, p in enumerate(experiment.prompts)
     }
     constants = _load_constants(experiment)
     eval_set = load_items(experiment)
+    for sc in scorers:
+        if sc.check is not None:
+            sc.check(eval_set.items)
     prompts = expand_prompts(experiment, templates)
     messages = {}
     for prompt in prompts:

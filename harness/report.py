@@ -167,9 +167,21 @@ def print_analysis(console: Console, analysis: Analysis) -> None:
     if analysis.estimates:
         console.print(analysis_table(analysis))
         console.print(f"Pareto frontier (cost vs {analysis.metric}): {', '.join(analysis.pareto)}")
+    if analysis.agreement:
+        console.print(agreement_table(analysis))
     console.print(f"[bold]{recommendation_line(analysis)}[/]")
     for warning in analysis.warnings:
         console.print(f"[bold yellow]WARNING[/] {warning}")
+
+
+def agreement_table(analysis: Analysis) -> Table:
+    """How the scorers rank the same outputs (Spearman), and how each tracks output length."""
+    table = Table(title="Scorer agreement: Spearman rank correlation over the same outputs", title_justify="left")
+    for column in ("scorer", "compared with", "rho", "outputs"):
+        table.add_column(column, justify="right" if column in ("rho", "outputs") else "left")
+    for a in analysis.agreement:
+        table.add_row(a.first, a.second, f"{a.rho:+.3f}", str(a.n))
+    return table
 
 
 def markdown_report(
@@ -211,6 +223,18 @@ def markdown_report(
             + f"{p.n_excluded} | {'–' if base else _fmt(p.mdd, '.4f')} | {'yes' if variant in analysis.pareto else ''}"
             f" | **{verdict.status}**: {verdict.reason} |"
         )
+    if analysis.agreement:
+        lines += [
+            "",
+            "## Scorer agreement",
+            "",
+            "Spearman rank correlation over the outputs both scored "
+            "(`output_words`: the output's length, a check for verbosity bias).",
+            "",
+            "| scorer | compared with | rho | outputs |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {a.first} | {a.second} | {a.rho:+.3f} | {a.n} |" for a in analysis.agreement]
     if analysis.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in analysis.warnings]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -75,8 +76,10 @@ def bootstrap_means(resampler: Totals, sums: np.ndarray, counts: np.ndarray) -> 
 def percentile_interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided percentile interval per column of bootstrap draws."""
     alpha = 1.0 - confidence
-    lo = np.nanpercentile(draws, 100 * alpha / 2, axis=0)
-    hi = np.nanpercentile(draws, 100 * (1 - alpha / 2), axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a variant with no scored item has a NaN interval
+        lo = np.nanpercentile(draws, 100 * alpha / 2, axis=0)
+        hi = np.nanpercentile(draws, 100 * (1 - alpha / 2), axis=0)
     return lo, hi
 
 
@@ -161,8 +164,10 @@ def paired_comparisons(
     with np.errstate(invalid="ignore", divide="ignore"):
         draws = np.where(den > 0, num / den, np.nan)
     lo, hi = percentile_interval(draws, confidence)
-    lower = np.nanpercentile(draws, 100 * (1 - confidence), axis=0)
-    upper = np.nanpercentile(draws, 100 * confidence, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lower = np.nanpercentile(draws, 100 * (1 - confidence), axis=0)
+        upper = np.nanpercentile(draws, 100 * confidence, axis=0)
     results = []
     single_sample = bool(np.all(counts <= 1))
     for v in range(n_variants):

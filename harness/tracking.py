@@ -185,6 +185,11 @@ def _log_run_locked(
                 "n_variants_run": float(len(plan.runnable)),
                 "n_variants_skipped": float(len(plan.variants) - len(plan.runnable)),
                 **(run_status or {}),
+                **(
+                    {f"agreement.{a.first}.{a.second}": a.rho for a in analysis.agreement}
+                    if analysis is not None
+                    else {}
+                ),
             }
         )
         for variant, summary in zip(plan.variants, summaries, strict=True):

@@ -88,6 +88,8 @@ def run_experiment(
     for variant in plan.variants:
         if variant.skipped:
             console.print(f"[bold yellow]WARNING[/] {variant.name}: {variant.skipped}")
+    for warning in self_preference_warnings(plan):
+        console.print(f"[bold yellow]WARNING[/] {warning}")
     cache = open_cache(experiment, options)
     ready = dict(prior or {})
     for name in ready:
@@ -107,7 +109,10 @@ def run_experiment(
             f"[bold red]BUDGET EXHAUSTED[/]: the cap of ${max_usd:g} would have been passed; "
             f"{result.not_run} calls were not started. Raise the cap and run again: finished calls are cached."
         )
-    score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers)
+    score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers, cache, console)
+    eval_cost = sum(r.eval_cost_usd for r in records)
+    if eval_cost or any(s.batch is not None for s in plan.scorers):
+        console.print(f"scoring cost ${eval_cost:.4f} (judge and embedding calls, apart from the variants' cost)")
     summaries = summarize(plan, records)
     metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
     analysis = analyze(summaries, records, metrics, plan.baseline, experiment.gate, experiment.analysis)
@@ -139,6 +144,21 @@ def run_experiment(
             f"MLflow: run [bold]{run_id}[/] in {tracking_uri(experiment)} (see it with: python -m harness ui)"
         )
     return RunOutcome(plan, records, summaries, analysis, run_id, result)
+
+
+def self_preference_warnings(plan: Plan) -> list[str]:
+    """A judge that is also a candidate tends to favour its own outputs (self-preference bias)."""
+    candidates = {v.model.model for v in plan.runnable}
+    out = []
+    for sc in plan.scorers:
+        model = sc.options.get("model")
+        name = model.get("model") if isinstance(model, dict) else model
+        if sc.batch is not None and name in candidates:
+            out.append(
+                f"scorer {sc.name} uses {name}, which is also a candidate: judges tend to prefer their own "
+                "outputs; use a judge from another model family for decisions"
+            )
+    return out
 
 
 def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:

@@ -5,29 +5,71 @@ Re-scoring a record starts its eval cost from zero: the cost belongs to this sco
 
 from __future__ import annotations
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness.cache import ResponseCache
 from harness.datasets import Item
 from harness.records import Record
 from harness.scorers._registry import Scored, Scorer
 
 
-def score_records(records: list[Record], items: dict[str, Item], scorers: list[Scorer]) -> None:
-    """Fill `record.scores` in place; a scorer that raises leaves None and its message in `score_errors`."""
+def score_records(
+    records: list[Record],
+    items: dict[str, Item],
+    scorers: list[Scorer],
+    cache: ResponseCache | None = None,
+    console: Console | None = None,
+) -> None:
+    """Fill `record.scores` in place; a scorer that raises leaves None and its message in `score_errors`.
+
+    Scorers with a batch function (judges, embedders) grade every output in one concurrent, cached pass
+    with a progress bar on `console`.
+    """
     for record in records:
         record.eval_cost_usd = 0.0
-        for sc in scorers:
-            if record.output is None or record.error is not None:
-                record.scores[sc.name] = None
-                continue
+    scorable = [r for r in records if r.output is not None and r.error is None]
+    for record in records:
+        if record.output is None or record.error is not None:
+            record.scores.update({sc.name: None for sc in scorers})
+    for sc in scorers:
+        if sc.batch is not None:
+            _score_batch(sc, scorable, items, cache, console)
+            continue
+        for record in scorable:
             try:
-                result = sc.score(record.output, items[record.item_id])
+                result = sc.score(record.output or "", items[record.item_id])
             except Exception as exc:  # a user's scorer may raise anything; keep the run
                 record.scores[sc.name] = None
                 record.score_errors[sc.name] = f"{type(exc).__name__}: {exc}"[:300]
                 continue
-            if isinstance(result, Scored):
-                record.scores[sc.name] = None if result.value is None else float(result.value)
-                record.eval_cost_usd += result.cost_usd
-                if result.value is None:
-                    record.score_errors[sc.name] = result.detail or "the scorer returned no value"
-            else:
-                record.scores[sc.name] = float(result)
+            _attach(record, sc.name, result)
+
+
+def _score_batch(
+    sc: Scorer, records: list[Record], items: dict[str, Item], cache: ResponseCache | None, console: Console | None
+) -> None:
+    assert sc.batch is not None
+    progress = Progress(
+        TextColumn(f"[bold]scoring[/] {sc.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console or Console(stderr=True),
+        disable=not records or console is None,
+    )
+    with progress:
+        task = progress.add_task("score", total=len(records))
+        results = sc.batch([(r.output or "", items[r.item_id]) for r in records], cache, lambda: progress.advance(task))
+    for record, result in zip(records, results, strict=True):
+        _attach(record, sc.name, result)
+
+
+def _attach(record: Record, name: str, result: float | Scored) -> None:
+    if isinstance(result, Scored):
+        record.scores[name] = None if result.value is None else float(result.value)
+        record.eval_cost_usd += result.cost_usd
+        if result.value is None:
+            record.score_errors[name] = result.detail or "the scorer returned no value"
+    else:
+        record.scores[name] = float(result)

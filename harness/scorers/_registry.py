@@ -12,10 +12,14 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from harness.config import ConfigError, ScorerConfig
 from harness.datasets import Item
+
+if TYPE_CHECKING:
+    from harness.cache import ResponseCache
 
 Kind = Literal["binary", "continuous"]
 
@@ -42,11 +46,32 @@ class AggregateFn(Protocol):
     def __call__(self, outputs: list[str], items: list[Item]) -> dict[str, float]: ...
 
 
+class BatchScoreFn(Protocol):
+    """Grades many outputs at once: scorers that call a model (judges, embedders) run the calls
+    concurrently, read and fill the response cache, and report each call's cost. `advance` ticks a
+    progress bar once per output."""
+
+    def __call__(
+        self, pairs: list[tuple[str, Item]], cache: ResponseCache | None, advance: Callable[[], None]
+    ) -> list[Scored]: ...
+
+
+class CheckFn(Protocol):
+    """Raises ConfigError for a problem found from the items alone, before any model is called."""
+
+    def __call__(self, items: list[Item]) -> None: ...
+
+
 class ScorerParts(NamedTuple):
-    """What a factory returns when it has an aggregate as well as a per-item score."""
+    """What a factory returns when it has more than a per-item score function."""
 
     score: ScoreFn
-    aggregate: AggregateFn
+    aggregate: AggregateFn | None = None
+    batch: BatchScoreFn | None = None
+    """Preferred over `score` when scoring a run: many outputs, concurrent calls, cached."""
+    kind: Kind | None = None
+    """Overrides the registered kind (a judge is binary with a pass/fail rubric, continuous with a scale)."""
+    check: CheckFn | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,8 @@ class Scorer:
     """`binary` scores are pass/fail (0 or 1); the analysis picks its tests by kind."""
     options: dict[str, Any] = field(default_factory=dict)
     aggregate: AggregateFn | None = None
+    batch: BatchScoreFn | None = None
+    check: CheckFn | None = None
 
 
 @dataclass(frozen=True)
@@ -80,17 +107,24 @@ def scorer(name: str, kind: Kind = "continuous") -> Callable[[Callable[..., Any]
     return register
 
 
-def build_scorer(cfg: ScorerConfig, config_file: str, field_path: str, label: str | None = None) -> Scorer:
+def build_scorer(
+    cfg: ScorerConfig, config_file: str, field_path: str, label: str | None = None, root: Path | None = None
+) -> Scorer:
     """A Scorer from config: a registered name, or `module:function` for a user's own factory.
 
-    `label` names the scorer's column and metrics (the experiment makes repeated names unique).
+    `label` names the scorer's column and metrics (the experiment makes repeated names unique). A factory
+    with a `root` parameter receives the project root, which its file options are relative to.
     """
     label = label or cfg.label or cfg.name
     entry = _lookup(cfg.name, config_file, field_path)
+    parameters = inspect.signature(entry.factory).parameters
+    options = dict(cfg.options)
+    if "root" in parameters and "root" not in options:
+        options["root"] = root or Path(config_file).resolve().parent
     try:
-        inspect.signature(entry.factory).bind(**cfg.options)
+        inspect.signature(entry.factory).bind(**options)
     except TypeError:
-        allowed = [p for p in inspect.signature(entry.factory).parameters]
+        allowed = [p for p in parameters if p != "root"]
         raise ConfigError(
             config_file,
             f"{field_path}.options",
@@ -98,13 +132,15 @@ def build_scorer(cfg: ScorerConfig, config_file: str, field_path: str, label: st
             f"allowed options: {', '.join(allowed) or 'none'}",
         ) from None
     try:
-        built = entry.factory(**cfg.options)
+        built = entry.factory(**options)
     except (ValueError, TypeError) as exc:
+        problem = str(exc).splitlines()[0]
         raise ConfigError(
-            config_file, f"{field_path}.options", f"scorer '{cfg.name}': {exc}", "fix the option's value"
+            config_file, f"{field_path}.options", f"scorer '{cfg.name}': {problem}", "fix the option's value"
         ) from None
     if isinstance(built, ScorerParts):
-        return Scorer(label, built.score, entry.kind, dict(cfg.options), built.aggregate)
+        kind = built.kind or entry.kind
+        return Scorer(label, built.score, kind, dict(cfg.options), built.aggregate, built.batch, built.check)
     return Scorer(label, built, entry.kind, dict(cfg.options))
 
 
