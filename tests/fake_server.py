@@ -56,13 +56,20 @@ class Usage:
     reasoning_tokens: int = 0
 
 
+def letter_counts(text: str) -> list[float]:
+    """A 26-dimensional bag of letters: texts with the same letters point the same way."""
+    return [float(text.lower().count(c)) for c in "abcdefghijklmnopqrstuvwxyz"]
+
+
 class FakeModelServer:
-    """Serves /v1/chat/completions; records every request it receives."""
+    """Serves /v1/chat/completions and /v1/embeddings; records every request it receives."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.answer: Callable[[dict[str, Any]], str] = lambda request: "a fake answer."
+        self.embed: Callable[[str], list[float]] = letter_counts
+        """The fake embedding model: letter counts unless a test sets another."""
         self.usage = Usage()
         self.delay_s = 0.0
         self.in_flight = 0
@@ -112,6 +119,16 @@ class FakeModelServer:
                 return FAULT_KINDS[kind]
             return None
 
+    def _embeddings(self, request: dict[str, Any]) -> dict[str, Any]:
+        texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        tokens = sum(len(str(t).split()) for t in texts)
+        return {
+            "object": "list",
+            "model": request.get("model", "fake"),
+            "data": [{"object": "embedding", "index": i, "embedding": self.embed(str(t))} for i, t in enumerate(texts)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
     def _completion(self, request: dict[str, Any]) -> dict[str, Any]:
         u = self.usage
         return {
@@ -153,6 +170,9 @@ class FakeModelServer:
 
             def _respond(self, request: dict[str, Any]) -> None:
                 fault = server._next_fault()
+                if self.path.endswith("/embeddings") and fault is None:
+                    self._send(200, server._embeddings(request), {})
+                    return
                 if fault is not None and fault.kind != "status":
                     self._misbehave(fault, request)
                     return

