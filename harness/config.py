@@ -202,7 +202,7 @@ class Experiment(StrictModel):
     """Extra template variables; `{file: path}` loads a JSON/YAML/text file."""
     vars: dict[str, list[Any]] = Field(default_factory=dict)
     """Template variables with several values each (few-shot count, truncation length): every
-    combination becomes a prompt variant named like `terse[doc_tokens=128]`, an ablation."""
+    combination becomes a prompt variant named like `terse(doc_tokens=128)`, an ablation."""
     epochs: int = Field(default=1, ge=1, le=100)
     """Samples per item and variant; above 1 needs temperature > 0 (the statistics cluster by item)."""
     scorers: list[ScorerConfig] = Field(min_length=1)

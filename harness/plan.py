@@ -72,10 +72,10 @@ def var_combinations(experiment: Experiment) -> list[dict[str, Any]]:
 
 
 def prompt_variant_name(prompt: str, variables: dict[str, Any]) -> str:
-    """`terse`, or `terse[doc_tokens=128]` for one combination of an ablation's vars."""
+    """`terse`, or `terse(doc_tokens=128)` for one combination of an ablation's vars."""
     if not variables:
         return prompt
-    return f"{prompt}[{','.join(f'{k}={v}' for k, v in variables.items())}]"
+    return f"{prompt}({','.join(f'{k}={v}' for k, v in variables.items())})"
 
 
 def prompt_names(experiment: Experiment) -> list[str]:

@@ -36,24 +36,24 @@ def test_vars_matrix_expands_into_prompt_variants_with_their_token_counts(
         prompts=["prompts/shots.j2"],
         vars={"shots": [0, 2], "doc_tokens": [16, 128]},
         constants={"examples": ["cats purr", "dogs bark", "birds sing"]},
-        baseline={"model": "openai/fake-model", "prompt": "shots[shots=2,doc_tokens=128]"},
+        baseline={"model": "openai/fake-model", "prompt": "shots(shots=2,doc_tokens=128)"},
     )
     path = write_project(tmp_path, config, items=LONG, templates={"shots": SHOTS})
     outcome = run_experiment(load_config(path), quiet(), RunOptions(tracking=False, use_cache=False))
     names = [s.variant for s in outcome.summaries]
     assert names == [
-        "openai/fake-model:shots[shots=0,doc_tokens=16]",
-        "openai/fake-model:shots[shots=0,doc_tokens=128]",
-        "openai/fake-model:shots[shots=2,doc_tokens=16]",
-        "openai/fake-model:shots[shots=2,doc_tokens=128]",
+        "openai/fake-model:shots(shots=0,doc_tokens=16)",
+        "openai/fake-model:shots(shots=0,doc_tokens=128)",
+        "openai/fake-model:shots(shots=2,doc_tokens=16)",
+        "openai/fake-model:shots(shots=2,doc_tokens=128)",
     ]
     tokens = {s.variant.split(":")[1]: s.mean_prompt_tokens_estimate for s in outcome.summaries}
-    assert tokens["shots[shots=0,doc_tokens=16]"] < tokens["shots[shots=0,doc_tokens=128]"]
-    assert tokens["shots[shots=0,doc_tokens=16]"] < tokens["shots[shots=2,doc_tokens=16]"]
+    assert tokens["shots(shots=0,doc_tokens=16)"] < tokens["shots(shots=0,doc_tokens=128)"]
+    assert tokens["shots(shots=0,doc_tokens=16)"] < tokens["shots(shots=2,doc_tokens=16)"]
     sent = [r["messages"][0]["content"] for r in model_server.requests]
     assert sum(c.startswith("Example: cats purr\nExample: dogs bark\nSummarise") for c in sent) == 8
     assert sum(c.startswith("Summarise") for c in sent) == 8
-    assert outcome.analysis.baseline == "openai/fake-model:shots[shots=2,doc_tokens=128]"
+    assert outcome.analysis.baseline == "openai/fake-model:shots(shots=2,doc_tokens=128)"
 
 
 def test_baseline_must_name_a_prompt_variant(tmp_path: Path, model_server: FakeModelServer) -> None:
@@ -62,7 +62,7 @@ def test_baseline_must_name_a_prompt_variant(tmp_path: Path, model_server: FakeM
         vars={"n": [1, 2]},
         baseline={"model": "openai/fake-model", "prompt": "terse"},
     )
-    with pytest.raises(ConfigError, match=r"baseline.prompt.*terse\[n=1\], terse\[n=2\]"):
+    with pytest.raises(ConfigError, match=r"baseline.prompt.*terse\(n=1\), terse\(n=2\)"):
         prepare(load_config(write_project(tmp_path, config)))
 
 

@@ -106,10 +106,10 @@ def test_kill_9_then_rerun_pays_only_for_the_missing_items(tmp_path: Path, model
 
 
 def test_ctrl_c_exits_cleanly_and_keeps_what_finished(tmp_path: Path, model_server: FakeModelServer) -> None:
-    model_server.delay_s = 0.3
+    model_server.delay_s = 0.6  # 20 items two at a time: the interrupt lands well inside the run, even under load
     path = project(tmp_path, model_server, concurrency=2)
     process = _spawn(path, tmp_path)
-    _wait_for_requests(model_server, 6, process)
+    _wait_for_requests(model_server, 4, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
