@@ -75,6 +75,9 @@ def _spawn(path: Path, cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell starts background jobs with SIGINT ignored and children inherit that; Ctrl-C must reach
+        # harness here however pytest itself was started.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -106,10 +109,10 @@ def test_kill_9_then_rerun_pays_only_for_the_missing_items(tmp_path: Path, model
 
 
 def test_ctrl_c_exits_cleanly_and_keeps_what_finished(tmp_path: Path, model_server: FakeModelServer) -> None:
-    model_server.delay_s = 0.6  # 20 items two at a time: the interrupt lands well inside the run, even under load
+    model_server.delay_s = 0.3
     path = project(tmp_path, model_server, concurrency=2)
     process = _spawn(path, tmp_path)
-    _wait_for_requests(model_server, 4, process)
+    _wait_for_requests(model_server, 6, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
