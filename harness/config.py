@@ -188,6 +188,65 @@ class TrafficConfig(StrictModel):
     requests_per_day: float = Field(gt=0)
 
 
+class CheckConfig(StrictModel):
+    """A test of a cheap answer from what a deployed router could see (the output, never the reference).
+
+    An answer passes when every given condition holds; failing escalates to the next variant.
+    """
+
+    json_valid: bool = False
+    regex: str | None = None
+    """The output must contain a match."""
+    min_words: int | None = Field(default=None, ge=0)
+    max_words: int | None = Field(default=None, ge=0)
+    agree_with: str | None = None
+    """Another variant's answer must be the same (normalised); that variant's call is paid too."""
+    score: str | None = None
+    """A reference-free scorer of the run (a judge with its own rubric); its cost is counted."""
+    min_score: float = 0.5
+
+
+class PolicyConfig(StrictModel):
+    """One routing policy, simulated from stored records without a new call."""
+
+    kind: Literal["cascade", "oracle", "random"]
+    name: str | None = None
+    chain: list[str] | None = None
+    """cascade: the variants in the order tried (default: routing.weak then routing.strong)."""
+    check: CheckConfig | None = None
+    """cascade: when to accept an answer (required for a cascade)."""
+    target: float | None = None
+    """oracle: the quality an item must reach (default: what the strong variant scored on that item)."""
+    p: float | None = Field(default=None, ge=0, le=1)
+    """random: the share of items sent to the strong variant."""
+
+    @property
+    def label(self) -> str:
+        """The policy's name in tables, plots and MLflow."""
+        if self.name:
+            return self.name
+        if self.kind == "random":
+            return f"random(p={self.p if self.p is not None else 0.5:g})"
+        if self.kind == "oracle":
+            return "oracle" if self.target is None else f"oracle(target={self.target:g})"
+        check = self.check.model_dump(exclude_defaults=True) if self.check else {}
+        if self.check and self.check.score:
+            check["min_score"] = self.check.min_score
+        return "cascade(" + ",".join(f"{k}={v}" for k, v in check.items()) + ")"
+
+
+class RoutingConfig(StrictModel):
+    """Routers and cascades to simulate from the run's records (`run` reports them; `route` too)."""
+
+    metric: str | None = None
+    """The quality metric (default: the gate's metric, else the first scorer)."""
+    weak: str | None = None
+    """The cheap variant (default: the cheapest that ran)."""
+    strong: str | None = None
+    """The strong variant (default: the baseline, else the best that ran)."""
+    policies: list[PolicyConfig] = Field(default_factory=list)
+
+
 class Experiment(StrictModel):
     """A whole experiment: dataset x models x prompts, scored and tracked."""
 
@@ -212,6 +271,7 @@ class Experiment(StrictModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     traffic: TrafficConfig | None = None
+    routing: RoutingConfig | None = None
     concurrency: int = Field(default=4, gt=0, le=1024)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)

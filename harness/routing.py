@@ -1,0 +1,278 @@
+"""Routers and cascades simulated from stored records: what would they cost, and what would they score?
+
+Every variant already answered every item, so a policy's outcome on an item is a lookup, not a call:
+- cascade: try variants in order, paying for each call, and accept the first answer that passes a check
+  computed from what a deployed router could see (the output, another variant's output, a judge score);
+  the check's own cost (the other variant's call, the judge call) is paid too (FrugalGPT, Chen et al.,
+  arXiv:2305.05176);
+- oracle: per item, the cheapest variant that reaches the target quality; no real router can know this,
+  so it bounds what any router could save;
+- random: send a share p of items to the strong variant; the straight line every router must beat.
+RouteLLM's metrics (Ong et al., arXiv:2406.18665, section 5.1) put them on one scale: PGR, the part of the
+weak-to-strong quality gap a policy recovers; APGR, PGR averaged over the share of calls sent to the strong
+variant; CPT(x%), the smallest share of calls to the strong variant that recovers x% of the gap.
+Pure: records in, numbers out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.config import CheckConfig, PolicyConfig
+from harness.records import Record
+from harness.stats import Resampler, bootstrap_means, percentile_interval
+
+
+@dataclass(frozen=True)
+class Table:
+    """Per-item quality and cost of every variant, over the items all of them answered."""
+
+    items: list[str]
+    quality: dict[str, np.ndarray]
+    """Errored or unscored answers count 0: a router must answer every item."""
+    cost: dict[str, np.ndarray]
+    eval_cost: dict[str, np.ndarray]
+    outputs: dict[str, list[str | None]]
+    scores: dict[str, dict[str, np.ndarray]]
+    """Scorer -> variant -> per-item value (NaN where missing): what a cascade's score check reads."""
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """One policy's simulated outcome."""
+
+    name: str
+    kind: str
+    cost_per_item: float
+    cost_ci: tuple[float, float]
+    quality: float
+    quality_ci: tuple[float, float]
+    strong_share: float
+    """Share of items for which the strong variant was called."""
+    pgr: float
+    """Performance gap recovered: (quality - weak) / (strong - weak)."""
+    apgr: float = math.nan
+    cpt50: float = math.nan
+    cpt80: float = math.nan
+    answered_by: dict[str, int] | None = None
+    """How many items each variant's answer was used for."""
+
+
+def build_table(records: list[Record], metric: str, variants: list[str]) -> Table:
+    """Per-item arrays (first sample of each item) for the variants, over the items all of them have."""
+    by_variant: dict[str, dict[str, Record]] = {v: {} for v in variants}
+    for r in records:
+        if r.variant in by_variant and r.sample == 0:
+            by_variant[r.variant][r.item_id] = r
+    items = [i for i in by_variant[variants[0]] if all(i in by_variant[v] for v in variants)]
+
+    def value(r: Record) -> float:
+        score = r.scores.get(metric)
+        return 0.0 if r.error is not None or score is None or math.isnan(score) else float(score)
+
+    rows = {v: [by_variant[v][i] for i in items] for v in variants}
+    names = list(dict.fromkeys(k for r in records for k in r.scores))
+
+    def raw(r: Record, name: str) -> float:
+        value = r.scores.get(name)
+        return math.nan if r.error is not None or value is None else float(value)
+
+    return Table(
+        items=items,
+        quality={v: np.array([value(r) for r in rows[v]]) for v in variants},
+        cost={v: np.array([r.cost_usd for r in rows[v]]) for v in variants},
+        eval_cost={v: np.array([r.eval_cost_usd for r in rows[v]]) for v in variants},
+        outputs={v: [None if r.error else r.output for r in rows[v]] for v in variants},
+        scores={n: {v: np.array([raw(r, n) for r in rows[v]]) for v in variants} for n in names},
+    )
+
+
+def passes(check: CheckConfig, table: Table, variant: str, i: int) -> bool:
+    """Whether the variant's answer to item i passes every condition of the check."""
+    output = table.outputs[variant][i]
+    if output is None:
+        return False
+    words = len(output.split())
+    if check.min_words is not None and words < check.min_words:
+        return False
+    if check.max_words is not None and words > check.max_words:
+        return False
+    if check.regex is not None and re.search(check.regex, output) is None:
+        return False
+    if check.json_valid and not _is_json(output):
+        return False
+    if check.agree_with is not None:
+        other = table.outputs[check.agree_with][i]
+        if other is None or _normalise(other) != _normalise(output):
+            return False
+    if check.score is not None:
+        values = table.scores.get(check.score, {}).get(variant)
+        return values is not None and bool(values[i] >= check.min_score)
+    return True
+
+
+def cascade(table: Table, chain: list[str], check: CheckConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per-item quality and cost of trying `chain` in order, and which variant answered each item."""
+    n = len(table.items)
+    quality, cost, answered = np.zeros(n), np.zeros(n), []
+    for i in range(n):
+        paid: set[str] = set()
+        for position, variant in enumerate(chain):
+            cost[i] += table.cost[variant][i]
+            paid.add(variant)
+            last = position == len(chain) - 1
+            if not last:
+                if check.agree_with is not None and check.agree_with not in paid:
+                    cost[i] += table.cost[check.agree_with][i]
+                    paid.add(check.agree_with)
+                if check.score is not None:
+                    cost[i] += table.eval_cost[variant][i]
+            if last or passes(check, table, variant, i):
+                quality[i] = table.quality[variant][i]
+                answered.append(variant)
+                break
+    return quality, cost, answered
+
+
+def oracle(table: Table, strong: str, target: float | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per item, the cheapest variant reaching the target (default: the strong variant's score there);
+    when none does, the best-scoring one (cheapest among ties)."""
+    variants = list(table.quality)
+    n = len(table.items)
+    quality, cost, answered = np.zeros(n), np.zeros(n), []
+    for i in range(n):
+        goal = table.quality[strong][i] if target is None else target
+        ok = [v for v in variants if table.quality[v][i] >= goal]
+        pool = ok or [v for v in variants if table.quality[v][i] == max(table.quality[u][i] for u in variants)]
+        pick = min(pool, key=lambda v: (table.cost[v][i], -table.quality[v][i]))
+        quality[i], cost[i] = table.quality[pick][i], table.cost[pick][i]
+        answered.append(pick)
+    return quality, cost, answered
+
+
+def random_mix(table: Table, weak: str, strong: str, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """The expected per-item quality and cost of sending each item to the strong variant with probability p."""
+    quality = (1 - p) * table.quality[weak] + p * table.quality[strong]
+    cost = (1 - p) * table.cost[weak] + p * table.cost[strong]
+    return quality, cost
+
+
+def gap_curve(weak_q: np.ndarray, strong_q: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Share of items sent to the strong variant (0..1) and PGR, sending items to it in `order`."""
+    gap = float(strong_q.sum() - weak_q.sum())
+    gains = np.concatenate([[0.0], np.cumsum((strong_q - weak_q)[order])])
+    shares = np.arange(len(order) + 1) / max(len(order), 1)
+    return shares, (gains / gap if gap > 0 else np.full_like(gains, math.nan))
+
+
+def apgr_and_cpt(shares: np.ndarray, pgr: np.ndarray) -> tuple[float, float, float]:
+    """Area under PGR over the strong share (trapezoids), and the smallest shares recovering 50% and 80%
+    (interpolated between the curve's points)."""
+    if np.isnan(pgr).all():
+        return math.nan, math.nan, math.nan
+    area = float(np.sum((pgr[1:] + pgr[:-1]) / 2 * np.diff(shares)))
+
+    def cpt(level: float) -> float:
+        # Linear between points: mixing the two neighbouring routings at random reaches the levels between.
+        reached = np.nonzero(pgr >= level - 1e-12)[0]
+        if not reached.size:
+            return math.nan
+        j = int(reached[0])
+        if j == 0:
+            return float(shares[0])
+        low, high = pgr[j - 1], pgr[j]
+        return float(shares[j - 1] + (level - low) / (high - low) * (shares[j] - shares[j - 1]))
+
+    return area, cpt(0.5), cpt(0.8)
+
+
+def simulate(
+    records: list[Record],
+    metric: str,
+    weak: str,
+    strong: str,
+    policies: list[PolicyConfig],
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> list[PolicyResult]:
+    """Every policy's cost and quality with bootstrap CIs over items, PGR, and APGR/CPT where defined."""
+    variants = list(dict.fromkeys([weak, strong, *_variants_named(policies)]))
+    variants += [v for v in dict.fromkeys(r.variant for r in records) if v not in variants]
+    table = build_table(records, metric, variants)
+    n = len(table.items)
+    if n == 0:
+        return []
+    weak_mean, strong_mean = table.quality[weak].mean(), table.quality[strong].mean()
+    resampler = Resampler(n, resamples, seed)
+    results = []
+    for policy in policies:
+        curve: tuple[np.ndarray, np.ndarray] | None = None
+        answered: list[str] = []
+        if policy.kind == "random":
+            p = 0.5 if policy.p is None else policy.p
+            quality, cost = random_mix(table, weak, strong, p)
+            share = p
+            curve = (np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+        elif policy.kind == "oracle":
+            quality, cost, answered = oracle(table, strong, policy.target)
+            share = answered.count(strong) / n
+            gains = table.quality[strong] - table.quality[weak]
+            curve = gap_curve(table.quality[weak], table.quality[strong], np.argsort(-gains, kind="stable"))
+        else:
+            chain = policy.chain or [weak, strong]
+            quality, cost, answered = cascade(table, chain, policy.check or CheckConfig())
+            share = answered.count(chain[-1]) / n
+            if policy.check is not None and policy.check.score is not None and len(chain) == 2:
+                # Sweeping min_score: the least confident cheap answers escalate first.
+                confidence_order = np.argsort(np.nan_to_num(table.scores[policy.check.score][chain[0]], nan=-np.inf))
+                curve = gap_curve(table.quality[chain[0]], table.quality[chain[1]], confidence_order)
+        apgr, cpt50, cpt80 = apgr_and_cpt(*curve) if curve is not None else (math.nan,) * 3
+        draws = bootstrap_means(resampler, np.vstack([cost, quality]), np.ones((2, n)))
+        low, high = percentile_interval(draws, confidence)
+        gap = strong_mean - weak_mean
+        results.append(
+            PolicyResult(
+                name=policy.label,
+                kind=policy.kind,
+                cost_per_item=float(cost.mean()),
+                cost_ci=(float(low[0]), float(high[0])),
+                quality=float(quality.mean()),
+                quality_ci=(float(low[1]), float(high[1])),
+                strong_share=share,
+                pgr=float((quality.mean() - weak_mean) / gap) if gap > 0 else math.nan,
+                apgr=apgr,
+                cpt50=cpt50,
+                cpt80=cpt80,
+                answered_by={v: answered.count(v) for v in dict.fromkeys(answered)} if answered else None,
+            )
+        )
+    return results
+
+
+def _variants_named(policies: list[PolicyConfig]) -> list[str]:
+    names: list[str] = []
+    for p in policies:
+        names += p.chain or []
+        if p.check is not None and p.check.agree_with:
+            names.append(p.check.agree_with)
+    return names
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
+
+
+def _is_json(text: str) -> bool:
+    body = text.strip()
+    fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", body, re.DOTALL)
+    try:
+        json.loads(fenced.group(1) if fenced else body)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,129 @@
+"""Routing policies on constructed records whose outcomes are worked out by hand below.
+
+Four items, a weak variant `w` ($1 a call), a strong one `s` ($10) and a second cheap one `w2` ($2):
+
+| item | w quality | s quality | w output      | judge score of w | w2 output    |
+|------|-----------|-----------|---------------|------------------|--------------|
+| i1   | 1.0       | 1.0       | "yes fine"    | 0.9              | "Yes, fine!" |
+| i2   | 0.0       | 1.0       | "no"          | 0.2              | "maybe"      |
+| i3   | 0.5       | 1.0       | "a b c d e"   | 0.6              | "a b c"      |
+| i4   | 0.0       | 1.0       | "x"           | 0.8              | "y"          |
+
+Means: weak 0.375, strong 1.0, so the gap is 0.625. Each judge call on a w answer costs $0.5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from harness.config import CheckConfig, PolicyConfig
+from harness.records import Record
+from harness.routing import apgr_and_cpt, simulate
+
+ROWS = {
+    "i1": (1.0, 1.0, "yes fine", 0.9, "Yes, fine!"),
+    "i2": (0.0, 1.0, "no", 0.2, "maybe"),
+    "i3": (0.5, 1.0, "a b c d e", 0.6, "a b c"),
+    "i4": (0.0, 1.0, "x", 0.8, "y"),
+}
+
+
+def record(variant: str, item: str, quality: float, cost: float, output: str, **extra: float) -> Record:
+    return Record(
+        variant=variant,
+        item_id=item,
+        model=variant,
+        prompt="p",
+        prompt_hash="h",
+        output=output,
+        cost_usd=cost,
+        scores={"q": quality, **extra},
+        eval_cost_usd=0.5 if "judge" in extra else 0.0,
+    )
+
+
+RECORDS = [
+    r
+    for item, (qw, qs, out_w, judge, out_w2) in ROWS.items()
+    for r in (
+        record("w", item, qw, 1.0, out_w, judge=judge),
+        record("s", item, qs, 10.0, "strong answer"),
+        record("w2", item, 0.0, 2.0, out_w2),
+    )
+]
+
+
+def run(*policies: PolicyConfig):
+    return simulate(RECORDS, "q", "w", "s", list(policies), resamples=200)
+
+
+def test_cascade_on_output_length() -> None:
+    # i1 and i3 have >= 2 words and stay with w ($1 each); i2 and i4 escalate and pay both ($11 each).
+    (result,) = run(PolicyConfig(kind="cascade", check=CheckConfig(min_words=2)))
+    assert result.cost_per_item == pytest.approx((1 + 11 + 1 + 11) / 4)
+    assert result.quality == pytest.approx((1 + 1 + 0.5 + 1) / 4)
+    assert result.strong_share == 0.5
+    assert result.pgr == pytest.approx((0.875 - 0.375) / 0.625)
+    assert result.answered_by == {"w": 2, "s": 2}
+    assert math.isnan(result.apgr), "a fixed check is one point, not a curve"
+    assert result.cost_ci[0] <= result.cost_per_item <= result.cost_ci[1]
+
+
+def test_cascade_on_a_judge_score_counts_the_judge_and_sweeps_its_threshold() -> None:
+    # min_score 0.7: i1 (0.9) and i4 (0.8) accepted; i2, i3 escalate. Every w answer is judged ($0.5).
+    (result,) = run(PolicyConfig(kind="cascade", check=CheckConfig(score="judge", min_score=0.7)))
+    assert result.cost_per_item == pytest.approx((1.5 + 11.5 + 11.5 + 1.5) / 4)
+    assert result.quality == pytest.approx((1 + 1 + 1 + 0) / 4)
+    assert result.pgr == pytest.approx((0.75 - 0.375) / 0.625)
+    # Least confident first: i2 (gain 1), i3 (0.5), i4 (1), i1 (0) of a total gain of 2.5:
+    # PGR 0, .4, .6, 1, 1 at shares 0, .25, .5, .75, 1. Area = .25 * (.2 + .5 + .8 + 1) = .625.
+    assert result.apgr == pytest.approx(0.625)
+    # CPT interpolates: 50% between (.25, .4) and (.5, .6) is .375; 80% between (.5, .6) and (.75, 1) is .625.
+    assert result.cpt50 == pytest.approx(0.375) and result.cpt80 == pytest.approx(0.625)
+
+
+def test_cascade_on_agreement_pays_for_the_second_opinion() -> None:
+    # Only i1's answers agree once normalised; each item pays w2 ($2), the escalated ones s as well.
+    (result,) = run(PolicyConfig(kind="cascade", check=CheckConfig(agree_with="w2")))
+    assert result.cost_per_item == pytest.approx((3 + 13 + 13 + 13) / 4)
+    assert result.quality == pytest.approx(1.0)
+    assert result.strong_share == 0.75
+
+
+def test_oracle_is_the_bound_and_random_the_line() -> None:
+    oracle, targeted, random = run(
+        PolicyConfig(kind="oracle"), PolicyConfig(kind="oracle", target=0.5), PolicyConfig(kind="random", p=0.5)
+    )
+    # Oracle: w only where it matches s (i1); s elsewhere.
+    assert oracle.cost_per_item == pytest.approx((1 + 10 + 10 + 10) / 4)
+    assert oracle.quality == pytest.approx(1.0) and oracle.pgr == pytest.approx(1.0)
+    # Best order: gains 1, 1, .5, 0: PGR 0, .4, .8, 1, 1; area .25 * (.2 + .6 + .9 + 1) = .675.
+    assert oracle.apgr == pytest.approx(0.675)
+    assert oracle.cpt50 == pytest.approx(0.3125) and oracle.cpt80 == pytest.approx(0.5)
+    # Target 0.5: w answers i1 and i3.
+    assert targeted.cost_per_item == pytest.approx((1 + 10 + 1 + 10) / 4)
+    assert targeted.quality == pytest.approx(3.5 / 4)
+    assert random.cost_per_item == pytest.approx(5.5)
+    assert random.quality == pytest.approx(0.5 * 0.375 + 0.5 * 1.0)
+    assert random.pgr == pytest.approx(0.5) and random.apgr == pytest.approx(0.5)
+    assert (random.cpt50, random.cpt80) == pytest.approx((0.5, 0.8))
+
+
+def test_an_errored_answer_fails_the_check_and_scores_zero() -> None:
+    broken = [
+        r.model_copy(update={"output": None, "error": {"type": "Timeout", "message": "t"}})
+        if (r.variant, r.item_id) == ("w", "i1")
+        else r
+        for r in RECORDS
+    ]
+    (result,) = simulate(broken, "q", "w", "s", [PolicyConfig(kind="cascade", check=CheckConfig(min_words=2))], 200)
+    assert result.answered_by == {"s": 3, "w": 1}
+    assert result.cost_per_item == pytest.approx((11 + 11 + 1 + 11) / 4)
+
+
+def test_apgr_of_a_curve_with_no_gap_is_undefined() -> None:
+    import numpy as np
+
+    assert all(math.isnan(v) for v in apgr_and_cpt(np.array([0.0, 1.0]), np.array([math.nan, math.nan])))
