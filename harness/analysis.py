@@ -15,6 +15,7 @@ import numpy as np
 from harness.config import AnalysisConfig, GateConfig
 from harness.frontier import Point, Recommendation, pareto_front, recommend
 from harness.records import Record
+from harness.routing import PolicyResult, Routing
 from harness.stats import (
     PairedResult,
     Resampler,
@@ -89,6 +90,9 @@ class Analysis:
     points: list[Point] = field(default_factory=list)
     agreement: list[Agreement] = field(default_factory=list)
     """Every pair of scorers, and each scorer with output length: does a judge track the references?"""
+    routing: Routing | None = None
+    policies: list[PolicyResult] = field(default_factory=list)
+    """Simulated routers and cascades (harness.routing), when the config or `route` asks for them."""
 
 
 def analyze(

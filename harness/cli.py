@@ -88,6 +88,22 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="folder for report.md and frontier.png (default reports/RUN_ID)")
     report.add_argument("--tracking-uri", default=None)
     report.set_defaults(handler=_cmd_report)
+    route = sub.add_parser("route", help="simulate routers and cascades from a stored run's records (no model calls)")
+    route.add_argument("run_id")
+    route.add_argument(
+        "--policy",
+        action="append",
+        default=None,
+        metavar="YAML",
+        help="a policy as YAML, e.g. '{kind: cascade, check: {min_words: 8}}' (repeatable; "
+        "default: the run's routing config, else oracle and random p=0.5)",
+    )
+    route.add_argument("--weak", default=None, help="the cheap variant (default: the cheapest that ran)")
+    route.add_argument("--strong", default=None, help="the strong variant (default: the baseline)")
+    route.add_argument("--metric", default=None, help="the quality metric (default: the gate's)")
+    route.add_argument("--out", default=None, help="folder for report.md and frontier.png (default reports/RUN_ID)")
+    route.add_argument("--tracking-uri", default=None)
+    route.set_defaults(handler=_cmd_route)
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 over the tracking store")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument(
@@ -241,6 +257,63 @@ def _cmd_report(args: argparse.Namespace) -> int:
     add_artifacts(stored.run_id, uri, files)
     console.print(f"report: {', '.join(str(f) for f in files)} (also logged to run {stored.run_id})")
     return EXIT_OK
+
+
+def _cmd_route(args: argparse.Namespace) -> int:
+    from harness.report import policy_table
+    from harness.tracking import add_artifacts, add_policy_runs, load_run
+    from harness.workflow import analysis_from_records, write_outputs
+
+    console = _console()
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
+    stored = load_run(args.run_id, uri)
+    routing = _routing_config(args, stored.manifest.get("routing"))
+    summaries, analysis = analysis_from_records(stored.manifest, stored.records, routing=routing)
+    console.print(policy_table(analysis))
+    out = Path(args.out or Path("reports") / stored.run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    title = stored.manifest["experiment"]
+    files = write_outputs(out, title, stored.manifest.get("description", ""), summaries, analysis)
+    add_artifacts(stored.run_id, uri, files)
+    add_policy_runs(stored.run_id, uri, analysis)
+    console.print(
+        f"plot and report: {', '.join(str(f) for f in files)}; policies logged as child runs of {stored.run_id}"
+    )
+    return EXIT_OK
+
+
+def _routing_config(args: argparse.Namespace, stored: dict | None):
+    """The routing to simulate: flags over the run's own routing config."""
+    import yaml
+    from pydantic import ValidationError
+
+    from harness.config import ConfigError, PolicyConfig, RoutingConfig
+
+    base = dict(stored or {})
+    for key in ("weak", "strong", "metric"):
+        if getattr(args, key):
+            base[key] = getattr(args, key)
+    if args.policy:
+        policies = []
+        for text in args.policy:
+            try:
+                policies.append(PolicyConfig.model_validate(yaml.safe_load(text)))
+            except (yaml.YAMLError, ValidationError) as exc:
+                problem = str(exc).splitlines()[0] if isinstance(exc, yaml.YAMLError) else _first_error(exc)
+                raise ConfigError(
+                    "--policy",
+                    text,
+                    problem,
+                    "e.g. '{kind: cascade, check: {min_words: 8}}', '{kind: oracle}' or '{kind: random, p: 0.3}'",
+                ) from None
+        base["policies"] = policies
+    return RoutingConfig.model_validate(base)
+
+
+def _first_error(exc) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]
 
 
 def _default_store_uri() -> str:

@@ -50,10 +50,11 @@ def frontier_plot(analysis: Analysis, path: Path, title: str) -> Path:
             label="Pareto frontier",
             zorder=2,
         )
+    _policies(ax, analysis, points)
     _mark(ax, points, analysis.baseline, "*", 320, "#d62728", "baseline")
     if analysis.recommendation is not None:
         _mark(ax, points, analysis.recommendation.variant, "o", 420, "#2ca02c", "recommended", hollow=True)
-    _cost_axis(ax, [p.cost_per_item for p in points])
+    _cost_axis(ax, [p.cost_per_item for p in points] + [p.cost_per_item for p in analysis.policies])
     ax.set_ylabel(f"{analysis.metric} (mean, {analysis.confidence:.0%} CI)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
@@ -63,6 +64,45 @@ def frontier_plot(analysis: Analysis, path: Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _policies(ax: Any, analysis: Analysis, points: list[Point]) -> None:
+    """Simulated policies as diamonds with CIs, and the random-mixing line from weak to strong."""
+    routing = analysis.routing
+    if not analysis.policies or routing is None:
+        return
+    ends = {p.variant: p for p in points}
+    if routing.weak in ends and routing.strong in ends:
+        weak, strong = ends[routing.weak], ends[routing.strong]
+        ax.plot(
+            [weak.cost_per_item, strong.cost_per_item],
+            [weak.quality, strong.quality],
+            "--",
+            color="#ff7f0e",
+            alpha=0.5,
+            label="random mixing (weak to strong)",
+            zorder=1,
+        )
+    for i, p in enumerate(analysis.policies):
+        ax.errorbar(
+            p.cost_per_item,
+            p.quality,
+            yerr=[[max(p.quality - p.quality_ci[0], 0)], [max(p.quality_ci[1] - p.quality, 0)]],
+            fmt="D",
+            capsize=3,
+            color="#ff7f0e",
+            markersize=7,
+            zorder=3,
+            label="routing policy (simulated)" if i == 0 else None,
+        )
+        ax.annotate(
+            p.name,
+            (p.cost_per_item, p.quality),
+            textcoords="offset points",
+            xytext=(8, -10),
+            fontsize=8,
+            color="#b35900",
+        )
 
 
 def _mark(

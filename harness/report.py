@@ -169,6 +169,8 @@ def print_analysis(console: Console, analysis: Analysis) -> None:
         console.print(f"Pareto frontier (cost vs {analysis.metric}): {', '.join(analysis.pareto)}")
     if analysis.agreement:
         console.print(agreement_table(analysis))
+    if analysis.policies:
+        console.print(policy_table(analysis))
     console.print(f"[bold]{recommendation_line(analysis)}[/]")
     for warning in analysis.warnings:
         console.print(f"[bold yellow]WARNING[/] {warning}")
@@ -181,6 +183,42 @@ def agreement_table(analysis: Analysis) -> Table:
         table.add_column(column, justify="right" if column in ("rho", "outputs") else "left")
     for a in analysis.agreement:
         table.add_row(a.first, a.second, f"{a.rho:+.3f}", str(a.n))
+    return table
+
+
+POLICY_HEADER = ["policy", "cost/item [CI]", "quality [CI]", "to strong", "PGR", "APGR", "CPT(50%)", "CPT(80%)"]
+
+
+def policy_rows(analysis: Analysis) -> list[list[str]]:
+    """One row per simulated policy: the terminal table and the report both show these."""
+    rows = []
+    for p in analysis.policies:
+        rows.append(
+            [
+                p.name,
+                f"{_usd(p.cost_per_item)} [{_usd(p.cost_ci[0])}, {_usd(p.cost_ci[1])}]",
+                f"{p.quality:.3f} [{p.quality_ci[0]:.3f}, {p.quality_ci[1]:.3f}]",
+                f"{p.strong_share:.0%}",
+                _fmt(p.pgr, ".2f"),
+                _fmt(p.apgr, ".3f"),
+                "–" if math.isnan(p.cpt50) else f"{p.cpt50:.0%}",
+                "–" if math.isnan(p.cpt80) else f"{p.cpt80:.0%}",
+            ]
+        )
+    return rows
+
+
+def policy_table(analysis: Analysis) -> Table:
+    """Simulated routers and cascades beside the weak and strong variants."""
+    routing = analysis.routing
+    title = "Routing simulated from the records (no model calls)"
+    if routing is not None:
+        title += f": weak {routing.weak}, strong {routing.strong}, quality = {routing.metric}"
+    table = Table(title=title, title_justify="left")
+    for column in POLICY_HEADER:
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for row in policy_rows(analysis):
+        table.add_row(*row)
     return table
 
 
@@ -235,6 +273,20 @@ def markdown_report(
             "|---|---|---|---|",
         ]
         lines += [f"| {a.first} | {a.second} | {a.rho:+.3f} | {a.n} |" for a in analysis.agreement]
+    if analysis.policies and analysis.routing is not None:
+        r = analysis.routing
+        lines += [
+            "",
+            "## Routing (simulated from the records)",
+            "",
+            f"Weak `{r.weak}`, strong `{r.strong}`, quality = {r.metric}. PGR: share of the weak-to-strong "
+            "gap recovered; APGR: PGR averaged over the share of calls sent to the strong variant; CPT(x%): "
+            "the share of calls to the strong variant needed to recover x% of the gap.",
+            "",
+            "| " + " | ".join(POLICY_HEADER) + " |",
+            "|" + "---|" * len(POLICY_HEADER),
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in policy_rows(analysis)]
     if analysis.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in analysis.warnings]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.config import CheckConfig, PolicyConfig
+from harness.config import CheckConfig, ConfigError, PolicyConfig, RoutingConfig
 from harness.records import Record
 from harness.stats import Resampler, bootstrap_means, percentile_interval
 
@@ -276,3 +276,72 @@ def _is_json(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A resolved routing question: the metric, the weak and strong variants, and the policies."""
+
+    metric: str
+    weak: str
+    strong: str
+    policies: list[PolicyConfig]
+
+
+DEFAULT_POLICIES = [PolicyConfig(kind="oracle"), PolicyConfig(kind="random", p=0.5)]
+
+
+def resolve(
+    config: RoutingConfig | None,
+    ran: list[tuple[str, float, float]],
+    baseline: str | None,
+    metric: str,
+    scorers: list[str],
+    source: str,
+) -> Routing:
+    """Fill the defaults and check every name against the run; raises ConfigError naming the field.
+
+    `ran` lists the variants that ran as (name, cost per item, quality on `metric`).
+    """
+    config = config or RoutingConfig()
+    names = [name for name, _, _ in ran]
+    metric = config.metric or metric
+    if metric not in scorers:
+        raise ConfigError(
+            source, "routing.metric", f"'{metric}' is not a scorer of the run", f"use one of: {', '.join(scorers)}"
+        )
+    if len(ran) < 2:
+        raise ConfigError(source, "routing", "routing needs at least two variants that ran", "run more variants")
+    weak = config.weak or min(ran, key=lambda r: (r[1], r[2]))[0]
+    strong = config.strong or (baseline if baseline in names else max(ran, key=lambda r: (r[2], -r[1]))[0])
+    policies = config.policies or DEFAULT_POLICIES
+    for field, name in [("routing.weak", weak), ("routing.strong", strong), *_named(policies)]:
+        if name not in names:
+            raise ConfigError(source, field, f"'{name}' is not a variant that ran", f"use one of: {', '.join(names)}")
+    for i, policy in enumerate(policies):
+        if policy.kind == "cascade" and policy.check is None:
+            raise ConfigError(
+                source, f"routing.policies[{i}].check", "a cascade needs a check", "e.g. check: {min_words: 5}"
+            )
+        score = policy.check.score if policy.check else None
+        if score is not None and score not in scorers:
+            raise ConfigError(
+                source,
+                f"routing.policies[{i}].check.score",
+                f"'{score}' is not a scorer",
+                f"use one of: {', '.join(scorers)}",
+            )
+        if policy.kind == "random" and policy.p is None:
+            policies[i] = policy.model_copy(update={"p": 0.5})
+    if weak == strong:
+        raise ConfigError(source, "routing.strong", f"weak and strong are both {weak}", "name two different variants")
+    return Routing(metric, weak, strong, list(policies))
+
+
+def _named(policies: list[PolicyConfig]) -> list[tuple[str, str]]:
+    out = []
+    for i, p in enumerate(policies):
+        out += [(f"routing.policies[{i}].chain", name) for name in p.chain or []]
+        if p.check is not None and p.check.agree_with:
+            out.append((f"routing.policies[{i}].check.agree_with", p.check.agree_with))
+    return out

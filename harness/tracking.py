@@ -199,7 +199,57 @@ def _log_run_locked(
             _log_variant(mlflow, child.info.run_id, plan, variant, summary, by_variant.get(variant.name, []))
             if analysis is not None:
                 log_analysis(client, child.info.run_id, variant.name, analysis, summaries)
+        if analysis is not None:
+            log_policies(client, experiment_id, parent_id, analysis)
         return parent.info.run_id
+
+
+def log_policies(client: Any, experiment_id: str, parent_id: str, analysis: Analysis) -> None:
+    """Each simulated routing policy as a child run of kind `policy`, beside the variants in the UI."""
+    from mlflow.entities import Metric, Param
+
+    routing = analysis.routing
+    if routing is None:
+        return
+    now = int(time.time() * 1000)
+    for result, policy in zip(analysis.policies, routing.policies, strict=True):
+        tags = {
+            "mlflow.parentRunId": parent_id,
+            "harness.kind": "policy",
+            "harness.policy_kind": result.kind,
+            "harness.weak": routing.weak,
+            "harness.strong": routing.strong,
+        }
+        run = client.create_run(experiment_id, run_name=f"policy: {result.name}", tags=tags)
+        values = {
+            "cost_per_item_usd": result.cost_per_item,
+            "cost_per_item_ci_low": result.cost_ci[0],
+            "cost_per_item_ci_high": result.cost_ci[1],
+            f"quality.{routing.metric}": result.quality,
+            f"quality.{routing.metric}.ci_low": result.quality_ci[0],
+            f"quality.{routing.metric}.ci_high": result.quality_ci[1],
+            "strong_share": result.strong_share,
+            "pgr": result.pgr,
+            "apgr": result.apgr,
+            "cpt50": result.cpt50,
+            "cpt80": result.cpt80,
+        }
+        params = {"policy": json.dumps(policy.model_dump(exclude_none=True))[:6000], "metric": routing.metric}
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in values.items() if math.isfinite(v)],
+            params=[Param(k, v) for k, v in params.items()],
+        )
+        client.set_terminated(run.info.run_id)
+
+
+def add_policy_runs(run_id: str, uri: str, analysis: Analysis) -> None:
+    """Log a stored run's simulated policies as new child runs of it (`harness route`)."""
+    mlflow = _mlflow(uri)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(run_id)
+    with store_lock(uri):
+        log_policies(client, parent.info.experiment_id, parent.info.run_id, analysis)
 
 
 def call_hash(variant: Variant) -> str:
@@ -253,6 +303,7 @@ def run_manifest(plan: Plan) -> dict[str, Any]:
         "variants": [asdict(VariantInfo.of(v)) for v in plan.variants],
         "prices": {v.model.model: asdict(v.price) for v in plan.variants},
         "traffic": experiment.traffic.model_dump() if experiment.traffic else None,
+        "routing": experiment.routing.model_dump() if experiment.routing else None,
     }
 
 

@@ -5,6 +5,7 @@ Kept out of the CLI so that `run`, `gate` and `report` share one path and the CL
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -15,7 +16,7 @@ from rich.console import Console
 
 from harness.analysis import Analysis, MetricInfo, analyze
 from harness.cache import ResponseCache
-from harness.config import AnalysisConfig, ConfigError, Experiment, GateConfig
+from harness.config import AnalysisConfig, ConfigError, Experiment, GateConfig, RoutingConfig
 from harness.estimate import VariantEstimate
 from harness.plan import Plan
 from harness.records import Record
@@ -116,6 +117,10 @@ def run_experiment(
     summaries = summarize(plan, records)
     metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
     analysis = analyze(summaries, records, metrics, plan.baseline, experiment.gate, experiment.analysis)
+    if experiment.routing is not None:
+        add_routing(
+            analysis, experiment.routing, summaries, records, metrics, experiment.analysis, str(experiment.source_path)
+        )
     print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
     print_analysis(console, analysis)
     run_id = None
@@ -144,6 +149,38 @@ def run_experiment(
             f"MLflow: run [bold]{run_id}[/] in {tracking_uri(experiment)} (see it with: python -m harness ui)"
         )
     return RunOutcome(plan, records, summaries, analysis, run_id, result)
+
+
+def add_routing(
+    analysis: Analysis,
+    config: RoutingConfig | None,
+    summaries: list[VariantSummary],
+    records: list[Record],
+    metrics: list[MetricInfo],
+    settings: AnalysisConfig,
+    source: str,
+) -> None:
+    """Simulate the routing policies from the records (no model call) and attach them to the analysis."""
+    from harness.routing import resolve, simulate
+
+    metric = (config.metric if config else None) or analysis.metric
+    ran = [
+        (s.variant, s.cost_per_item_usd, s.quality.get(metric, math.nan))
+        for s in summaries
+        if s.skipped is None and s.n_items
+    ]
+    routing = resolve(config, ran, analysis.baseline, metric, [m.name for m in metrics], source)
+    analysis.routing = routing
+    analysis.policies = simulate(
+        records,
+        routing.metric,
+        routing.weak,
+        routing.strong,
+        routing.policies,
+        settings.resamples,
+        settings.seed,
+        analysis.confidence,
+    )
 
 
 def self_preference_warnings(plan: Plan) -> list[str]:
@@ -245,9 +282,12 @@ def write_outputs(
 
 
 def analysis_from_records(
-    manifest: dict, records: list[Record], gate: GateConfig | None = None
+    manifest: dict, records: list[Record], gate: GateConfig | None = None, routing: RoutingConfig | None = None
 ) -> tuple[list[VariantSummary], Analysis]:
-    """Rebuild summaries and analysis from a stored run's manifest and records (no model call)."""
+    """Rebuild summaries and analysis from a stored run's manifest and records (no model call).
+
+    Routing policies come from `routing`, else from the run's own config.
+    """
     variants = [VariantInfo(**v) for v in manifest["variants"]]
     metrics = [MetricInfo(**m) for m in manifest["metrics"]]
     traffic = manifest.get("traffic") or {}
@@ -256,4 +296,8 @@ def analysis_from_records(
     )
     gate = gate or GateConfig(**manifest["gate"])
     settings = AnalysisConfig(**manifest["analysis"])
-    return summaries, analyze(summaries, records, metrics, manifest["baseline"], gate, settings)
+    analysis = analyze(summaries, records, metrics, manifest["baseline"], gate, settings)
+    if routing is not None or manifest.get("routing"):
+        config = routing or RoutingConfig(**manifest["routing"])
+        add_routing(analysis, config, summaries, records, metrics, settings, f"run {manifest['experiment']}")
+    return summaries, analysis

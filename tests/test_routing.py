@@ -15,12 +15,17 @@ Means: weak 0.375, strong 1.0, so the gap is 0.625. Each judge call on a w answe
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 
 from harness.config import CheckConfig, PolicyConfig
 from harness.records import Record
 from harness.routing import apgr_and_cpt, simulate
+from tests.conftest import base_config, fake_model, write_project
+from tests.fake_server import FakeModelServer
+from tests.test_cli import harness
 
 ROWS = {
     "i1": (1.0, 1.0, "yes fine", 0.9, "Yes, fine!"),
@@ -127,3 +132,50 @@ def test_apgr_of_a_curve_with_no_gap_is_undefined() -> None:
     import numpy as np
 
     assert all(math.isnan(v) for v in apgr_and_cpt(np.array([0.0, 1.0]), np.array([math.nan, math.nan])))
+
+
+def test_run_reports_configured_policies_and_route_adds_more_without_calls(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    import mlflow
+
+    # The weak model answers items a and b right and c wrong; the strong one answers every item right.
+    def answer(request: dict) -> str:
+        text = request["messages"][-1]["content"]
+        right = "cats purr" if "Cats" in text else "dogs bark" if "Dogs" in text else "birds sing"
+        return right if request["model"] == "strong" or "Birds" not in text else "no idea at all"
+
+    model_server.answer = answer
+    cheap = fake_model(model_server, "weak", price={"input_cost_per_token": 1e-7, "output_cost_per_token": 1e-7})
+    strong = fake_model(model_server, "strong", price={"input_cost_per_token": 1e-5, "output_cost_per_token": 1e-5})
+    config = base_config(
+        [cheap, strong],
+        scorers=["exact_match"],
+        baseline={"model": "openai/strong", "prompt": "terse"},
+        routing={"policies": [{"kind": "cascade", "check": {"max_words": 2}}, {"kind": "oracle"}]},
+    )
+    path = write_project(tmp_path, config)
+    run = harness("run", str(path), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "weak openai/weak:terse, strong openai/strong:terse" in run.stdout
+    assert "cascade(max_words=2)" in run.stdout and "oracle" in run.stdout
+    calls = len(model_server.requests)
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (exp,) = [e for e in client.search_experiments() if e.name == "test-exp"]
+    policies = client.search_runs([exp.experiment_id], "tags.`harness.kind` = 'policy'")
+    assert sorted(r.info.run_name for r in policies) == ["policy: cascade(max_words=2)", "policy: oracle"]
+    cascade_run = next(r for r in policies if "cascade" in r.info.run_name)
+    # Items a and b stay with the weak model (2 words); c ("no idea at all") escalates: quality 1.0, 1 of 3 strong.
+    assert cascade_run.data.metrics["quality.exact_match"] == pytest.approx(1.0)
+    assert cascade_run.data.metrics["strong_share"] == pytest.approx(1 / 3)
+    parent = client.search_runs([exp.experiment_id], "tags.`harness.kind` = 'experiment'")[0]
+    routed = harness("route", parent.info.run_id, "--policy", "{kind: random, p: 0.25}", cwd=tmp_path)
+    assert routed.returncode == 0, routed.stderr
+    assert "random(p=0.25)" in routed.stdout
+    assert len(model_server.requests) == calls, "routing makes no model call"
+    assert (tmp_path / "reports" / parent.info.run_id / "frontier.png").is_file()
+    bad = harness(
+        "route", parent.info.run_id, "--policy", "{kind: cascade, chain: [nope, openai/strong:terse]}", cwd=tmp_path
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "routing.policies[0].chain: 'nope' is not a variant that ran" in bad.stderr
