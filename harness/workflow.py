@@ -111,6 +111,8 @@ def run_experiment(
             f"{result.not_run} calls were not started. Raise the cap and run again: finished calls are cached."
         )
     score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers, cache, console)
+    for warning in scorer_error_warnings(records, plan.scorers):
+        console.print(f"[bold yellow]WARNING[/] {warning}")
     eval_cost = sum(r.eval_cost_usd for r in records)
     if eval_cost or any(s.batch is not None for s in plan.scorers):
         console.print(f"scoring cost ${eval_cost:.4f} (judge and embedding calls, apart from the variants' cost)")
@@ -181,6 +183,20 @@ def add_routing(
         settings.seed,
         analysis.confidence,
     )
+
+
+def scorer_error_warnings(records: list[Record], scorers: list) -> list[str]:
+    """One line per scorer that could not score some outputs (an unparseable judge shows up here)."""
+    answered = [r for r in records if r.error is None and r.output is not None]
+    out = []
+    for sc in scorers:
+        failed = [r.score_errors[sc.name] for r in answered if sc.name in r.score_errors]
+        if failed:
+            out.append(
+                f"scorer {sc.name} could not score {len(failed)} of {len(answered)} outputs "
+                f"(left out of its mean, not counted as 0); e.g. {failed[0][:160]}"
+            )
+    return out
 
 
 def self_preference_warnings(plan: Plan) -> list[str]:

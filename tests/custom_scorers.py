@@ -13,6 +13,9 @@ def length_under(max_chars: int = 100) -> ScoreFn:
     return score
 
 
+length_under.kind = "binary"  # pass/fail: the analysis uses Wilson intervals and McNemar's test
+
+
 def judged_brevity(api_base: str, input_cost_per_token: float, output_cost_per_token: float):
     """A tiny judge: asks a model (the test server) whether the output is brief; returns its cost too."""
     import litellm

@@ -119,3 +119,4 @@ def test_custom_scorer_by_module_function() -> None:
     scorer = make("tests.custom_scorers:length_under", max_chars=5)
     assert scorer.score("short", item()) == 1.0
     assert scorer.score("much too long", item()) == 0.0
+    assert scorer.kind == "binary", "a custom factory declares its kind with an attribute"

@@ -1,8 +1,9 @@
 """llm_judge: a model grades each output against a Jinja2 rubric, on a numeric scale or pass/fail.
 
 The rubric (under `prompts/judges/`) sees the output, the reference(s) and every dataset column. The
-judge must end its reply with `Score: N` (scale) or `Verdict: PASS|FAIL`; a reply without one is a
-scorer error on that record, never a 0, so a confused judge cannot drag a variant down.
+judge should end its reply with `Score: N` (scale) or `Verdict: PASS|FAIL`; "the score is N", "rating: N"
+and "N/5" are read too, the last one in the reply counting. A reply without one is a scorer error on that
+record, never a 0, so a confused judge cannot drag a variant down.
 
 Known biases and what this scorer does about them (Zheng et al., "Judging LLM-as-a-Judge with MT-Bench
 and Chatbot Arena", NeurIPS 2023, section 3.3):
@@ -30,7 +31,8 @@ from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
 from harness.scorers.text import references
 
-SCORE = re.compile(r"score\s*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+SCORE = re.compile(r"(?:score|rating)\s*(?:[:=]|is|of)\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+OUT_OF = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 VERDICT = re.compile(r"verdict\s*[:=]\s*\**\s*(pass|fail)\b", re.IGNORECASE)
 JUDGE_PARAMS = {"temperature": 0, "max_tokens": 256}
 
@@ -41,7 +43,8 @@ def parse_score(reply: str, scale: tuple[float, float] | None) -> float | None:
         found = VERDICT.findall(reply) or re.findall(r"^\s*(pass|fail)\s*\.?\s*$", reply, re.IGNORECASE)
         return None if not found else float(found[-1].lower() == "pass")
     low, high = scale
-    found = SCORE.findall(reply) or re.findall(r"^\s*(-?\d+(?:\.\d+)?)\s*$", reply)
+    found = SCORE.findall(reply) or [n for n, d in OUT_OF.findall(reply) if float(d) == high]
+    found = found or re.findall(r"^\s*(-?\d+(?:\.\d+)?)\s*$", reply)
     if not found:
         return None
     value = float(found[-1])
