@@ -123,12 +123,29 @@ async def run_plan_async(
         disable=not jobs,
     )
 
+    inflight: dict[str, asyncio.Future[Record | None]] = {}
+
     async def one(variant: Variant, item: Item, sample: int, key: str) -> Record | None:
         nonlocal errors
         if key in hits:
             record = _from_cache(plan, variant, item, sample, hits[key])
             result.cache_hits += 1
+        elif key in inflight:
+            # The same call for another variant (two truncation lengths that render one prompt): paid once.
+            first = await inflight[key]
+            if first is None:  # the first was never started: the budget ran out
+                result.not_run += 1
+                progress.update(task, advance=1)
+                return None
+            if first.error is not None or first.output is None:
+                update = {**_identity(plan, variant, item, sample), "cost_usd": 0.0, "attempts": 0}
+                record = first.model_copy(update=update)
+            else:
+                hit = CachedResponse(first.output, first.usage, first.latency_s)
+                record = _from_cache(plan, variant, item, sample, hit)
+                result.cache_hits += 1
         else:
+            inflight[key] = asyncio.get_running_loop().create_future()
             # The model's own limit is taken first, so a call queued behind a one-slot local model neither
             # holds a global slot nor counts its wait as latency (or as a timeout).
             async with per_model.get(variant.model.display_name) or contextlib.nullcontext(), limit:
@@ -136,9 +153,11 @@ async def run_plan_async(
                 if not await guard.reserve(worst):
                     result.not_run += 1
                     progress.update(task, advance=1)
+                    inflight[key].set_result(None)
                     return None
                 record = await _call(plan, variant, item, sample)
                 await guard.settle(worst, record.cost_usd)
+            inflight[key].set_result(record)
             result.calls_made += 1
             if cache is not None and record.error is None and record.output is not None:
                 cache.put(key, variant.model.model, record.output, record.usage, record.latency_s)
@@ -194,18 +213,21 @@ def sample_params(variant: Variant, sample: int) -> dict[str, Any]:
     return variant.params
 
 
+def _identity(plan: Plan, variant: Variant, item: Item, sample: int) -> dict[str, Any]:
+    return {
+        "variant": variant.name,
+        "item_id": item.id,
+        "sample": sample,
+        "model": variant.model.model,
+        "prompt": variant.prompt.name,
+        "prompt_hash": prompt_hash(plan, variant.prompt.name, item.id),
+        "prompt_tokens_estimate": plan.prompt_tokens.get((variant.name, item.id), 0),
+    }
+
+
 def _record(plan: Plan, variant: Variant, item: Item, sample: int, **outcome: Any) -> Record:
     """A record with the variant's and item's identity filled in; `outcome` is what the call produced."""
-    return Record(
-        variant=variant.name,
-        item_id=item.id,
-        sample=sample,
-        model=variant.model.model,
-        prompt=variant.prompt.name,
-        prompt_hash=prompt_hash(plan, variant.prompt.name, item.id),
-        prompt_tokens_estimate=plan.prompt_tokens.get((variant.name, item.id), 0),
-        **outcome,
-    )
+    return Record(**_identity(plan, variant, item, sample), **outcome)
 
 
 def _from_cache(plan: Plan, variant: Variant, item: Item, sample: int, hit: CachedResponse) -> Record:

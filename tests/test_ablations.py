@@ -104,3 +104,21 @@ def test_epochs_sample_each_item_k_times_cached_per_sample_and_clustered_by_item
     assert len(model_server.requests) == 9
     assert [r.output for r in again.records] == [r.output for r in first.records]
     assert all(r.cache_hit for r in again.records)
+
+
+def test_variants_that_render_the_same_prompt_share_one_paid_call(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    # A document shorter than both truncation lengths renders one prompt for both variants.
+    template = "{% block user %}Summarise: {{ document | truncate_tokens(doc_tokens) }}{% endblock %}"
+    price = {"input_cost_per_token": 1e-6, "output_cost_per_token": 1e-6}
+    config = base_config(
+        [fake_model(model_server, price=price)], prompts=["prompts/t.j2"], vars={"doc_tokens": [64, 128]}
+    )
+    path = write_project(tmp_path, config, templates={"t": template})
+    outcome = run_experiment(load_config(path), quiet(), RunOptions(tracking=False, use_cache=False))
+    assert len(model_server.requests) == 3, "three items, one call each, though two variants need them"
+    assert len(outcome.records) == 6
+    assert outcome.result.calls_made == 3 and outcome.result.cache_hits == 3
+    assert outcome.result.spent_usd == pytest.approx(sum(r.cost_usd for r in outcome.records if not r.cache_hit))
+    assert {r.output for r in outcome.records} == {"a fake answer."}

@@ -89,6 +89,9 @@ class _SmolLM2:
                 request[key] = optional_params[key]
         request.setdefault("temperature", 0.0)
         request.setdefault("seed", 0)
+        # llama.cpp reuses the previous request's KV cache by default, which makes a temperature-0 answer
+        # depend on what was asked before (measured: the same prompt answered differently after another).
+        request["cache_prompt"] = False
         with self._lock:
             response = self._server.handle_chat_completions(request)
         if not isinstance(response, dict) or "choices" not in response:
