@@ -11,6 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -22,6 +23,9 @@ from harness.plan import Plan
 from harness.records import Record
 from harness.runner import RunResult
 from harness.summary import VariantInfo, VariantSummary, summarize, summarize_records
+
+if TYPE_CHECKING:
+    from harness.scorers import Scorer
 
 PLOT_NAME = "frontier.png"
 REPORT_NAME = "report.md"
@@ -185,7 +189,7 @@ def add_routing(
     )
 
 
-def scorer_error_warnings(records: list[Record], scorers: list) -> list[str]:
+def scorer_error_warnings(records: list[Record], scorers: list[Scorer]) -> list[str]:
     """One line per scorer that could not score some outputs (an unparseable judge shows up here)."""
     answered = [r for r in records if r.error is None and r.output is not None]
     out = []
