@@ -314,7 +314,7 @@ def resolve(
         raise ConfigError(source, "routing", "routing needs at least two variants that ran", "run more variants")
     weak = config.weak or min(ran, key=lambda r: (r[1], r[2]))[0]
     strong = config.strong or (baseline if baseline in names else max(ran, key=lambda r: (r[2], -r[1]))[0])
-    policies = config.policies or DEFAULT_POLICIES
+    policies = list(config.policies or DEFAULT_POLICIES)
     for field, name in [("routing.weak", weak), ("routing.strong", strong), *_named(policies)]:
         if name not in names:
             raise ConfigError(source, field, f"'{name}' is not a variant that ran", f"use one of: {', '.join(names)}")
