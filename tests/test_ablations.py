@@ -122,3 +122,23 @@ def test_variants_that_render_the_same_prompt_share_one_paid_call(
     assert outcome.result.calls_made == 3 and outcome.result.cache_hits == 3
     assert outcome.result.spent_usd == pytest.approx(sum(r.cost_usd for r in outcome.records if not r.cache_hit))
     assert {r.output for r in outcome.records} == {"a fake answer."}
+
+
+def test_shipped_ablation_runs_offline_and_orders_prompt_lengths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import REPO
+    from tests.test_cli import harness
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache.sqlite"))
+    out = harness(
+        "run", str(REPO / "experiments/summarize-ablation.yaml"), "--limit", "3", "--no-tracking", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("┃ variant") and "in tok" in line and "p50" in line)
+    column = [c.strip() for c in header.split("┃")].index("in tok")
+    rows = [line.split("│") for line in lines if line.startswith("│ local/smollm2-135m:truncated(doc_tokens=")]
+    in_tokens = [int(cells[column].replace(",", "")) for cells in rows if len(cells) == len(header.split("┃"))]
+    assert in_tokens == sorted(in_tokens) and len(set(in_tokens)) == 3, "longer truncation, longer prompt"
+    assert "Routing simulated from the records" in out.stdout and "cascade(min_words=12)" in out.stdout

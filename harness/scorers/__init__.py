@@ -5,6 +5,8 @@ from harness.scorers._apply import score_records
 from harness.scorers._registry import (
     REGISTRY,
     AggregateFn,
+    BatchScoreFn,
+    CheckFn,
     Scored,
     ScoreFn,
     Scorer,
@@ -16,6 +18,8 @@ from harness.scorers._registry import (
 __all__ = [
     "REGISTRY",
     "AggregateFn",
+    "BatchScoreFn",
+    "CheckFn",
     "ScoreFn",
     "Scored",
     "Scorer",
