@@ -41,6 +41,10 @@ class PromptTemplate:
         """SHA-256 of the template text: the prompt's identity across runs."""
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A compiled Jinja2 template cannot be pickled; the tracking process rebuilds it from the source.
+        return (_rebuild, (self.name, self.path, self.source, self.variables))
+
     def render(self, variables: dict[str, Any]) -> Messages:
         """Chat messages for one item; raises jinja2 errors on undefined variables."""
         blocks = self.template.blocks
@@ -54,6 +58,10 @@ class PromptTemplate:
                 if text:
                     messages.append({"role": role, "content": text})
         return messages
+
+
+def _rebuild(name: str, path: Path, source: str, variables: dict[str, Any]) -> PromptTemplate:
+    return PromptTemplate(name, path, source, make_environment(path.parent).from_string(source), variables)
 
 
 def make_environment(search_path: Path) -> jinja2.Environment:

@@ -167,9 +167,36 @@ async def run_plan_async(
             on_record(record)
         return record
 
+    done: list[Record | None] = [None] * len(jobs)
+
+    async def store(index: int) -> None:
+        (variant, item, sample), key = jobs[index], keys[index]
+        done[index] = await one(variant, item, sample, key)
+
+    async def drain(indices: list[int], window: int) -> None:
+        # Tasks are created as earlier ones finish, never all at once: 10,000 waiting coroutines would
+        # hold tens of megabytes for nothing. Each model drains on its own, so a one-slot local model
+        # does not hold back the others.
+        running: set[asyncio.Task[None]] = set()
+        for index in indices:
+            if len(running) >= window:
+                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for finished_task in finished:
+                    finished_task.result()
+            running.add(asyncio.create_task(store(index)))
+        await asyncio.gather(*running)
+
+    groups: dict[str, list[int]] = {}
+    for index, (variant, _, _) in enumerate(jobs):
+        groups.setdefault(variant.model.display_name, []).append(index)
+    concurrency = plan.experiment.concurrency
+    windows = {
+        name: 2 * min(model_concurrency(jobs[indices[0]][0]) or concurrency, concurrency)
+        for name, indices in groups.items()
+    }
     with progress:
         task = progress.add_task("run", total=len(jobs), spent=0.0, errors=0, hits=0)
-        done = await asyncio.gather(*(one(v, item, k, key) for (v, item, k), key in zip(jobs, keys, strict=True)))
+        await asyncio.gather(*(drain(indices, windows[name]) for name, indices in groups.items()))
     result.records = [r for r in done if r is not None]
     result.spent_usd = guard.spent
     result.budget_exhausted = guard.exhausted

@@ -32,14 +32,14 @@ class Resampler:
 
     The B x N matrix of resample weights (how often each item is drawn in each resample) is never held
     whole: at 10,000 items x 2,000 resamples it would be 80 MB, the largest allocation of a run. Each
-    block of rows is drawn, multiplied and dropped. The same seed gives the same resamples on every call,
-    so totals computed in separate calls stay paired.
+    block of rows (about 2 MB of draws) is drawn, multiplied and dropped. The same seed gives the same
+    resamples on every call, so totals computed in separate calls stay paired.
     """
 
     n_items: int
     n_resamples: int
     seed: int
-    block_bytes: int = 8_000_000
+    block_bytes: int = 2_000_000
 
     def blocks(self) -> Iterator[np.ndarray]:
         """Successive rows of the weight matrix, as float32 blocks."""

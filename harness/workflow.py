@@ -23,6 +23,7 @@ from harness.plan import Plan
 from harness.records import Record
 from harness.runner import RunResult
 from harness.summary import VariantInfo, VariantSummary, summarize, summarize_records
+from harness.tracking_process import TrackingProcess, portable
 
 if TYPE_CHECKING:
     from harness.scorers import Scorer
@@ -75,14 +76,32 @@ def run_experiment(
     """Validate, estimate, call every variant (cache first, within budget), score, analyse, print, track.
 
     `only` restricts the variants; `prior` supplies a variant's records directly (a stored baseline).
+    MLflow work runs in a tracking process started first, so its import overlaps the preparation.
     """
+    options = options or RunOptions()
+    started_at = time.time()
+    tracker = TrackingProcess() if options.tracking else None
+    try:
+        return _run(experiment, console, options, only, prior, started_at, tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def _run(
+    experiment: Experiment,
+    console: Console,
+    options: RunOptions,
+    only: set[str] | None,
+    prior: dict[str, list[Record]] | None,
+    started_at: float,
+    tracker: TrackingProcess | None,
+) -> RunOutcome:
     from harness.preflight import prepare
     from harness.report import print_analysis, print_results
     from harness.runner import run_plan
     from harness.scorers import score_records
 
-    options = options or RunOptions()
-    started_at = time.time()
     plan = prepare(experiment, strict=options.strict, only=only)
     max_usd = options.max_usd if options.max_usd is not None else experiment.budget.max_usd
     check_budget_bounds(plan, max_usd)
@@ -99,7 +118,7 @@ def run_experiment(
     ready = dict(prior or {})
     for name in ready:
         console.print(f"using stored records for {name} (no model calls)")
-    estimates = show_estimate(plan, console, cache if not options.refresh else None, options.tracking, set(ready))
+    estimates = show_estimate(plan, console, cache if not options.refresh else None, tracker, set(ready))
     confirm_spend(plan, estimates, options)
     result = run_plan(
         plan, console=console, exclude=set(ready), cache=cache, read_cache=not options.refresh, max_usd=max_usd
@@ -130,8 +149,8 @@ def run_experiment(
     print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
     print_analysis(console, analysis)
     run_id = None
-    if options.tracking:
-        from harness.tracking import log_run, tracking_uri
+    if tracker is not None:
+        from harness.tracking import tracking_uri
 
         status = {
             "spent_usd": result.spent_usd,
@@ -139,18 +158,8 @@ def run_experiment(
             "cache_hits": float(result.cache_hits),
             "calls_not_run": float(result.not_run),
         }
-        with tempfile.TemporaryDirectory() as tmp:
-            files = write_outputs(Path(tmp), experiment.name, experiment.description, summaries, analysis)
-            run_id = log_run(
-                plan,
-                records,
-                summaries,
-                started_at,
-                analysis,
-                files,
-                status,
-                "budget_exhausted" if result.budget_exhausted else "finished",
-            )
+        state = "budget_exhausted" if result.budget_exhausted else "finished"
+        run_id = tracker.call(track_run, portable(plan), records, summaries, started_at, analysis, status, state)
         console.print(
             f"MLflow: run [bold]{run_id}[/] in {tracking_uri(experiment)} (see it with: python -m harness ui)"
         )
@@ -218,6 +227,23 @@ def self_preference_warnings(plan: Plan) -> list[str]:
     return out
 
 
+def track_run(
+    plan: Plan,
+    records: list[Record],
+    summaries: list[VariantSummary],
+    started_at: float,
+    analysis: Analysis,
+    status: dict[str, float],
+    state: str,
+) -> str:
+    """Plot, report and log one run to MLflow (in the tracking process); returns the parent run id."""
+    from harness.tracking import log_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_outputs(Path(tmp), plan.experiment.name, plan.experiment.description, summaries, analysis)
+        return log_run(plan, records, summaries, started_at, analysis, files, status, state)
+
+
 def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:
     """With a budget, every priced call needs an output limit, or its worst case is unbounded."""
     from harness.runner import max_output_tokens
@@ -236,22 +262,28 @@ def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:
 
 
 def estimates_for(
-    plan: Plan, cache: ResponseCache | None, tracking: bool, exclude: set[str] | None = None
+    plan: Plan, cache: ResponseCache | None, tracking: bool | TrackingProcess, exclude: set[str] | None = None
 ) -> tuple[list[VariantEstimate], float | None]:
-    """Per-variant estimates and the expected wall time (history from MLflow when tracking)."""
+    """Per-variant estimates and the expected wall time (history from MLflow when tracking, read in the
+    tracking process when one is given)."""
     from harness.estimate import estimate_plan, expected_wall_seconds
+    from harness.tracking import variant_history
 
     history = {}
-    if tracking:
-        from harness.tracking import variant_history
-
+    if isinstance(tracking, TrackingProcess):
+        history = tracking.call(variant_history, portable(plan))
+    elif tracking:
         history = variant_history(plan)
     estimates = [e for e in estimate_plan(plan, cache, history) if e.variant not in (exclude or set())]
     return estimates, expected_wall_seconds(plan, estimates)
 
 
 def show_estimate(
-    plan: Plan, console: Console, cache: ResponseCache | None, tracking: bool, exclude: set[str] | None = None
+    plan: Plan,
+    console: Console,
+    cache: ResponseCache | None,
+    tracking: bool | TrackingProcess,
+    exclude: set[str] | None = None,
 ) -> list[VariantEstimate]:
     """Print the estimate table; returns the estimates."""
     from harness.report import estimate_table

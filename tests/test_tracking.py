@@ -101,3 +101,47 @@ def test_secrets_never_reach_the_store(logged, tmp_path: Path) -> None:
     for path in store.rglob("*"):
         if path.is_file():
             assert b"sk-test-SECRET" not in path.read_bytes(), path
+
+
+SCRIPT = """
+import io, json, sys
+from rich.console import Console
+from harness.config import load_config
+from harness.workflow import RunOptions, run_experiment
+
+outcome = run_experiment(load_config(sys.argv[1]), Console(file=io.StringIO()), RunOptions(use_cache=False))
+print(json.dumps({"run_id": outcome.run_id, "mlflow": "mlflow" in sys.modules,
+                  "matplotlib": "matplotlib" in sys.modules}))
+"""
+
+
+def test_mlflow_runs_in_the_tracking_process_even_from_an_unguarded_script(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    path = write_project(tmp_path, base_config([fake_model(model_server)]))
+    script = tmp_path / "my_experiment.py"  # no `if __name__ == "__main__"` guard, as users write them
+    script.write_text(SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["mlflow"] is False and result["matplotlib"] is False
+    import mlflow
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    parent = client.get_run(result["run_id"])
+    assert parent.data.tags["harness.kind"] == "experiment"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"frontier.png", "report.md"} <= artifacts

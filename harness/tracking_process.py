@@ -1,0 +1,117 @@
+"""MLflow in a process of its own, started when a run starts and fed through a pipe.
+
+Why a second process: importing mlflow and opening its store take about 130 MB of memory and 2-3 s, and
+the plot needs matplotlib. In the calling process they came on top of litellm and every record, and
+they are what put a 10,000-item run over its memory budget. In a child started at the beginning, the
+import and the store's schema check overlap the preparation and the calls, and their memory is freed
+when the child exits. The calling process never imports mlflow or matplotlib during `run`.
+
+The child runs in its own session and ignores Ctrl-C (the parent decides what an interrupt means), and
+exits when its pipe closes, so a killed parent never leaves it behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from harness.plan import Plan
+from harness.scorers import Scorer
+
+
+class TrackingError(RuntimeError):
+    """The tracking process failed; the message is its error."""
+
+
+class TrackingProcess:
+    """A child process (`python -m harness.tracking_process`) that runs tracking functions sent to it.
+
+    A plain subprocess with two pipes, not multiprocessing's spawn: spawn re-imports the caller's main
+    script, which breaks any script that calls `run_experiment` without an `if __name__` guard.
+    """
+
+    def __init__(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "harness.tracking_process", str(to_child_r), str(from_child_w)],
+            pass_fds=(to_child_r, from_child_w),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C goes to the parent, which decides what it means
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._send = os.fdopen(to_child_w, "wb")
+        self._receive = os.fdopen(from_child_r, "rb")
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(*args)` in the child (a module-level function, picklable arguments)."""
+        try:
+            pickle.dump((function, args), self._send, protocol=pickle.HIGHEST_PROTOCOL)
+            self._send.flush()
+            ok, value = pickle.load(self._receive)
+        except (EOFError, BrokenPipeError):
+            raise TrackingError(f"the tracking process exited (code {self._process.poll()})") from None
+        if not ok:
+            raise TrackingError(value)
+        return value
+
+    def close(self) -> None:
+        """Close the pipes (the child exits when it reads their end) and wait for it."""
+        for stream in (self._send, self._receive):
+            with contextlib.suppress(OSError):
+                stream.close()
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def __enter__(self) -> TrackingProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(read_fd: int, write_fd: int) -> None:
+    """The child's loop: run each function received, send back (ok, result or error message)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from harness.offline import apply_offline_defaults
+
+    apply_offline_defaults()
+    import harness.tracking  # noqa: F401 - imported now, while the parent prepares
+
+    with os.fdopen(read_fd, "rb") as receive, os.fdopen(write_fd, "wb") as send:
+        while True:
+            try:
+                function, args = pickle.load(receive)
+            except EOFError:
+                return
+            try:
+                reply = (True, function(*args))
+            except Exception as exc:  # reported to the parent, which raises it there
+                reply = (False, f"{type(exc).__name__}: {exc}")
+            pickle.dump(reply, send, protocol=pickle.HIGHEST_PROTOCOL)
+            send.flush()
+
+
+def portable(plan: Plan) -> Plan:
+    """The plan without its scoring functions (closures cannot cross a process boundary)."""
+    scorers = [Scorer(s.name, _not_here, s.kind, dict(s.options)) for s in plan.scorers]
+    return dataclasses.replace(plan, scorers=scorers)
+
+
+def _not_here(output: str, item: Any) -> float:
+    raise RuntimeError("scorers run in the calling process, not in the tracking process")
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]))
