@@ -180,12 +180,10 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 def _cmd_reprice(args: argparse.Namespace) -> int:
     from harness.pricing import ModelPrice, load_price_file, reprice_records
     from harness.report import print_analysis, print_results
-    from harness.tracking import load_run
     from harness.workflow import analysis_from_records
 
     console = _console()
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
-    stored = load_run(args.run_id, uri)
+    _, stored = _stored_run(args)
     overrides = load_price_file(args.prices) if args.prices else {}
     stored_prices = {m: ModelPrice(**p) for m, p in (stored.manifest.get("prices") or {}).items()}
     records = reprice_records(stored.records, overrides, str(args.prices or "prices"), stored_prices)
@@ -241,40 +239,30 @@ def _stored_baseline(experiment: Experiment, run_id: str, baseline: str) -> dict
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from harness.report import print_analysis, print_results
-    from harness.tracking import add_artifacts, load_run
-    from harness.workflow import analysis_from_records, write_outputs
+    from harness.workflow import analysis_from_records
 
     console = _console()
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
-    stored = load_run(args.run_id, uri)
+    uri, stored = _stored_run(args)
     summaries, analysis = analysis_from_records(stored.manifest, stored.records)
     title = stored.manifest["experiment"]
     print_results(console, summaries, stored.manifest["baseline"], f"{title}: results (from run {stored.run_id})")
     print_analysis(console, analysis)
-    out = Path(args.out or Path("reports") / stored.run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    files = write_outputs(out, title, stored.manifest.get("description", ""), summaries, analysis)
-    add_artifacts(stored.run_id, uri, files)
+    files = _republish(args, uri, stored, summaries, analysis)
     console.print(f"report: {', '.join(str(f) for f in files)} (also logged to run {stored.run_id})")
     return EXIT_OK
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
     from harness.report import policy_table
-    from harness.tracking import add_artifacts, add_policy_runs, load_run
-    from harness.workflow import analysis_from_records, write_outputs
+    from harness.tracking import add_policy_runs
+    from harness.workflow import analysis_from_records
 
     console = _console()
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
-    stored = load_run(args.run_id, uri)
+    uri, stored = _stored_run(args)
     routing = _routing_config(args, stored.manifest.get("routing"))
     summaries, analysis = analysis_from_records(stored.manifest, stored.records, routing=routing)
     console.print(policy_table(analysis))
-    out = Path(args.out or Path("reports") / stored.run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    title = stored.manifest["experiment"]
-    files = write_outputs(out, title, stored.manifest.get("description", ""), summaries, analysis)
-    add_artifacts(stored.run_id, uri, files)
+    files = _republish(args, uri, stored, summaries, analysis)
     add_policy_runs(stored.run_id, uri, analysis)
     console.print(
         f"plot and report: {', '.join(str(f) for f in files)}; policies logged as child runs of {stored.run_id}"
@@ -314,6 +302,27 @@ def _first_error(exc) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     return f"{where}: {err['msg']}" if where else err["msg"]
+
+
+def _stored_run(args: argparse.Namespace):
+    """The tracking URI (flag, environment, embedded default) and the stored run `args.run_id`."""
+    from harness.tracking import load_run
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
+    return uri, load_run(args.run_id, uri)
+
+
+def _republish(args: argparse.Namespace, uri: str, stored, summaries, analysis) -> list[Path]:
+    """Plot and report into `--out` (default reports/RUN_ID), also attached to the stored run."""
+    from harness.tracking import add_artifacts
+    from harness.workflow import write_outputs
+
+    out = Path(args.out or Path("reports") / stored.run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    title = stored.manifest["experiment"]
+    files = write_outputs(out, title, stored.manifest.get("description", ""), summaries, analysis)
+    add_artifacts(stored.run_id, uri, files)
+    return files
 
 
 def _default_store_uri() -> str:
