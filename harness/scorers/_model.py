@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from harness.cache import ResponseCache, cache_key
-from harness.config import ModelConfig
+from harness.config import ConfigError, ModelConfig
 from harness.pricing import ModelPrice, resolve_price
 from harness.providers.credentials import missing_credentials
 from harness.providers.local import local_slots
@@ -30,7 +30,6 @@ class Reply:
     text: str | None
     cost_usd: float
     error: str = ""
-    cached: bool = False
 
 
 @dataclass
@@ -57,8 +56,6 @@ class ScorerModel:
         missing = missing_credentials(cfg)
         if missing:
             raise ValueError(f"the scorer's model '{cfg.model}' needs {' or '.join(missing)}, which is not set")
-        from harness.config import ConfigError
-
         try:
             price = resolve_price(cfg, "scorer options")
         except ConfigError as exc:
@@ -84,7 +81,7 @@ class ScorerModel:
             if key in hits:
                 hit = hits[key]
                 advance()
-                return Reply(hit.output, self.price.cost(hit.usage, hit.latency_s), cached=True)
+                return Reply(hit.output, self.price.cost(hit.usage, hit.latency_s))
             from harness.providers import call_model
 
             async with limit:
