@@ -16,10 +16,14 @@ from typing import TYPE_CHECKING
 from harness.offline import apply_offline_defaults
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
     from rich.console import Console
 
-    from harness.config import Experiment
+    from harness.analysis import Analysis
+    from harness.config import Experiment, RoutingConfig
     from harness.records import Record
+    from harness.summary import VariantSummary
+    from harness.tracking import StoredRun
     from harness.workflow import RunOptions
 
 EXIT_OK = 0
@@ -270,7 +274,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _routing_config(args: argparse.Namespace, stored: dict | None):
+def _routing_config(args: argparse.Namespace, stored: dict | None) -> RoutingConfig:
     """The routing to simulate: flags over the run's own routing config."""
     import yaml
     from pydantic import ValidationError
@@ -298,13 +302,13 @@ def _routing_config(args: argparse.Namespace, stored: dict | None):
     return RoutingConfig.model_validate(base)
 
 
-def _first_error(exc) -> str:
+def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     return f"{where}: {err['msg']}" if where else err["msg"]
 
 
-def _stored_run(args: argparse.Namespace):
+def _stored_run(args: argparse.Namespace) -> tuple[str, StoredRun]:
     """The tracking URI (flag, environment, embedded default) and the stored run `args.run_id`."""
     from harness.tracking import load_run
 
@@ -312,7 +316,9 @@ def _stored_run(args: argparse.Namespace):
     return uri, load_run(args.run_id, uri)
 
 
-def _republish(args: argparse.Namespace, uri: str, stored, summaries, analysis) -> list[Path]:
+def _republish(
+    args: argparse.Namespace, uri: str, stored: StoredRun, summaries: list[VariantSummary], analysis: Analysis
+) -> list[Path]:
     """Plot and report into `--out` (default reports/RUN_ID), also attached to the stored run."""
     from harness.tracking import add_artifacts
     from harness.workflow import write_outputs
