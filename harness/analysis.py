@@ -12,10 +12,10 @@ from typing import Literal
 
 import numpy as np
 
-from harness.config import AnalysisConfig, GateConfig
+from harness.config import AnalysisConfig, GateConfig, RoutingConfig
 from harness.frontier import Point, Recommendation, pareto_front, recommend
 from harness.records import Record
-from harness.routing import PolicyResult, Routing
+from harness.routing import PolicyResult, Routing, resolve, simulate
 from harness.stats import (
     PairedResult,
     Resampler,
@@ -244,3 +244,33 @@ def _power_warnings(analysis: Analysis) -> list[str]:
             f"is {worst:.4f} on {analysis.metric}, larger than the margin {analysis.margin:.4f}; add items"
         ]
     return []
+
+
+def attach_routing(
+    analysis: Analysis,
+    config: RoutingConfig | None,
+    summaries: list[VariantSummary],
+    records: list[Record],
+    metrics: list[MetricInfo],
+    settings: AnalysisConfig,
+    source: str,
+) -> None:
+    """Simulate the routing policies from the records (no model call) and attach them to the analysis."""
+    metric = (config.metric if config else None) or analysis.metric
+    ran = [
+        (s.variant, s.cost_per_item_usd, s.quality.get(metric, math.nan))
+        for s in summaries
+        if s.skipped is None and s.n_items
+    ]
+    routing = resolve(config, ran, analysis.baseline, metric, [m.name for m in metrics], source)
+    analysis.routing = routing
+    analysis.policies = simulate(
+        records,
+        routing.metric,
+        routing.weak,
+        routing.strong,
+        routing.policies,
+        settings.resamples,
+        settings.seed,
+        analysis.confidence,
+    )

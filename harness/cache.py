@@ -47,7 +47,7 @@ class CachedResponse:
     latency_s: float
 
 
-def cache_key(model: ModelConfig, messages: list[dict[str, str]], params: dict[str, Any], sample: int) -> str:
+def call_key(model: ModelConfig, messages: list[dict[str, str]], params: dict[str, Any], sample: int) -> str:
     """Identity of a call: model, endpoint, messages, parameters and sample index (secret values excluded)."""
     identity = {
         "model": model.model,

@@ -1,7 +1,9 @@
-"""Argument parsing only: each command is a few lines that call the modules that own the work.
+"""Argument parsing only: arguments -> the public API (`harness.api`) -> an exit code.
 
 Heavy libraries (litellm, mlflow, datasets) are imported inside commands so `--help` stays fast.
-Expected mistakes (ConfigError) become one line on stderr and exit code 2, never a traceback.
+Expected mistakes (ConfigError) become one line on stderr and exit code 2, never a traceback; anything
+unexpected becomes one line and exit code 4 ("could not complete"), never 1, which means a regression.
+Questions to the user (the spend confirmation) are asked here and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,23 +15,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.exit_codes import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from harness.offline import apply_offline_defaults
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
     from rich.console import Console
 
-    from harness.analysis import Analysis
-    from harness.config import Experiment, RoutingConfig
-    from harness.records import Record
-    from harness.summary import VariantSummary
-    from harness.tracking import StoredRun
+    from harness.config import RoutingConfig
+    from harness.rebuild import Rebuilt
+    from harness.tracking.read import StoredRun
     from harness.workflow import RunOptions
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_BUDGET = 3
-EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +51,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except Exception as exc:  # anything unexpected: "could not complete", never mistaken for a regression
+        from harness.secrets import scrub
+
+        first = scrub(str(exc)).strip().splitlines()[0][:400] if str(exc).strip() else ""
+        print(
+            f"error: could not complete ({type(exc).__name__}: {first}). Every call that finished is in the "
+            "response cache; fix the cause and run the same command again.",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--candidate", default=None, help="MODEL[:PROMPT]; default: every non-baseline variant")
     gate.add_argument("--against", default=None, metavar="RUN_ID", help="take the baseline from a stored MLflow run")
     gate.add_argument("--limit", type=int, default=None, help="override dataset.limit")
+    gate.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     _spending_flags(gate)
     gate.set_defaults(handler=_cmd_gate)
     report = sub.add_parser("report", help="rebuild the analysis, plot and report of a stored run (no model calls)")
@@ -138,8 +145,14 @@ def _options(args: argparse.Namespace, strict: bool) -> RunOptions:
         refresh=args.refresh,
         max_usd=args.max_usd,
         assume_yes=args.yes,
-        interactive=sys.stdin.isatty(),
+        confirm=_ask if sys.stdin.isatty() else None,
     )
+
+
+def _ask(question: str) -> bool:
+    from rich.prompt import Confirm
+
+    return Confirm.ask(question, default=False)
 
 
 def _console() -> Console:
@@ -149,31 +162,29 @@ def _console() -> Console:
     return console if console.is_terminal else Console(width=max(console.width, 200))
 
 
-def _load(path: Path, limit: int | None) -> Experiment:
-    from harness.config import load_config
-
-    experiment = load_config(path)
-    if limit is not None:
-        experiment = experiment.model_copy(update={"dataset": experiment.dataset.model_copy(update={"limit": limit})})
-    return experiment
+def _incomplete(reason: str | None) -> None:
+    if reason is not None:
+        print(f"error: could not complete: {reason}", file=sys.stderr)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from harness.workflow import run_experiment
+    from harness.api import run
 
     console = _console()
     started = time.perf_counter()
-    outcome = run_experiment(_load(args.config, args.limit), console, _options(args, args.strict))
+    outcome = run(args.config, _options(args, args.strict), console, args.limit)
     console.print(f"done in {time.perf_counter() - started:.1f} s")
-    return EXIT_BUDGET if outcome.result.budget_exhausted else EXIT_OK
+    _incomplete(outcome.incomplete)
+    return outcome.exit_code
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
+    from harness.api import load_experiment
     from harness.preflight import prepare
     from harness.workflow import RunOptions, open_cache, show_estimate
 
     console = _console()
-    experiment = _load(args.config, args.limit)
+    experiment = load_experiment(args.config, args.limit)
     plan = prepare(experiment)
     cache = open_cache(experiment, RunOptions(use_cache=not args.no_cache))
     show_estimate(plan, console, cache, tracking=True)
@@ -182,106 +193,84 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _cmd_reprice(args: argparse.Namespace) -> int:
-    from harness.pricing import ModelPrice, load_price_file, reprice_records
+    from harness.api import load_run, reprice
     from harness.report import print_analysis, print_results
-    from harness.workflow import analysis_from_records
 
     console = _console()
-    _, stored = _stored_run(args)
-    overrides = load_price_file(args.prices) if args.prices else {}
-    stored_prices = {m: ModelPrice(**p) for m, p in (stored.manifest.get("prices") or {}).items()}
-    records = reprice_records(stored.records, overrides, str(args.prices or "prices"), stored_prices)
-    before = sum(r.cost_usd for r in stored.records)
-    after = sum(r.cost_usd for r in records)
-    summaries, analysis = analysis_from_records(stored.manifest, records)
-    title = f"{stored.manifest['experiment']}: repriced (run {stored.run_id})"
-    print_results(console, summaries, stored.manifest["baseline"], title)
-    print_analysis(console, analysis)
-    console.print(f"total list cost: ${before:.6f} as recorded -> ${after:.6f} repriced (no model calls)")
+    stored = load_run(args.run_id, args.tracking_uri)
+    repriced = reprice(stored, args.prices)
+    title = f"{stored.manifest.experiment}: repriced (run {stored.run_id})"
+    print_results(console, repriced.rebuilt.summaries, stored.manifest.baseline, title)
+    print_analysis(console, repriced.rebuilt.analysis)
+    console.print(
+        f"total list cost: ${repriced.before_usd:.6f} as recorded -> "
+        f"${repriced.after_usd:.6f} repriced (no model calls)"
+    )
     return EXIT_OK
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
-    from harness.gate import EXIT_USAGE, decide, gate_variants, publish
+    from harness.api import gate
+    from harness.gating import publish
     from harness.report import markdown_report
-    from harness.workflow import run_experiment
 
     console = _console()
-    experiment = _load(args.config, args.limit)
-    baseline, candidates = gate_variants(experiment, args.candidate)
-    prior = None
-    if args.against:
-        prior = _stored_baseline(experiment, args.against, baseline)
-        if prior is None:
-            console.print(f"error: run {args.against} has no records for the baseline {baseline}")
-            return EXIT_USAGE
-    outcome = run_experiment(
-        experiment, console, _options(args, strict=True), only={baseline, *candidates}, prior=prior
-    )
-    result = decide(outcome.analysis, candidates, outcome.result.budget_exhausted)
-    report = markdown_report(experiment.name, outcome.summaries, outcome.analysis, None, experiment.description)
-    publish(result, report, console)
-    return result.exit_code
-
-
-def _stored_baseline(experiment: Experiment, run_id: str, baseline: str) -> dict[str, list[Record]] | None:
-    from harness.config import ConfigError
-    from harness.tracking import load_run, tracking_uri
-
-    try:
-        stored = load_run(run_id, tracking_uri(experiment))
-    except Exception as exc:
-        raise ConfigError(
-            str(experiment.source_path),
-            "--against",
-            f"cannot read MLflow run {run_id}: {exc}",
-            "give the id of a parent or variant run in this tracking store",
-        ) from None
-    records = [r for r in stored.records if r.variant == baseline]
-    return {baseline: records} if records else None
+    outcome = gate(args.config, args.candidate, args.against, _options(args, strict=True), console, args.limit)
+    run = outcome.run
+    experiment = run.plan.experiment
+    report = markdown_report(experiment.name, run.summaries, run.analysis, None, experiment.description, run.status)
+    publish(outcome.result, report, console)
+    return outcome.exit_code
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from harness.api import analyze, load_run
     from harness.report import print_analysis, print_results
-    from harness.workflow import analysis_from_records
 
     console = _console()
-    uri, stored = _stored_run(args)
-    summaries, analysis = analysis_from_records(stored.manifest, stored.records)
-    title = stored.manifest["experiment"]
-    print_results(console, summaries, stored.manifest["baseline"], f"{title}: results (from run {stored.run_id})")
-    print_analysis(console, analysis)
-    files = _republish(args, uri, stored, summaries, analysis)
-    console.print(f"report: {', '.join(str(f) for f in files)} (also logged to run {stored.run_id})")
+    stored = load_run(args.run_id, args.tracking_uri)
+    rebuilt = analyze(stored)
+    title = f"{stored.manifest.experiment}: results (from run {stored.run_id})"
+    print_results(console, rebuilt.summaries, stored.manifest.baseline, title)
+    print_analysis(console, rebuilt.analysis)
+    _print_notes(console, stored, rebuilt)
+    files = _republish(args, stored, rebuilt)
+    console.print(f"report: {', '.join(str(f) for f in files)} (also logged to run {stored.run_id} under rebuilt/)")
     return EXIT_OK
 
 
+def _print_notes(console: Console, stored: StoredRun, rebuilt: Rebuilt) -> None:
+    for note in stored.manifest.status.notes():
+        console.print(f"as run: {note}")
+    for note in rebuilt.notes:
+        console.print(f"[bold yellow]NOTE[/] {note}")
+
+
 def _cmd_route(args: argparse.Namespace) -> int:
+    from harness.api import load_run, route
     from harness.report import policy_table
-    from harness.tracking import add_policy_runs
-    from harness.workflow import analysis_from_records
+    from harness.tracking.write import add_policy_runs
 
     console = _console()
-    uri, stored = _stored_run(args)
-    routing = _routing_config(args, stored.manifest.get("routing"))
-    summaries, analysis = analysis_from_records(stored.manifest, stored.records, routing=routing)
-    console.print(policy_table(analysis))
-    files = _republish(args, uri, stored, summaries, analysis)
-    add_policy_runs(stored.run_id, uri, analysis)
+    stored = load_run(args.run_id, args.tracking_uri)
+    rebuilt = route(stored, _routing_config(args, stored.manifest.routing))
+    console.print(policy_table(rebuilt.analysis))
+    files = _republish(args, stored, rebuilt)
+    add_policy_runs(stored.run_id, stored.uri, rebuilt.analysis)
     console.print(
         f"plot and report: {', '.join(str(f) for f in files)}; policies logged as child runs of {stored.run_id}"
     )
     return EXIT_OK
 
 
-def _routing_config(args: argparse.Namespace, stored: dict | None) -> RoutingConfig:
+def _routing_config(args: argparse.Namespace, stored: RoutingConfig | None) -> RoutingConfig:
     """The routing to simulate: flags over the run's own routing config."""
     import yaml
     from pydantic import ValidationError
 
     from harness.config import ConfigError, PolicyConfig, RoutingConfig
 
-    base = dict(stored or {})
+    base = stored.model_dump() if stored is not None else {}
     for key in ("weak", "strong", "metric"):
         if getattr(args, key):
             base[key] = getattr(args, key)
@@ -308,37 +297,21 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}" if where else err["msg"]
 
 
-def _stored_run(args: argparse.Namespace) -> tuple[str, StoredRun]:
-    """The tracking URI (flag, environment, embedded default) and the stored run `args.run_id`."""
-    from harness.tracking import load_run
+def _republish(args: argparse.Namespace, stored: StoredRun, rebuilt: Rebuilt) -> list[Path]:
+    """Plot and report into `--out` (default reports/RUN_ID in the project), also attached to the run."""
+    from harness.api import write_report
+    from harness.tracking.store import find_project_root
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
-    return uri, load_run(args.run_id, uri)
-
-
-def _republish(
-    args: argparse.Namespace, uri: str, stored: StoredRun, summaries: list[VariantSummary], analysis: Analysis
-) -> list[Path]:
-    """Plot and report into `--out` (default reports/RUN_ID), also attached to the stored run."""
-    from harness.tracking import add_artifacts
-    from harness.workflow import write_outputs
-
-    out = Path(args.out or Path("reports") / stored.run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    title = stored.manifest["experiment"]
-    files = write_outputs(out, title, stored.manifest.get("description", ""), summaries, analysis)
-    add_artifacts(stored.run_id, uri, files)
-    return files
-
-
-def _default_store_uri() -> str:
-    store = Path("mlruns").resolve()
-    store.mkdir(exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return write_report(stored, rebuilt, Path(args.out or find_project_root() / "reports" / stored.run_id))
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    uri = args.backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI") or _default_store_uri()
+    from harness.tracking.store import stored_run_uri
+
+    uri = stored_run_uri(args.backend_store_uri)
+    if uri.startswith(("http://", "https://", "databricks")):
+        print(f"the tracking store is a server already: open {uri} in a browser", file=sys.stderr)
+        return EXIT_OK
     command = [
         sys.executable,
         "-m",

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from harness.cache import ResponseCache, cache_key
+from harness.cache import ResponseCache
 from harness.plan import Plan
+from harness.pool import ModelPool
 from harness.records import Usage
-from harness.runner import max_output_tokens, model_concurrency, worst_case_usd
+from harness.runner import model_concurrency, variant_output_limit
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,15 @@ class VariantEstimate:
 
 
 def estimate_plan(plan: Plan, cache: ResponseCache | None, history: dict[str, History]) -> list[VariantEstimate]:
-    """One estimate per runnable variant; cached calls are free."""
+    """One estimate per runnable variant over exactly the calls the runner makes (every sample of every
+    item, from `Plan.jobs` and `Plan.call`); cached calls are free."""
+    pool = ModelPool.for_experiment(plan.experiment, cache)
     out = []
     for variant in plan.runnable:
-        items = plan.eval_set.items
-        keys = [cache_key(variant.model, plan.messages[(variant.prompt.name, i.id)], variant.params, 0) for i in items]
-        hits = set(cache.get_many(keys)) if cache is not None else set()
-        pending = [i for i, k in zip(items, keys, strict=True) if k not in hits]
-        limit = max_output_tokens(variant)
+        specs = [plan.call(v, item, k) for v, item, k in plan.jobs([variant])]
+        hits = pool.prefetch([s.key for s in specs])
+        pending = [s for s in specs if s.key not in hits]
+        limit = variant_output_limit(variant)
         past = history.get(variant.name)
         if past is not None:
             expected_out, source = past.mean_output_tokens, "earlier run"
@@ -57,13 +59,13 @@ def estimate_plan(plan: Plan, cache: ResponseCache | None, history: dict[str, Hi
         else:
             expected_out, source = None, "unknown (set max_tokens)"
         latency = past.latency_p50_s if past is not None else None
-        tokens = [plan.prompt_tokens.get((variant.name, i.id), 0) for i in pending]
+        tokens = [s.input_tokens or 0 for s in pending]
         price = variant.price
         out.append(
             VariantEstimate(
                 variant=variant.name,
                 calls=len(pending),
-                cached=len(items) - len(pending),
+                cached=len(specs) - len(pending),
                 input_tokens=sum(tokens),
                 expected_output_per_call=expected_out,
                 output_source=source,
@@ -72,7 +74,7 @@ def estimate_plan(plan: Plan, cache: ResponseCache | None, history: dict[str, Hi
                     price.cost(Usage(input_tokens=t, output_tokens=round(expected_out or 0)), latency or 0.0)
                     for t in tokens
                 ),
-                max_usd=sum(worst_case_usd(plan, variant, i, limit) for i in pending),
+                max_usd=sum(pool.worst_case_usd(s) for s in pending),
                 expected_seconds=None if latency is None else latency * len(pending),
             )
         )

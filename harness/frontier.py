@@ -54,8 +54,12 @@ class Recommendation:
 
 
 def recommend(points: list[Point], baseline: str, acceptable: set[str]) -> Recommendation | None:
-    """Among the baseline and the variants in `acceptable`, the cheapest (ties: higher quality)."""
-    by_name = {p.variant: p for p in points}
+    """Among the baseline and the variants in `acceptable`, the cheapest (ties: higher quality).
+
+    Only variants with a measured quality count: one whose every call failed (no score, NaN) is never
+    recommended, and without a measured baseline there is nothing to recommend against.
+    """
+    by_name = {p.variant: p for p in points if math.isfinite(p.quality) and math.isfinite(p.cost_per_item)}
     if baseline not in by_name:
         return None
     candidates = [by_name[v] for v in acceptable | {baseline} if v in by_name]

@@ -1,4 +1,9 @@
-"""Expanding models x prompts x vars into variants, and naming the baseline. Pure: no I/O, no model calls."""
+"""Expanding models x prompts x vars into variants, naming them, and the calls they make. Pure: no I/O.
+
+The plan is built once (by `harness.preflight.prepare`) and then only read: `Plan.resolve` is the one way
+anything (the CLI, the gate, routing, a stored run) turns `MODEL[:PROMPT]` into a variant, and
+`Plan.call` is the one place a (variant, item, sample) becomes a call with its cache key.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.config import Experiment, ModelConfig
-from harness.datasets import EvalSet
+from harness.config import ConfigError, Experiment, ModelConfig
+from harness.datasets import EvalSet, Item
+from harness.pool import CallSpec
 from harness.pricing import ModelPrice
 from harness.prompts import Messages, PromptTemplate
 from harness.scorers import Scorer
@@ -27,9 +33,9 @@ class Variant:
     """Why the variant will not run (a missing API key), shown in the table and in MLflow."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """Everything a run needs, checked: items, variants, rendered prompts, scorers."""
+    """Everything a run needs, checked: items, variants, rendered prompts, scorers. Read-only once built."""
 
     experiment: Experiment
     eval_set: EvalSet
@@ -45,6 +51,78 @@ class Plan:
     def runnable(self) -> list[Variant]:
         """Variants that will be called."""
         return [v for v in self.variants if v.skipped is None]
+
+    @property
+    def samples(self) -> range:
+        """Sample indices per item (`epochs`)."""
+        return range(self.experiment.epochs)
+
+    def call(self, variant: Variant, item: Item, sample: int = 0) -> CallSpec:
+        """The call one (variant, item, sample) makes: what the runner sends and the estimate prices."""
+        return CallSpec(
+            model=variant.model,
+            price=variant.price,
+            messages=self.messages[(variant.prompt.name, item.id)],
+            params=variant.params,
+            sample=sample,
+            input_tokens=self.prompt_tokens.get((variant.name, item.id)),
+        )
+
+    def jobs(self, variants: list[Variant] | None = None) -> list[tuple[Variant, Item, int]]:
+        """Every (variant, item, sample) to run, in that order: epochs included, always."""
+        chosen = self.runnable if variants is None else variants
+        return [(v, item, k) for v in chosen for item in self.eval_set.items for k in self.samples]
+
+    def resolve(self, ref: str, field_name: str = "variant") -> Variant:
+        """The variant `ref` names: `MODEL:PROMPT` (model by display name or model string, the prompt
+        variant after `vars` expansion), or `MODEL` alone when the baseline's prompt (or the only one)
+        is meant. A prompt's base name is enough when it has one expansion. Raises ConfigError listing
+        the variants when `ref` names none, or more than one."""
+        exact = [v for v in self.variants if ref in (v.name, f"{v.model.model}:{v.prompt.name}")]
+        if len(exact) == 1:
+            return exact[0]
+        matches = [v for v in self.variants if _matches(v, ref, self._default_prompt())]
+        if len(matches) == 1:
+            return matches[0]
+        names = ", ".join(v.name for v in (matches or self.variants))
+        problem = f"'{ref}' names {'several variants' if matches else 'no variant'}"
+        raise ConfigError(self.experiment.source_path, field_name, problem, f"use one of: {names}")
+
+    def select(self, names: set[str], strict: bool = False) -> Plan:
+        """The plan restricted to the named variants (the gate runs the baseline and its candidates).
+
+        With `strict`, a chosen variant whose model lacks its API key is an error: the check covers the
+        variants that will run, never the rest of the config.
+        """
+        chosen = [v for v in self.variants if v.name in names]
+        if strict:
+            for v in chosen:
+                if v.skipped is not None:
+                    raise ConfigError(
+                        self.experiment.source_path,
+                        f"models ({v.model.display_name})",
+                        f"{v.name} cannot run: {v.skipped.removeprefix('skipped: ')}",
+                        "export the key, or name another variant",
+                    )
+        return dataclasses.replace(self, variants=chosen)
+
+    def _default_prompt(self) -> str | None:
+        if self.experiment.baseline is not None:
+            return self.experiment.baseline.prompt
+        prompts = {v.prompt.name for v in self.variants}
+        return next(iter(prompts)) if len(prompts) == 1 else None
+
+
+def _matches(variant: Variant, ref: str, default_prompt: str | None) -> bool:
+    """`ref` as MODEL (with the default prompt), or MODEL:BASE where BASE is the template's own name."""
+    models = (variant.model.display_name, variant.model.model)
+    if ref in models:
+        return variant.prompt.name == default_prompt
+    for model in models:
+        prefix = f"{model}:"
+        if ref.startswith(prefix) and ref[len(prefix) :] in (variant.prompt.name, variant.prompt.base_name):
+            return True
+    return False
 
 
 def variant_name(model: ModelConfig, prompt_name: str) -> str:

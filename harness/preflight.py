@@ -21,10 +21,10 @@ from harness.providers.credentials import missing_credentials
 from harness.scorers import build_scorer
 
 
-def prepare(experiment: Experiment, strict: bool = False, only: set[str] | None = None) -> Plan:
+def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     """Validate the whole experiment and return the plan; raises ConfigError naming file, field and fix.
 
-    `only` keeps just the named variants (the gate runs the baseline and its candidates, nothing else).
+    `Plan.select` then keeps just the variants a command runs (the gate: the baseline and its candidates).
     """
     file = str(experiment.source_path)
     _check_baseline(experiment, file)
@@ -59,8 +59,12 @@ def prepare(experiment: Experiment, strict: bool = False, only: set[str] | None 
     prices: dict[str, ModelPrice] = {m.display_name: resolve_price(m, file) for m in experiment.models}
     skipped = _credential_check(experiment, file, strict)
     variants = expand_variants(experiment, prompts, prices, skipped)
-    if only is not None:
-        variants = [v for v in variants if v.name in only]
+    tokens = {
+        (v.name, item.id): count_tokens(v.model.model, messages[(v.prompt.name, item.id)])
+        for v in variants
+        if v.skipped is None
+        for item in eval_set.items
+    }
     plan = Plan(
         experiment=experiment,
         eval_set=eval_set,
@@ -68,11 +72,8 @@ def prepare(experiment: Experiment, strict: bool = False, only: set[str] | None 
         scorers=scorers,
         baseline=baseline_name(experiment),
         messages=messages,
+        prompt_tokens=tokens,
     )
-    for variant in plan.runnable:
-        for item in eval_set.items:
-            msgs = messages[(variant.prompt.name, item.id)]
-            plan.prompt_tokens[(variant.name, item.id)] = count_tokens(variant.model.model, msgs)
     _check_context(plan, file)
     return plan
 

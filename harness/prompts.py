@@ -37,6 +37,11 @@ class PromptTemplate:
     """The ablation's values (from the config's `vars`) rendered into this prompt variant."""
 
     @property
+    def base_name(self) -> str:
+        """The config's name for the template, without the ablation's `(var=value)` suffix."""
+        return self.name.rpartition("(")[0] if self.variables else self.name
+
+    @property
     def template_hash(self) -> str:
         """SHA-256 of the template text: the prompt's identity across runs."""
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from harness.analysis import Analysis
 from harness.estimate import VariantEstimate
+from harness.manifest import RunStatus
 from harness.summary import VariantSummary
 
 
@@ -150,7 +151,9 @@ def recommendation_line(analysis: Analysis) -> str:
     """One sentence: what to switch to, and what it saves; or why there is no recommendation."""
     rec = analysis.recommendation
     if rec is None:
-        return "No recommendation: no variant ran."
+        if analysis.baseline is None:
+            return "No recommendation: no variant ran."
+        return f"No recommendation: the baseline {analysis.baseline} has no scored answer to compare with."
     if rec.variant == rec.baseline:
         return f"Recommendation: keep {rec.baseline}; no cheaper variant was shown non-inferior on {analysis.metric}."
     return (
@@ -223,13 +226,23 @@ def policy_table(analysis: Analysis) -> Table:
 
 
 def markdown_report(
-    title: str, summaries: list[VariantSummary], analysis: Analysis, plot_name: str | None, description: str = ""
+    title: str,
+    summaries: list[VariantSummary],
+    analysis: Analysis,
+    plot_name: str | None,
+    description: str = "",
+    status: RunStatus | None = None,
 ) -> str:
-    """The report artifact: results, the plot, the paired tests and the verdict, in markdown."""
+    """The report artifact: results, the plot, the paired tests and the verdict, in markdown.
+
+    `status` adds the run's cache and budget notes, as `run` printed them.
+    """
     lines = [f"# {title}", ""]
     if description:
         lines += [description.strip(), ""]
     lines += [f"**{recommendation_line(analysis)}**", ""]
+    if status is not None:
+        lines += [f"Run: {'; '.join(status.notes())}.", ""]
     if analysis.baseline_note:
         lines += [f"> Note: {analysis.baseline_note}", ""]
     lines += ["## Results", "", _md_results(summaries, analysis.baseline), ""]

@@ -1,29 +1,34 @@
-"""The commands' shared sequence: prepare, run, score, summarise, analyse, show, track.
+"""The run sequence every command shares: prepare, estimate, run, score, summarise, analyse, show, track.
 
-Kept out of the CLI so that `run`, `gate` and `report` share one path and the CLI stays argument parsing.
+Kept out of the CLI so that `run` and `gate` share one path; the public API (`harness.api`) calls it and
+the CLI calls the API. Questions to the user come in through `RunOptions.confirm`, which the CLI sets.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from harness.analysis import Analysis, MetricInfo, analyze
+from harness.analysis import Analysis, MetricInfo, analyze, attach_routing
 from harness.cache import ResponseCache
-from harness.config import AnalysisConfig, ConfigError, Experiment, GateConfig, RoutingConfig
+from harness.config import ConfigError, Experiment
 from harness.estimate import VariantEstimate
+from harness.exit_codes import EXIT_BUDGET, EXIT_INCOMPLETE, EXIT_OK
+from harness.manifest import RunStatus
 from harness.plan import Plan
+from harness.pool import ModelPool
 from harness.records import Record
 from harness.runner import RunResult
-from harness.summary import VariantInfo, VariantSummary, summarize, summarize_records
-from harness.tracking_process import TrackingProcess, portable
+from harness.secrets import scrub
+from harness.summary import VariantSummary, summarize
+from harness.tracking_process import TrackingError, TrackingProcess, portable
 
 if TYPE_CHECKING:
     from harness.scorers import Scorer
@@ -43,12 +48,14 @@ class RunOptions:
     """Call the models again even when the cache has an answer (and store the new answers)."""
     max_usd: float | None = None
     assume_yes: bool = False
-    interactive: bool = False
+    confirm: Callable[[str], bool] | None = None
+    """Asks a person before spending above `budget.confirm_above_usd` (the CLI's prompt at a terminal);
+    None where nobody can answer, and then such a run stops with a config error."""
 
 
 @dataclass
 class RunOutcome:
-    """What a run produced."""
+    """What a run produced, and whether it completed."""
 
     plan: Plan
     records: list[Record]
@@ -56,6 +63,31 @@ class RunOutcome:
     analysis: Analysis
     run_id: str | None
     result: RunResult
+    status: RunStatus = field(default_factory=RunStatus)
+    tracking_error: str | None = None
+    """Why MLflow logging failed (the report was then written to `report_files`)."""
+    report_files: list[Path] = field(default_factory=list)
+
+    @property
+    def incomplete(self) -> str | None:
+        """Why the run could not complete (every call failed, nothing ran, tracking failed), or None."""
+        called = self.result.records
+        if called and all(r.error is not None for r in called):
+            first = called[0].error
+            example = f" (e.g. {first.type}: {first.message[:200]})" if first is not None else ""
+            return f"every one of the {len(called)} calls failed{example}"
+        if not self.records and not self.status.budget_exhausted:
+            return "no variant ran (each was skipped, see the warnings above)"
+        if self.tracking_error is not None:
+            return f"tracking failed: {self.tracking_error}"
+        return None
+
+    @property
+    def exit_code(self) -> int:
+        """4 when incomplete, 3 when the budget ran out, else 0 (see `harness.exit_codes`)."""
+        if self.incomplete is not None:
+            return EXIT_INCOMPLETE
+        return EXIT_BUDGET if self.status.budget_exhausted else EXIT_OK
 
 
 def open_cache(experiment: Experiment, options: RunOptions) -> ResponseCache | None:
@@ -75,36 +107,93 @@ def run_experiment(
 ) -> RunOutcome:
     """Validate, estimate, call every variant (cache first, within budget), score, analyse, print, track.
 
-    `only` restricts the variants; `prior` supplies a variant's records directly (a stored baseline).
-    MLflow work runs in a tracking process started first, so its import overlaps the preparation.
+    `only` restricts the variants (checked for keys under `options.strict`); `prior` supplies a
+    variant's records directly (a stored baseline).
     """
+    from harness.preflight import prepare
+
     options = options or RunOptions()
+    plan = prepare(experiment, strict=options.strict and only is None)
+    if only is not None:
+        plan = plan.select(only, strict=options.strict)
+    return execute(plan, console, options, prior)
+
+
+def execute(
+    plan: Plan, console: Console, options: RunOptions, prior: dict[str, list[Record]] | None = None
+) -> RunOutcome:
+    """Run a prepared plan: the sequence every command shares.
+
+    MLflow work runs in a tracking process started first, so its import overlaps the estimate. A
+    tracking failure loses nothing: the records are in the response cache, the report is written under
+    `reports/` and the outcome says what failed.
+    """
     started_at = time.time()
     tracker = TrackingProcess() if options.tracking else None
     try:
-        return _run(experiment, console, options, only, prior, started_at, tracker)
+        return _execute(plan, console, options, prior or {}, started_at, tracker)
     finally:
         if tracker is not None:
             tracker.close()
 
 
-def _run(
-    experiment: Experiment,
+def _execute(
+    plan: Plan,
     console: Console,
     options: RunOptions,
-    only: set[str] | None,
-    prior: dict[str, list[Record]] | None,
+    ready: dict[str, list[Record]],
     started_at: float,
     tracker: TrackingProcess | None,
 ) -> RunOutcome:
-    from harness.preflight import prepare
-    from harness.report import print_analysis, print_results
     from harness.runner import run_plan
-    from harness.scorers import score_records
 
-    plan = prepare(experiment, strict=options.strict, only=only)
+    experiment = plan.experiment
     max_usd = options.max_usd if options.max_usd is not None else experiment.budget.max_usd
     check_budget_bounds(plan, max_usd)
+    _announce(plan, console, ready)
+    cache = open_cache(experiment, options)
+    pool = ModelPool.for_experiment(experiment, cache, read_cache=not options.refresh, max_usd=max_usd)
+    estimates = show_estimate(plan, console, cache if not options.refresh else None, tracker, set(ready))
+    confirm_spend(plan, estimates, options)
+    result = run_plan(plan, console=console, exclude=set(ready), pool=pool)
+    records = [r.model_copy(update={"cache_hit": True}) for name in ready for r in ready[name]] + result.records
+    console.print(
+        f"{result.calls_made} calls made, {result.cache_hits} served from the response cache, "
+        f"${result.spent_usd:.4f} spent"
+    )
+    _score(plan, records, pool, console)
+    status = RunStatus(
+        calls_made=result.calls_made,
+        cache_hits=result.cache_hits,
+        calls_not_run=pool.counts.not_run,
+        spent_usd=pool.budget.spent,
+        eval_cost_usd=sum(r.eval_cost_usd for r in records),
+        budget_exhausted=pool.budget.exhausted,
+    )
+    if status.budget_exhausted:
+        console.print(
+            f"[bold red]BUDGET EXHAUSTED[/]: the cap of ${max_usd:g} would have been passed; "
+            f"{status.calls_not_run} calls were not started. Raise the cap and run again: finished calls are cached."
+        )
+    summaries = summarize(plan, records)
+    metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
+    analysis = analyze(summaries, records, metrics, plan.baseline, experiment.gate, experiment.analysis)
+    if experiment.routing is not None:
+        attach_routing(
+            analysis, experiment.routing, summaries, records, metrics, experiment.analysis, str(experiment.source_path)
+        )
+    from harness.report import print_analysis, print_results
+
+    print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
+    print_analysis(console, analysis)
+    outcome = RunOutcome(plan, records, summaries, analysis, None, result, status)
+    if tracker is not None:
+        _track(outcome, tracker, started_at, console)
+    return outcome
+
+
+def _announce(plan: Plan, console: Console, ready: dict[str, list[Record]]) -> None:
+    experiment = plan.experiment
     console.print(
         f"[bold]{experiment.name}[/]: {len(plan.eval_set.items)} items x {len(plan.runnable)} variants "
         f"(dataset {plan.eval_set.source}, fingerprint {plan.eval_set.fingerprint})"
@@ -114,88 +203,51 @@ def _run(
             console.print(f"[bold yellow]WARNING[/] {variant.name}: {variant.skipped}")
     for warning in self_preference_warnings(plan):
         console.print(f"[bold yellow]WARNING[/] {warning}")
-    cache = open_cache(experiment, options)
-    ready = dict(prior or {})
     for name in ready:
         console.print(f"using stored records for {name} (no model calls)")
-    estimates = show_estimate(plan, console, cache if not options.refresh else None, tracker, set(ready))
-    confirm_spend(plan, estimates, options)
-    result = run_plan(
-        plan, console=console, exclude=set(ready), cache=cache, read_cache=not options.refresh, max_usd=max_usd
-    )
-    records = [r.model_copy(update={"cache_hit": True}) for name in ready for r in ready[name]] + result.records
-    console.print(
-        f"{result.calls_made} calls made, {result.cache_hits} served from the response cache, "
-        f"${result.spent_usd:.4f} spent"
-    )
-    if result.budget_exhausted:
-        console.print(
-            f"[bold red]BUDGET EXHAUSTED[/]: the cap of ${max_usd:g} would have been passed; "
-            f"{result.not_run} calls were not started. Raise the cap and run again: finished calls are cached."
-        )
-    score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers, cache, console)
+
+
+def _score(plan: Plan, records: list[Record], pool: ModelPool, console: Console) -> None:
+    """Score every record; judge and embedding calls go through the run's pool (cache, budget)."""
+    from harness.scorers import score_records
+
+    before = pool.budget.spent
+    score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers, pool, console)
     for warning in scorer_error_warnings(records, plan.scorers):
         console.print(f"[bold yellow]WARNING[/] {warning}")
     eval_cost = sum(r.eval_cost_usd for r in records)
     if eval_cost or any(s.batch is not None for s in plan.scorers):
-        console.print(f"scoring cost ${eval_cost:.4f} (judge and embedding calls, apart from the variants' cost)")
-    summaries = summarize(plan, records)
-    metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
-    analysis = analyze(summaries, records, metrics, plan.baseline, experiment.gate, experiment.analysis)
-    if experiment.routing is not None:
-        add_routing(
-            analysis, experiment.routing, summaries, records, metrics, experiment.analysis, str(experiment.source_path)
-        )
-    print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
-    print_analysis(console, analysis)
-    run_id = None
-    if tracker is not None:
-        from harness.tracking import tracking_uri
-
-        status = {
-            "spent_usd": result.spent_usd,
-            "calls_made": float(result.calls_made),
-            "cache_hits": float(result.cache_hits),
-            "calls_not_run": float(result.not_run),
-        }
-        state = "budget_exhausted" if result.budget_exhausted else "finished"
-        run_id = tracker.call(track_run, portable(plan), records, summaries, started_at, analysis, status, state)
         console.print(
-            f"MLflow: run [bold]{run_id}[/] in {tracking_uri(experiment)} (see it with: python -m harness ui)"
+            f"scoring cost ${eval_cost:.4f} (judge and embedding calls, apart from the variants' cost; "
+            f"${pool.budget.spent - before:.4f} of it paid now)"
         )
-    return RunOutcome(plan, records, summaries, analysis, run_id, result)
 
 
-def add_routing(
-    analysis: Analysis,
-    config: RoutingConfig | None,
-    summaries: list[VariantSummary],
-    records: list[Record],
-    metrics: list[MetricInfo],
-    settings: AnalysisConfig,
-    source: str,
-) -> None:
-    """Simulate the routing policies from the records (no model call) and attach them to the analysis."""
-    from harness.routing import resolve, simulate
+def _track(outcome: RunOutcome, tracker: TrackingProcess, started_at: float, console: Console) -> None:
+    """Log to MLflow in the tracking process; on failure, write the report locally and say what failed."""
 
-    metric = (config.metric if config else None) or analysis.metric
-    ran = [
-        (s.variant, s.cost_per_item_usd, s.quality.get(metric, math.nan))
-        for s in summaries
-        if s.skipped is None and s.n_items
-    ]
-    routing = resolve(config, ran, analysis.baseline, metric, [m.name for m in metrics], source)
-    analysis.routing = routing
-    analysis.policies = simulate(
-        records,
-        routing.metric,
-        routing.weak,
-        routing.strong,
-        routing.policies,
-        settings.resamples,
-        settings.seed,
-        analysis.confidence,
-    )
+    plan = outcome.plan
+    state = "budget_exhausted" if outcome.status.budget_exhausted else "finished"
+    args = (portable(plan), outcome.records, outcome.summaries, started_at, outcome.analysis, outcome.status, state)
+    try:
+        outcome.run_id = tracker.call(track_run, *args)
+    except TrackingError as exc:
+        outcome.tracking_error = scrub(str(exc))
+        folder = plan.experiment.root / "reports" / time.strftime("%Y%m%d-%H%M%S", time.localtime(started_at))
+        folder.mkdir(parents=True, exist_ok=True)
+        experiment = plan.experiment
+        outcome.report_files = write_outputs(
+            folder, experiment.name, experiment.description, outcome.summaries, outcome.analysis, outcome.status
+        )
+        console.print(
+            f"[bold red]TRACKING FAILED[/]: {outcome.tracking_error}. Nothing is lost: every answer is in the "
+            f"response cache, and the report is in {folder}. Fix the store and run the same command again."
+        )
+        return
+    from harness.tracking.store import tracking_uri
+
+    uri = tracking_uri(plan.experiment)
+    console.print(f"MLflow: run [bold]{outcome.run_id}[/] in {uri} (see it with: python -m harness ui)")
 
 
 def scorer_error_warnings(records: list[Record], scorers: list[Scorer]) -> list[str]:
@@ -233,26 +285,27 @@ def track_run(
     summaries: list[VariantSummary],
     started_at: float,
     analysis: Analysis,
-    status: dict[str, float],
+    status: RunStatus,
     state: str,
 ) -> str:
     """Plot, report and log one run to MLflow (in the tracking process); returns the parent run id."""
     from harness.tracking import log_run
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_outputs(Path(tmp), plan.experiment.name, plan.experiment.description, summaries, analysis)
+        experiment = plan.experiment
+        files = write_outputs(Path(tmp), experiment.name, experiment.description, summaries, analysis, status)
         return log_run(plan, records, summaries, started_at, analysis, files, status, state)
 
 
 def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:
     """With a budget, every priced call needs an output limit, or its worst case is unbounded."""
-    from harness.runner import max_output_tokens
+    from harness.runner import variant_output_limit
 
     if max_usd is None:
         return
     for variant in plan.runnable:
         priced = variant.price.output > 0 or variant.price.usd_per_hour > 0
-        if priced and max_output_tokens(variant) is None:
+        if priced and variant_output_limit(variant) is None:
             raise ConfigError(
                 plan.experiment.source_path,
                 "params.max_tokens",
@@ -262,18 +315,26 @@ def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:
 
 
 def estimates_for(
-    plan: Plan, cache: ResponseCache | None, tracking: bool | TrackingProcess, exclude: set[str] | None = None
+    plan: Plan,
+    cache: ResponseCache | None,
+    tracking: bool | TrackingProcess,
+    exclude: set[str] | None = None,
+    warnings_out: list[str] | None = None,
 ) -> tuple[list[VariantEstimate], float | None]:
     """Per-variant estimates and the expected wall time (history from MLflow when tracking, read in the
-    tracking process when one is given)."""
+    tracking process when one is given). A store that cannot be read adds a line to `warnings_out`."""
+    warnings_out = [] if warnings_out is None else warnings_out
     from harness.estimate import estimate_plan, expected_wall_seconds
     from harness.tracking import variant_history
 
     history = {}
-    if isinstance(tracking, TrackingProcess):
-        history = tracking.call(variant_history, portable(plan))
-    elif tracking:
-        history = variant_history(plan)
+    try:
+        if isinstance(tracking, TrackingProcess):
+            history = tracking.call(variant_history, portable(plan))
+        elif tracking:
+            history = variant_history(plan)
+    except Exception as exc:  # history only sharpens the estimate; never stop a run for it
+        warnings_out.append(f"no history from MLflow for the estimate ({scrub(str(exc))[:200]})")
     estimates = [e for e in estimate_plan(plan, cache, history) if e.variant not in (exclude or set())]
     return estimates, expected_wall_seconds(plan, estimates)
 
@@ -288,7 +349,10 @@ def show_estimate(
     """Print the estimate table; returns the estimates."""
     from harness.report import estimate_table
 
-    estimates, wall = estimates_for(plan, cache, tracking, exclude)
+    warnings: list[str] = []
+    estimates, wall = estimates_for(plan, cache, tracking, exclude, warnings)
+    for warning in warnings:
+        console.print(f"[bold yellow]WARNING[/] {warning}")
     console.print(estimate_table(estimates, wall))
     return estimates
 
@@ -300,21 +364,24 @@ def confirm_spend(plan: Plan, estimates: list[VariantEstimate], options: RunOpti
     if options.assume_yes or worst <= threshold:
         return
     fix = "pass --yes, lower the item count, or raise budget.confirm_above_usd"
-    if not options.interactive:
+    if options.confirm is None:
         raise ConfigError(
             plan.experiment.source_path,
             "budget.confirm_above_usd",
             f"this run may cost up to ${worst:.4f}, above ${threshold:g}, and nobody is at the terminal to confirm",
             fix,
         )
-    from rich.prompt import Confirm
-
-    if not Confirm.ask(f"This run may cost up to ${worst:.4f}. Spend it?", default=False):
+    if not options.confirm(f"This run may cost up to ${worst:.4f}. Spend it?"):
         raise ConfigError(plan.experiment.source_path, "budget.confirm_above_usd", "declined at the prompt", fix)
 
 
 def write_outputs(
-    folder: Path, title: str, description: str, summaries: list[VariantSummary], analysis: Analysis
+    folder: Path,
+    title: str,
+    description: str,
+    summaries: list[VariantSummary],
+    analysis: Analysis,
+    status: RunStatus | None = None,
 ) -> list[Path]:
     """The frontier plot and the markdown report, written into `folder`."""
     from harness.plots import frontier_plot
@@ -327,29 +394,8 @@ def write_outputs(
         files.append(plot)
     report = folder / REPORT_NAME
     report.write_text(
-        markdown_report(title, summaries, analysis, plot.name if plot else None, description), encoding="utf-8"
+        markdown_report(title, summaries, analysis, plot.name if plot else None, description, status),
+        encoding="utf-8",
     )
     files.append(report)
     return files
-
-
-def analysis_from_records(
-    manifest: dict, records: list[Record], gate: GateConfig | None = None, routing: RoutingConfig | None = None
-) -> tuple[list[VariantSummary], Analysis]:
-    """Rebuild summaries and analysis from a stored run's manifest and records (no model call).
-
-    Routing policies come from `routing`, else from the run's own config.
-    """
-    variants = [VariantInfo(**v) for v in manifest["variants"]]
-    metrics = [MetricInfo(**m) for m in manifest["metrics"]]
-    traffic = manifest.get("traffic") or {}
-    summaries = summarize_records(
-        variants, records, [m.name for m in metrics], None, None, traffic.get("requests_per_day")
-    )
-    gate = gate or GateConfig(**manifest["gate"])
-    settings = AnalysisConfig(**manifest["analysis"])
-    analysis = analyze(summaries, records, metrics, manifest["baseline"], gate, settings)
-    if routing is not None or manifest.get("routing"):
-        config = routing or RoutingConfig(**manifest["routing"])
-        add_routing(analysis, config, summaries, records, metrics, settings, f"run {manifest['experiment']}")
-    return summaries, analysis

@@ -27,7 +27,7 @@ def test_500_items_at_20_percent_faults_lose_nothing(tmp_path: Path, model_serve
     config = base_config([fake_model(model_server, price=PRICE)], concurrency=32, timeout_s=0.8, max_retries=5)
     path = write_project(tmp_path, config, items=items)
     console = Console(file=io.StringIO(), width=250)
-    outcome = run_experiment(load_config(path), console, RunOptions(interactive=False))
+    outcome = run_experiment(load_config(path), console, RunOptions())
     records = outcome.records
     injected = sum(model_server.faults_injected.values())
     assert set(model_server.faults_injected) == set(FAULT_KINDS)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.cache import ResponseCache
 from harness.datasets import Item
+from harness.pool import ModelPool
 from harness.records import Record
 from harness.scorers._registry import Scored, Scorer
 
@@ -18,13 +18,13 @@ def score_records(
     records: list[Record],
     items: dict[str, Item],
     scorers: list[Scorer],
-    cache: ResponseCache | None = None,
+    pool: ModelPool | None = None,
     console: Console | None = None,
 ) -> None:
     """Fill `record.scores` in place; a scorer that raises leaves None and its message in `score_errors`.
 
-    Scorers with a batch function (judges, embedders) grade every output in one concurrent, cached pass
-    with a progress bar on `console`.
+    Scorers with a batch function (judges, embedders) grade every output in one pass through `pool`, the
+    run's model pool (cache, concurrency, budget), with a progress bar on `console`.
     """
     for record in records:
         record.eval_cost_usd = 0.0
@@ -34,7 +34,7 @@ def score_records(
             record.scores.update({sc.name: None for sc in scorers})
     for sc in scorers:
         if sc.batch is not None:
-            _score_batch(sc, scorable, items, cache, console)
+            _score_batch(sc, scorable, items, pool, console)
             continue
         for record in scorable:
             try:
@@ -47,7 +47,7 @@ def score_records(
 
 
 def _score_batch(
-    sc: Scorer, records: list[Record], items: dict[str, Item], cache: ResponseCache | None, console: Console | None
+    sc: Scorer, records: list[Record], items: dict[str, Item], pool: ModelPool | None, console: Console | None
 ) -> None:
     assert sc.batch is not None
     progress = Progress(
@@ -60,7 +60,7 @@ def _score_batch(
     )
     with progress:
         task = progress.add_task("score", total=len(records))
-        results = sc.batch([(r.output or "", items[r.item_id]) for r in records], cache, lambda: progress.advance(task))
+        results = sc.batch([(r.output or "", items[r.item_id]) for r in records], pool, lambda: progress.advance(task))
     for record, result in zip(records, results, strict=True):
         _attach(record, sc.name, result)
 

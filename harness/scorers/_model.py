@@ -1,26 +1,25 @@
-"""The model a scorer calls (a judge or an embedder): one litellm path, priced, cached, concurrent.
+"""The model a scorer calls (a judge or an embedder): a configured model with its price, nothing more.
 
-Scorer calls go through the same `call_model` as the candidates (retries, timeouts, scrubbed errors) and
-the same response cache, so re-scoring a run pays nothing twice. Their cost is reported per record as
-`eval_cost_usd`, apart from the candidate's own cost, because it is the price of measuring, not of
-serving.
+A scorer owns no cache, semaphore or budget: it asks the run's model pool (`harness.pool.ModelPool`),
+which serves candidates the same way, so judge and embedding calls are cached, shared, limited per
+model, priced (estimated locally when a provider reports no usage) and counted against `max_usd`. Their
+cost is reported per record as `eval_cost_usd`, apart from the candidate's own cost, because it is the
+price of measuring, not of serving.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from harness.cache import ResponseCache, cache_key
 from harness.config import ConfigError, ModelConfig
+from harness.pool import CallSpec, ModelPool
 from harness.pricing import ModelPrice, resolve_price
 from harness.providers.credentials import missing_credentials
-from harness.providers.local import local_slots
-from harness.records import Usage
 
 
 @dataclass(frozen=True)
@@ -32,16 +31,13 @@ class Reply:
     error: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScorerModel:
-    """A configured model for a scorer, with its price, parameters and concurrency."""
+    """A configured model for a scorer, with its price and parameters."""
 
     cfg: ModelConfig
     price: ModelPrice
     params: dict[str, Any]
-    concurrency: int
-    timeout_s: float = 60.0
-    max_retries: int = 4
 
     @classmethod
     def from_option(
@@ -53,6 +49,8 @@ class ScorerModel:
         missing key, so neither is found after the candidates were paid for.
         """
         cfg = ModelConfig.model_validate({"model": model} if isinstance(model, str) else model)
+        if concurrency is not None and cfg.concurrency is None:
+            cfg = cfg.model_copy(update={"concurrency": concurrency})
         missing = missing_credentials(cfg)
         if missing:
             raise ValueError(f"the scorer's model '{cfg.model}' needs {' or '.join(missing)}, which is not set")
@@ -60,86 +58,39 @@ class ScorerModel:
             price = resolve_price(cfg, "scorer options")
         except ConfigError as exc:
             raise ValueError(f"{exc.problem}; {exc.fix}") from None
-        slots = cfg.concurrency or local_slots(cfg.model) or concurrency or 4
-        return cls(cfg, price, {**params, **cfg.params}, slots)
+        return cls(cfg, price, {**params, **cfg.params})
 
-    def run(self, requests: list[list[dict[str, str]]], cache: ResponseCache | None, advance: Any) -> list[Reply]:
-        """Every request's reply, concurrently within the model's limit, cache first."""
+    def run(
+        self, requests: list[list[dict[str, str]]], pool: ModelPool | None, advance: Callable[[], None]
+    ) -> list[Reply]:
+        """Every request's reply through the pool (a private one when scoring outside a run)."""
         from harness.providers.local import register_local_provider
 
         register_local_provider()
-        return asyncio.run(self._run_all(requests, cache, advance))
-
-    async def _run_all(
-        self, requests: list[list[dict[str, str]]], cache: ResponseCache | None, advance: Any
-    ) -> list[Reply]:
-        keys = [cache_key(self.cfg, messages, self.params, 0) for messages in requests]
-        hits = cache.get_many(keys) if cache is not None else {}
-        limit = asyncio.Semaphore(self.concurrency)
-
-        async def one(messages: list[dict[str, str]], key: str) -> Reply:
-            if key in hits:
-                hit = hits[key]
-                advance()
-                return Reply(hit.output, self.price.cost(hit.usage, hit.latency_s))
-            from harness.providers import call_model
-
-            async with limit:
-                result = await call_model(self.cfg, messages, self.params, self.timeout_s, self.max_retries)
-            usage = result.usage if result.usage_reported else Usage()
-            cost = self.price.cost(usage, result.latency_s)
-            advance()
-            if result.error is not None or result.output is None:
-                message = f"{result.error.type}: {result.error.message}" if result.error else "no output"
-                return Reply(None, cost, f"the scorer's call failed ({message})")
-            if cache is not None:
-                cache.put(key, self.cfg.model, result.output, usage, result.latency_s)
-            return Reply(result.output, cost)
-
-        return await asyncio.gather(*(one(m, k) for m, k in zip(requests, keys, strict=True)))
+        pool = pool or ModelPool()
+        specs = [CallSpec(self.cfg, self.price, messages, self.params) for messages in requests]
+        outcomes = asyncio.run(pool.complete_many(specs, advance))
+        replies = []
+        for outcome in outcomes:
+            if outcome.not_run:
+                replies.append(Reply(None, 0.0, "not scored: the budget ran out"))
+            elif outcome.error is not None or outcome.output is None:
+                message = f"{outcome.error.type}: {outcome.error.message}" if outcome.error else "no output"
+                replies.append(Reply(None, outcome.cost_usd, f"the scorer's call failed ({message})"))
+            else:
+                replies.append(Reply(outcome.output, outcome.cost_usd))
+        return replies
 
     def embed(
-        self, texts: list[str], cache: ResponseCache | None, batch_size: int = 32
+        self, texts: list[str], pool: ModelPool | None, batch_size: int = 32
     ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
         """Unit vectors by text (each distinct text embedded once, cache first), cost by text, errors by text."""
         from harness.providers.local import register_local_provider
 
         register_local_provider()
-        return asyncio.run(self._embed_all(list(dict.fromkeys(texts)), cache, batch_size))
-
-    async def _embed_all(
-        self, texts: list[str], cache: ResponseCache | None, batch_size: int
-    ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
-        from harness.providers.call import call_embedding
-
-        keys = {t: cache_key(self.cfg, [{"role": "embed", "content": t}], self.params, 0) for t in texts}
-        hits = cache.get_many(list(keys.values())) if cache is not None else {}
-        vectors: dict[str, np.ndarray] = {}
-        costs: dict[str, float] = {}
-        errors: dict[str, str] = {}
-        for text, key in keys.items():
-            if key in hits:
-                vectors[text] = _unit(json.loads(hits[key].output))
-                costs[text] = self.price.cost(hits[key].usage)
-        missing = [t for t in texts if t not in vectors]
-        limit = asyncio.Semaphore(self.concurrency)
-
-        async def one(chunk: list[str]) -> None:
-            async with limit:
-                result = await call_embedding(self.cfg, chunk, self.timeout_s, self.max_retries)
-            share = self.price.cost(result.usage) / len(chunk)
-            for i, text in enumerate(chunk):
-                costs[text] = share
-                if result.error is not None:
-                    errors[text] = f"the embedding call failed ({result.error.type}: {result.error.message})"
-                    continue
-                vectors[text] = _unit(result.vectors[i])
-                if cache is not None:
-                    usage = result.usage.model_copy(update={"input_tokens": result.usage.input_tokens // len(chunk)})
-                    cache.put(keys[text], self.cfg.model, json.dumps(result.vectors[i]), usage, result.latency_s)
-
-        await asyncio.gather(*(one(missing[i : i + batch_size]) for i in range(0, len(missing), batch_size)))
-        return vectors, costs, errors
+        pool = pool or ModelPool()
+        vectors, costs, errors = asyncio.run(pool.embed(self.cfg, self.price, texts, batch_size))
+        return {t: _unit(v) for t, v in vectors.items()}, costs, errors
 
 
 def _unit(vector: list[float]) -> np.ndarray:

@@ -19,7 +19,7 @@ from harness.config import ConfigError, ScorerConfig
 from harness.datasets import Item
 
 if TYPE_CHECKING:
-    from harness.cache import ResponseCache
+    from harness.pool import ModelPool
 
 Kind = Literal["binary", "continuous"]
 
@@ -47,12 +47,13 @@ class AggregateFn(Protocol):
 
 
 class BatchScoreFn(Protocol):
-    """Grades many outputs at once: scorers that call a model (judges, embedders) run the calls
-    concurrently, read and fill the response cache, and report each call's cost. `advance` ticks a
-    progress bar once per output."""
+    """Grades many outputs at once: scorers that call a model (judges, embedders) ask the run's model
+    pool, which runs the calls concurrently, serves and fills the cache, prices them and holds them to
+    the budget; each `Scored` carries the cost. `advance` ticks a progress bar once per output. `pool`
+    is None outside a run (the scorer then gets a private pool)."""
 
     def __call__(
-        self, pairs: list[tuple[str, Item]], cache: ResponseCache | None, advance: Callable[[], None]
+        self, pairs: list[tuple[str, Item]], pool: ModelPool | None, advance: Callable[[], None]
     ) -> list[Scored]: ...
 
 
@@ -102,6 +103,8 @@ def scorer(name: str, kind: Kind = "continuous") -> Callable[[Callable[..., Any]
 
     def register(factory: Callable[..., Any]) -> Callable[..., Any]:
         REGISTRY[name] = _Entry(factory=factory, kind=kind)
+        # The kind travels with the function, so `module:function` finds it without the registry.
+        factory.kind = kind  # type: ignore[attr-defined]
         return factory
 
     return register

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.cache import ResponseCache
 from harness.datasets import Item
+from harness.pool import ModelPool
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
 from harness.scorers.text import references
@@ -34,9 +34,9 @@ def embedding_similarity(
         raise ValueError("batch_size must be at least 1")
     embedder = ScorerModel.from_option(model, {}, concurrency)
 
-    def batch(pairs: list[tuple[str, Item]], cache: ResponseCache | None, advance: Any) -> list[Scored]:
+    def batch(pairs: list[tuple[str, Item]], pool: ModelPool | None, advance: Any) -> list[Scored]:
         texts = [t for output, item in pairs for t in (output, *references(item))]
-        vectors, costs, errors = embedder.embed(texts, cache, batch_size)
+        vectors, costs, errors = embedder.embed(texts, pool, batch_size)
         results = []
         charged: set[str] = set()
         for output, item in pairs:

@@ -23,9 +23,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.cache import ResponseCache
 from harness.config import ConfigError
 from harness.datasets import Item
+from harness.pool import ModelPool
 from harness.prompts import Messages, load_template, render_checked
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
@@ -86,8 +86,8 @@ def llm_judge(
         for item in items:
             render("", item)
 
-    def batch(pairs: list[tuple[str, Item]], cache: ResponseCache | None, advance: Any) -> list[Scored]:
-        replies = judge.run([render(output, item) for output, item in pairs], cache, advance)
+    def batch(pairs: list[tuple[str, Item]], pool: ModelPool | None, advance: Any) -> list[Scored]:
+        replies = judge.run([render(output, item) for output, item in pairs], pool, advance)
         results = []
         for reply in replies:
             if reply.text is None:

@@ -1,96 +1,35 @@
-"""MLflow: one parent run per invocation, one child run per variant, records as a table artifact.
+"""Writing to MLflow: one parent run per invocation, one child run per variant, records as artifacts.
 
-`MLFLOW_TRACKING_URI` wins so a team's tracking server works unchanged; otherwise the embedded
-default is `sqlite:///<project>/mlruns/mlflow.db` with artifacts under `<project>/mlruns/artifacts`
-(the plain `./mlruns` file store is in maintenance mode in MLflow 3). Everything is logged in
-batches (one call per dict), which is several times faster than one call per metric.
+Everything is logged in batches (one call per dict), which is several times faster than one call per
+metric. A config built in Python (no YAML file) is logged as the YAML of its validated model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness.analysis import Analysis
 from harness.config import Experiment
+from harness.manifest import ITEMS_ARTIFACT, MANIFEST_ARTIFACT, RunManifest, RunStatus
 from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
 from harness.secrets import redact, redact_tree
-
-if TYPE_CHECKING:
-    from harness.estimate import History
-from harness.summary import VariantInfo, VariantSummary
+from harness.summary import VariantSummary
+from harness.tracking.store import open_store, store_lock, tracking_uri
 
 RECORDS_ARTIFACT = "records.jsonl"
-MANIFEST_ARTIFACT = "harness_run.json"
 TABLE_ARTIFACT = "records_table.json"
-
-
-def tracking_uri(experiment: Experiment) -> str:
-    """Where runs go: the environment, then the config, then the embedded sqlite store."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    if experiment.tracking_uri:
-        return experiment.tracking_uri
-    return f"sqlite:///{(experiment.root / 'mlruns' / 'mlflow.db').resolve()}"
-
-
-def _mlflow(uri: str):
-    from harness.offline import apply_offline_defaults
-
-    apply_offline_defaults()
-    import logging
-
-    import mlflow
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:///") and uri not in _READY:
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        with store_lock(uri):
-            # The first touch creates the schema; two processes migrating one new file at once corrupt it.
-            mlflow.MlflowClient().search_experiments(max_results=1)
-        _READY.add(uri)
-    return mlflow
-
-
-_READY: set[str] = set()
-
-
-@contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """An exclusive lock beside an embedded sqlite store, so concurrent harness processes take turns writing.
-
-    A tracking server (http URIs) serialises writes itself; there the lock is a no-op.
-    """
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_experiment(experiment: Experiment, uri: str) -> str:
     """The MLflow experiment id named after the config, created with a local artifact root if new."""
-    mlflow = _mlflow(uri)
+    mlflow = open_store(uri)
     with store_lock(uri):
         found = mlflow.get_experiment_by_name(experiment.name)
         if found is not None:
@@ -106,16 +45,23 @@ def _create_experiment(mlflow: Any, experiment: Experiment, uri: str) -> str:
     return mlflow.create_experiment(experiment.name, artifact_location=artifact_location)
 
 
-def _log_config(mlflow: Any, path: Path) -> None:
-    """The config file as an artifact: verbatim, unless it holds a secret, then a masked copy."""
+def _log_config(mlflow: Any, experiment: Experiment) -> None:
+    """The config as an artifact: the file verbatim, unless it holds a secret, then a masked copy; a config
+    built in Python (no file) as the YAML of its validated model."""
     import yaml
 
-    text = path.read_text(encoding="utf-8")
-    tree, masked = redact_tree(yaml.safe_load(text))
+    path = experiment.source_path
+    if path.is_file():
+        tree, masked = redact_tree(yaml.safe_load(path.read_text(encoding="utf-8")))
+        name = path.name
+    else:
+        tree, masked = redact_tree(experiment.model_dump(mode="json", exclude_defaults=True))
+        name, masked = f"{experiment.name}.yaml", True
     if not masked:
         mlflow.log_artifact(str(path), artifact_path="config")
         return
-    mlflow.log_text("# secrets masked by harness\n" + yaml.safe_dump(tree, sort_keys=False), f"config/{path.name}")
+    header = "# secrets masked by harness\n" if path.is_file() else "# built in Python; secrets masked by harness\n"
+    mlflow.log_text(header + yaml.safe_dump(tree, sort_keys=False), f"config/{name}")
 
 
 def log_run(
@@ -125,7 +71,7 @@ def log_run(
     started_at: float | None = None,
     analysis: Analysis | None = None,
     artifacts: list[Path] | None = None,
-    run_status: dict[str, float] | None = None,
+    run_status: RunStatus | None = None,
     status: str = "finished",
 ) -> str:
     """Log the invocation and every variant, with the analysis and its report; returns the parent run id.
@@ -135,7 +81,7 @@ def log_run(
     """
     experiment = plan.experiment
     uri = tracking_uri(experiment)
-    mlflow = _mlflow(uri)
+    mlflow = open_store(uri)
     experiment_id = ensure_experiment(experiment, uri)
     start_ms = int((started_at or time.time()) * 1000)
     with store_lock(uri):
@@ -153,7 +99,7 @@ def _log_run_locked(
     start_ms: int,
     analysis: Analysis | None,
     artifacts: list[Path] | None,
-    run_status: dict[str, float] | None,
+    run_status: RunStatus | None,
     status: str,
 ) -> str:
     experiment = plan.experiment
@@ -173,8 +119,9 @@ def _log_run_locked(
         )
         if experiment.description:
             mlflow.set_tag("mlflow.note.content", experiment.description)
-        _log_config(mlflow, experiment.source_path)
-        mlflow.log_dict(run_manifest(plan), MANIFEST_ARTIFACT)
+        _log_config(mlflow, experiment)
+        mlflow.log_text(RunManifest.of(plan, run_status).model_dump_json(indent=1), MANIFEST_ARTIFACT)
+        mlflow.log_text("".join(i.model_dump_json() + "\n" for i in plan.eval_set.items), ITEMS_ARTIFACT)
         for path in artifacts or []:
             mlflow.log_artifact(str(path))
         total = sum(s.cost_total_usd for s in summaries)
@@ -184,7 +131,7 @@ def _log_run_locked(
                 "eval_cost_total_usd": sum(s.eval_cost_usd for s in summaries),
                 "n_variants_run": float(len(plan.runnable)),
                 "n_variants_skipped": float(len(plan.variants) - len(plan.runnable)),
-                **(run_status or {}),
+                **_status_metrics(run_status),
                 **(
                     {f"agreement.{a.first}.{a.second}": a.rho for a in analysis.agreement}
                     if analysis is not None
@@ -202,6 +149,17 @@ def _log_run_locked(
         if analysis is not None:
             log_policies(client, experiment_id, parent_id, analysis)
         return parent.info.run_id
+
+
+def _status_metrics(status: RunStatus | None) -> dict[str, float]:
+    if status is None:
+        return {}
+    return {
+        "spent_usd": status.spent_usd,
+        "calls_made": float(status.calls_made),
+        "cache_hits": float(status.cache_hits),
+        "calls_not_run": float(status.calls_not_run),
+    }
 
 
 def log_policies(client: Any, experiment_id: str, parent_id: str, analysis: Analysis) -> None:
@@ -245,7 +203,7 @@ def log_policies(client: Any, experiment_id: str, parent_id: str, analysis: Anal
 
 def add_policy_runs(run_id: str, uri: str, analysis: Analysis) -> None:
     """Log a stored run's simulated policies as new child runs of it (`harness route`)."""
-    mlflow = _mlflow(uri)
+    mlflow = open_store(uri)
     client = mlflow.MlflowClient()
     parent = client.get_run(run_id)
     with store_lock(uri):
@@ -265,46 +223,6 @@ def call_hash(variant: Variant) -> str:
     if variant.prompt.variables:
         identity["vars"] = variant.prompt.variables
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def variant_history(plan: Plan) -> dict[str, History]:
-    """Output length and latency measured by the newest earlier run of each variant (same calls)."""
-    from harness.estimate import History
-
-    uri = tracking_uri(plan.experiment)
-    mlflow = _mlflow(uri)
-    found = mlflow.get_experiment_by_name(plan.experiment.name)
-    if found is None:
-        return {}
-    client = mlflow.MlflowClient()
-    out = {}
-    for variant in plan.runnable:
-        query = f"params.call_hash = '{call_hash(variant)}' and tags.`harness.status` = 'finished'"
-        runs = client.search_runs(
-            [found.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1
-        )
-        metrics = runs[0].data.metrics if runs else {}
-        if "mean_output_tokens" in metrics and "latency_p50_s" in metrics:
-            out[variant.name] = History(metrics["mean_output_tokens"], metrics["latency_p50_s"])
-    return out
-
-
-def run_manifest(plan: Plan) -> dict[str, Any]:
-    """What `report` and `gate --against` need besides the records to rebuild the analysis."""
-    experiment = plan.experiment
-    return {
-        "experiment": experiment.name,
-        "description": experiment.description,
-        "baseline": plan.baseline,
-        "metrics": [{"name": s.name, "kind": s.kind} for s in plan.scorers],
-        "gate": experiment.gate.model_dump(),
-        "analysis": experiment.analysis.model_dump(),
-        "dataset_fingerprint": plan.eval_set.fingerprint,
-        "variants": [asdict(VariantInfo.of(v)) for v in plan.variants],
-        "prices": {v.model.model: asdict(v.price) for v in plan.variants},
-        "traffic": experiment.traffic.model_dump() if experiment.traffic else None,
-        "routing": experiment.routing.model_dump() if experiment.routing else None,
-    }
 
 
 def log_analysis(
@@ -432,52 +350,8 @@ def _log_records(mlflow: Any, records: list[Record]) -> None:
     mlflow.log_table(data=columns, artifact_file=TABLE_ARTIFACT)
 
 
-def load_records(run_id: str, uri: str) -> list[Record]:
-    """Records of one variant run, read back from its artifact (no model call)."""
-    mlflow = _mlflow(uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=RECORDS_ARTIFACT, dst_path=tmp)
-        lines = Path(local).read_text(encoding="utf-8").splitlines()
-    return [Record.model_validate_json(line) for line in lines if line.strip()]
-
-
-@dataclass
-class StoredRun:
-    """A finished run read back from MLflow: enough to rebuild the analysis without a model call."""
-
-    run_id: str
-    manifest: dict[str, Any]
-    records: list[Record]
-    child_runs: dict[str, str]
-    """Variant name to child run id."""
-
-
-def load_run(run_id: str, uri: str) -> StoredRun:
-    """The parent run's manifest and every variant's records."""
-    mlflow = _mlflow(uri)
-    client = mlflow.MlflowClient()
-    parent = client.get_run(run_id)
-    if parent.data.tags.get("harness.kind") == "variant":
-        parent_id = parent.data.tags.get("mlflow.parentRunId", run_id)
-        parent = client.get_run(parent_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=parent.info.run_id, artifact_path=MANIFEST_ARTIFACT, dst_path=tmp
-        )
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
-    children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
-    )
-    child_runs = {c.info.run_name: c.info.run_id for c in children}
-    records: list[Record] = []
-    for child in children:
-        if child.data.tags.get("harness.status") == "finished":
-            records += load_records(child.info.run_id, uri)
-    return StoredRun(parent.info.run_id, manifest, records, child_runs)
-
-
-def add_artifacts(run_id: str, uri: str, files: list[Path]) -> None:
-    """Attach files to an existing run (a rebuilt report replaces the old one)."""
-    client = _mlflow(uri).MlflowClient()
+def add_artifacts(run_id: str, uri: str, files: list[Path], folder: str | None = None) -> None:
+    """Attach files to an existing run, under `folder` (a rebuilt report never replaces the run's own)."""
+    client = open_store(uri).MlflowClient()
     for path in files:
-        client.log_artifact(run_id, str(path))
+        client.log_artifact(run_id, str(path), folder)

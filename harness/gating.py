@@ -1,8 +1,9 @@
-"""The CI decision for a model or prompt swap, and its exit codes.
+"""The CI decision for a model or prompt swap.
 
-Exit codes: 0 every candidate is non-inferior; 1 a quality regression (non-inferiority not shown with
-enough evidence); 2 configuration or usage error; 3 could not decide (too many errors, eval too small).
-A failure outranks an undecided candidate, which outranks a pass.
+Exit codes (`harness.exit_codes`): 0 every candidate is non-inferior; 1 a quality regression
+(non-inferiority not shown with enough evidence); 2 configuration or usage error; 3 could not decide
+(too many errors, eval too small, budget exhausted); 4 could not complete. A failure outranks an
+undecided candidate, which outranks a pass.
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.analysis import Analysis
-from harness.config import ConfigError, Experiment
-from harness.plan import variant_name
-
-EXIT_PASS = 0
-EXIT_REGRESSION = 1
-EXIT_USAGE = 2
-EXIT_UNDECIDED = 3
+from harness.config import ConfigError
+from harness.exit_codes import EXIT_INCOMPLETE, EXIT_PASS, EXIT_REGRESSION, EXIT_UNDECIDED
+from harness.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -31,39 +28,32 @@ class GateResult:
     summary: str
 
 
-def gate_variants(experiment: Experiment, candidate: str | None) -> tuple[str, set[str]]:
-    """The baseline's variant name and the candidates' (`MODEL[:PROMPT]`, prompt defaulting to the baseline's)."""
-    file = str(experiment.source_path)
-    if experiment.baseline is None:
+def gate_variants(plan: Plan, candidate: str | None) -> tuple[str, set[str]]:
+    """The baseline's variant name and the candidates': `candidate` resolved by `Plan.resolve` (after
+    `vars` expansion, the prompt defaulting to the baseline's), or every other variant of the plan."""
+    file = str(plan.experiment.source_path)
+    if plan.baseline is None:
         raise ConfigError(file, "baseline", "the gate needs a baseline", "add baseline: {model: ..., prompt: ...}")
-    base_model = experiment.model_by_ref(experiment.baseline.model)
-    assert base_model is not None  # checked by preflight, but the gate names variants before it runs
-    baseline = variant_name(base_model, experiment.baseline.prompt)
     if candidate is None:
-        every = {variant_name(m, p.name) for m in experiment.models for p in experiment.prompts}
-        return baseline, every - {baseline}
-    model_ref, _, prompt = candidate.rpartition(":") if _has_prompt(candidate, experiment) else (candidate, "", "")
-    model = experiment.model_by_ref(model_ref)
-    if model is None:
-        names = ", ".join(m.display_name for m in experiment.models)
-        raise ConfigError(file, "--candidate", f"'{model_ref}' is not one of the models", f"use one of: {names}")
-    prompt = prompt or experiment.baseline.prompt
-    if prompt not in {p.name for p in experiment.prompts}:
-        names = ", ".join(p.name for p in experiment.prompts)
-        raise ConfigError(file, "--candidate", f"'{prompt}' is not one of the prompts", f"use one of: {names}")
-    name = variant_name(model, prompt)
-    if name == baseline:
+        return plan.baseline, {v.name for v in plan.variants} - {plan.baseline}
+    name = plan.resolve(candidate, "--candidate").name
+    if name == plan.baseline:
         raise ConfigError(file, "--candidate", "the candidate is the baseline", "name another model or prompt")
-    return baseline, {name}
+    return plan.baseline, {name}
 
 
-def _has_prompt(candidate: str, experiment: Experiment) -> bool:
-    _, sep, prompt = candidate.rpartition(":")
-    return bool(sep) and prompt in {p.name for p in experiment.prompts}
+def decide(
+    analysis: Analysis, candidates: set[str], budget_exhausted: bool = False, incomplete: str | None = None
+) -> GateResult:
+    """Combine the candidates' verdicts into one exit code. A regression found stands even when the run
+    could not complete afterwards (tracking failed); anything else incomplete exits 4."""
+    result = _decide(analysis, candidates, budget_exhausted)
+    if incomplete is None or result.exit_code == EXIT_REGRESSION:
+        return result
+    return GateResult(EXIT_INCOMPLETE, f"GATE INCOMPLETE: {incomplete}\n" + result.summary)
 
 
-def decide(analysis: Analysis, candidates: set[str], budget_exhausted: bool = False) -> GateResult:
-    """Combine the candidates' verdicts into one exit code."""
+def _decide(analysis: Analysis, candidates: set[str], budget_exhausted: bool) -> GateResult:
     if budget_exhausted:
         return GateResult(EXIT_UNDECIDED, "GATE UNDECIDED: the budget ran out before every call was made")
     verdicts = {c: analysis.verdicts.get(c) for c in sorted(candidates)}

@@ -1,0 +1,179 @@
+"""The public Python API: everything the CLI does, without a terminal.
+
+The CLI is arguments -> these functions -> an exit code; notebooks, scripts and other tools call the same
+functions. Each returns plain data (outcomes, summaries, analyses); none asks a question or exits.
+
+    import harness
+    outcome = harness.run("experiments/summarize.yaml", options=harness.RunOptions(tracking=False))
+    stored = harness.load_run(outcome.run_id)          # a run tracked earlier
+    rebuilt = harness.analyze(stored)                  # CIs, paired tests, verdicts, frontier
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from harness.config import ConfigError, DatasetConfig, Experiment, GateConfig, RoutingConfig, load_config
+from harness.gating import GateResult, decide, gate_variants
+from harness.rebuild import Rebuilt, analyze_stored, comparable_records
+from harness.records import Record
+from harness.tracking.read import StoredRun
+from harness.workflow import RunOptions, RunOutcome, execute, write_outputs
+
+
+def load_experiment(config: Experiment | str | Path, limit: int | None = None) -> Experiment:
+    """An experiment from a YAML path (or as given), with `limit` items at most when set.
+
+    `limit` follows the schema's rule for `dataset.limit` (a positive whole number): 0 or a negative
+    number is a usage error, never "the whole dataset" or "all but two".
+    """
+    experiment = config if isinstance(config, Experiment) else load_config(config)
+    if limit is None:
+        return experiment
+    from pydantic import ValidationError
+
+    try:
+        dataset = DatasetConfig.model_validate({**experiment.dataset.model_dump(), "limit": limit})
+    except ValidationError:
+        raise ConfigError(
+            "command line", "--limit", f"must be a positive whole number (got {limit})", "give 1 or more, or omit it"
+        ) from None
+    return experiment.model_copy(update={"dataset": dataset})
+
+
+def run(
+    experiment: Experiment | str | Path,
+    options: RunOptions | None = None,
+    console: Console | None = None,
+    limit: int | None = None,
+) -> RunOutcome:
+    """Run every variant of an experiment: validate, estimate, call (cache first, within budget), score,
+    analyse, print to `console` (stderr by default) and track in MLflow. See `RunOutcome.exit_code`."""
+    from harness.preflight import prepare
+
+    options = options or RunOptions()
+    plan = prepare(load_experiment(experiment, limit), strict=options.strict)
+    return execute(plan, console or Console(stderr=True), options)
+
+
+def load_run(run_id: str, tracking_uri: str | None = None) -> StoredRun:
+    """A stored run (manifest, items, records) by its parent or variant run id.
+
+    The store is `tracking_uri`, else `MLFLOW_TRACKING_URI`, else the embedded store of the project the
+    current folder belongs to (found the same way `run` writes it).
+    """
+    from harness.tracking.read import load_run as _load_run
+    from harness.tracking.store import stored_run_uri
+
+    uri = stored_run_uri(tracking_uri)
+    try:
+        return _load_run(run_id, uri)
+    except Exception as exc:
+        from harness.secrets import scrub
+
+        raise ConfigError(
+            uri, "RUN_ID", f"cannot read run {run_id}: {scrub(str(exc)).splitlines()[0][:300]}", _run_fix()
+        ) from None
+
+
+def _run_fix() -> str:
+    return "give the id of a run in this store (the line 'MLflow: run ...' after a run), or --tracking-uri"
+
+
+def analyze(stored: StoredRun, gate: GateConfig | None = None, routing: RoutingConfig | None = None) -> Rebuilt:
+    """CIs, paired tests, verdicts, frontier, aggregates and routing of a stored run (no model call)."""
+    return analyze_stored(stored.manifest, stored.records, stored.items, gate, routing)
+
+
+def route(stored: StoredRun, routing: RoutingConfig | None = None) -> Rebuilt:
+    """Routing policies simulated on a stored run's records (the run's own routing config by default)."""
+    config = routing or stored.manifest.routing or RoutingConfig()
+    return analyze_stored(stored.manifest, stored.records, stored.items, routing=config)
+
+
+@dataclass
+class Repriced:
+    """A stored run under other prices: new records, analysis, and the totals before and after."""
+
+    records: list[Record]
+    rebuilt: Rebuilt
+    before_usd: float
+    after_usd: float
+
+
+def reprice(stored: StoredRun, prices: Path | None = None) -> Repriced:
+    """Recompute a stored run's costs under the prices in `prices` (YAML: model -> price fields), else
+    the current litellm map and the prices the run was billed at; no model call."""
+    from harness.pricing import ModelPrice, load_price_file, reprice_records
+
+    overrides = load_price_file(prices) if prices else {}
+    stored_prices = {m: ModelPrice(**p) for m, p in stored.manifest.prices.items()}
+    records = reprice_records(stored.records, overrides, str(prices or "prices"), stored_prices)
+    rebuilt = analyze_stored(stored.manifest, records, stored.items)
+    return Repriced(records, rebuilt, sum(r.cost_usd for r in stored.records), sum(r.cost_usd for r in records))
+
+
+@dataclass
+class GateOutcome:
+    """The gate's decision and the run behind it."""
+
+    result: GateResult
+    run: RunOutcome
+    baseline: str
+    candidates: set[str] = field(default_factory=set)
+
+    @property
+    def exit_code(self) -> int:
+        """0 pass, 1 regression, 3 undecided, 4 incomplete (see `harness.exit_codes`)."""
+        return self.result.exit_code
+
+
+def gate(
+    experiment: Experiment | str | Path,
+    candidate: str | None = None,
+    against: str | None = None,
+    options: RunOptions | None = None,
+    console: Console | None = None,
+    limit: int | None = None,
+) -> GateOutcome:
+    """Decide by non-inferiority whether `candidate` (`MODEL[:PROMPT]`, as `Plan.resolve` reads it) may
+    replace the baseline; every other variant when None. API keys are required (strict) for exactly the
+    variants gated. `against` takes the baseline's records from a stored run made on the same eval."""
+    from harness.preflight import prepare
+
+    options = options or RunOptions(strict=True)
+    full = prepare(load_experiment(experiment, limit), strict=False)
+    baseline, candidates = gate_variants(full, candidate)
+    plan = full.select({baseline, *candidates}, strict=options.strict)
+    prior = None
+    if against:
+        stored = load_run(against, _uri(plan))
+        base = plan.resolve(baseline)
+        prior = {baseline: comparable_records(stored.manifest, stored.records, plan, base, stored.run_id)}
+    outcome = execute(plan, console or Console(stderr=True), options, prior)
+    result = decide(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
+    return GateOutcome(result, outcome, baseline, candidates)
+
+
+def _uri(plan: Any) -> str:
+    from harness.tracking.store import tracking_uri
+
+    return tracking_uri(plan.experiment)
+
+
+def write_report(stored: StoredRun, rebuilt: Rebuilt, out: Path) -> list[Path]:
+    """The rebuilt plot and report into `out`, also attached to the stored run under `rebuilt/` (the
+    run's own `report.md` stays as it was)."""
+    from harness.tracking.write import add_artifacts
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = stored.manifest
+    files = write_outputs(
+        out, manifest.experiment, manifest.description, rebuilt.summaries, rebuilt.analysis, manifest.status
+    )
+    add_artifacts(stored.run_id, stored.uri, files, "rebuilt")
+    return files

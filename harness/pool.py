@@ -1,0 +1,365 @@
+"""The model pool: the one place a run calls models, for candidates, judges and embedders alike.
+
+Every fact about spending a call lives here and nowhere else:
+- the response cache (read before a call, written the moment a call succeeds);
+- sharing of identical calls in flight (two variants that render the same prompt pay once);
+- per-model concurrency (a one-slot local model is one slot whether a candidate or a judge asks) under
+  the run's global limit;
+- the budget guard, which reserves a call's worst case before it starts, so `max_usd` covers judge and
+  embedding calls exactly as it covers candidate calls;
+- pricing, including an estimate from local token counts when a provider reports no usage (a call is
+  never $0 because its usage went missing);
+- retries and timeouts (through `harness.providers`).
+Scorers ask the pool for completions or embeddings (as Inspect's graders call `get_model().generate()`);
+they own no cache, semaphore or price.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.cache import CachedResponse, ResponseCache, call_key
+from harness.config import ModelConfig
+from harness.pricing import ModelPrice, is_local_model, map_price
+from harness.providers.local import local_slots
+from harness.records import RecordError, Usage
+
+INPUT_TOKEN_SAFETY = 1.25
+"""Local token counts can differ from a provider's tokenizer; the budget reserves this much more."""
+ESTIMATED_USAGE = " (usage estimated locally: the provider reported none)"
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """One call as the pool sees it: who, what, and how much it may cost."""
+
+    model: ModelConfig
+    price: ModelPrice
+    messages: list[dict[str, str]]
+    params: dict[str, Any]
+    sample: int = 0
+    input_tokens: int | None = None
+    """The rendered prompt's token count, when the caller counted it already (else counted here)."""
+
+    @property
+    def key(self) -> str:
+        """The call's identity in the cache and among calls in flight."""
+        return call_key(self.model, self.messages, self.params, self.sample)
+
+
+@dataclass
+class Completion:
+    """What the pool produced for one call: an answer, an error, or nothing because the budget ran out."""
+
+    output: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    price_source: str = ""
+    latency_s: float = 0.0
+    attempts: int = 0
+    error: RecordError | None = None
+    cache_hit: bool = False
+    not_run: bool = False
+    """The budget would not cover the call's worst case, so it was never started."""
+
+
+@dataclass
+class Budget:
+    """Reserves each call's worst-case cost before it starts; refuses once the cap would be passed.
+
+    Plain (not async) on purpose: reserve and settle never await, so on one event loop they are atomic,
+    and the same budget spans the candidates' loop and the scorers' later one.
+    """
+
+    max_usd: float | None
+    spent: float = 0.0
+    reserved: float = 0.0
+    exhausted: bool = False
+
+    def reserve(self, worst_usd: float) -> bool:
+        """True when the call may start; False (and stays False) once the cap would be exceeded."""
+        if self.exhausted:
+            return False
+        if self.max_usd is not None and self.spent + self.reserved + worst_usd > self.max_usd:
+            self.exhausted = True
+            return False
+        self.reserved += worst_usd
+        return True
+
+    def settle(self, worst_usd: float, actual_usd: float) -> None:
+        """Replace a call's reservation with what it really cost."""
+        self.reserved -= worst_usd
+        self.spent += actual_usd
+
+
+@dataclass
+class PoolCounts:
+    """What the pool did, for the run's summary lines and MLflow."""
+
+    calls_made: int = 0
+    cache_hits: int = 0
+    not_run: int = 0
+    errors: int = 0
+
+
+@dataclass
+class _LoopState:
+    """Async primitives belong to one event loop; the pool keeps a set per loop it serves."""
+
+    loop: asyncio.AbstractEventLoop
+    limit: asyncio.Semaphore
+    per_model: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    inflight: dict[str, asyncio.Future[Completion]] = field(default_factory=dict)
+
+
+class ModelPool:
+    """Cache, sharing, concurrency, budget, pricing and retries for every model call of one run."""
+
+    def __init__(
+        self,
+        cache: ResponseCache | None = None,
+        *,
+        read_cache: bool = True,
+        max_usd: float | None = None,
+        concurrency: int = 4,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+    ) -> None:
+        self.cache = cache
+        self.read_cache = read_cache
+        self.budget = Budget(max_usd)
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.counts = PoolCounts()
+        self._hits: dict[str, CachedResponse] = {}
+        self._state: _LoopState | None = None
+
+    @classmethod
+    def for_experiment(
+        cls, experiment: Any, cache: ResponseCache | None = None, read_cache: bool = True, max_usd: float | None = None
+    ) -> ModelPool:
+        """A pool with the experiment's concurrency, timeout and retries."""
+        return cls(
+            cache,
+            read_cache=read_cache,
+            max_usd=max_usd,
+            concurrency=experiment.concurrency,
+            timeout_s=experiment.timeout_s,
+            max_retries=experiment.max_retries,
+        )
+
+    def prefetch(self, keys: list[str]) -> set[str]:
+        """Look every key up in the cache in one pass; returns the keys that will be served from it."""
+        if self.cache is None or not self.read_cache:
+            return set()
+        self._hits.update(self.cache.get_many(keys))
+        return {k for k in keys if k in self._hits}
+
+    def model_slots(self, model: ModelConfig) -> int | None:
+        """The model's own concurrency limit, if it has one."""
+        return model.concurrency or local_slots(model.model)
+
+    async def complete(self, spec: CallSpec) -> Completion:
+        """One call: from the cache, shared with an identical call in flight, or made within the budget."""
+        key = spec.key
+        state = self._loop_state()
+        if key in self._hits:
+            return self._served(spec, self._hits[key])
+        if key in state.inflight:
+            first = await state.inflight[key]
+            if first.error is not None or first.output is None:
+                return Completion(**{**first.__dict__, "cost_usd": 0.0, "attempts": 0})
+            return self._served(spec, CachedResponse(first.output, first.usage, first.latency_s))
+        future: asyncio.Future[Completion] = state.loop.create_future()
+        state.inflight[key] = future
+        try:
+            outcome = await self._call(spec, state)
+        except BaseException:
+            future.set_result(Completion(error=RecordError(type="Cancelled", message="the call was interrupted")))
+            raise
+        future.set_result(outcome)
+        return outcome
+
+    async def complete_many(self, specs: list[CallSpec], advance: Callable[[], None] | None = None) -> list[Completion]:
+        """Many calls at once (a judge grading every output), cache first, each ticking `advance`."""
+        self.prefetch([s.key for s in specs])
+
+        async def one(spec: CallSpec) -> Completion:
+            outcome = await self.complete(spec)
+            if advance is not None:
+                advance()
+            return outcome
+
+        return list(await asyncio.gather(*(one(s) for s in specs)))
+
+    async def embed(
+        self, model: ModelConfig, price: ModelPrice, texts: list[str], batch_size: int = 32
+    ) -> tuple[dict[str, list[float]], dict[str, float], dict[str, str]]:
+        """Vectors by text (each distinct text once, cache first), cost by text, errors by text."""
+        texts = list(dict.fromkeys(texts))
+        keys = {t: call_key(model, [{"role": "embed", "content": t}], model.params, 0) for t in texts}
+        self.prefetch(list(keys.values()))
+        vectors: dict[str, list[float]] = {}
+        costs: dict[str, float] = {}
+        errors: dict[str, str] = {}
+        for text, key in keys.items():
+            if key in self._hits:
+                vectors[text] = json.loads(self._hits[key].output)
+                costs[text] = price.cost(self._hits[key].usage)
+                self.counts.cache_hits += 1
+        missing = [t for t in texts if t not in vectors]
+        state = self._loop_state()
+
+        async def one(chunk: list[str]) -> None:
+            from harness.prompts import count_tokens
+
+            estimate = sum(count_tokens(model.model, [{"role": "user", "content": t}]) for t in chunk)
+            worst = price.cost(Usage(input_tokens=math.ceil(estimate * INPUT_TOKEN_SAFETY) + 16))
+            async with self._slots(model, state):
+                if not self.budget.reserve(worst):
+                    self.counts.not_run += len(chunk)
+                    errors.update({t: "not embedded: the budget ran out" for t in chunk})
+                    return
+                from harness.providers.call import call_embedding
+
+                result = await call_embedding(model, chunk, self.timeout_s, self.max_retries)
+                usage = result.usage if result.usage.input_tokens > 0 else Usage(input_tokens=estimate)
+                cost = price.cost(usage) if result.error is None or result.usage.input_tokens else 0.0
+                self.budget.settle(worst, cost)
+            self.counts.calls_made += 1
+            for i, text in enumerate(chunk):
+                costs[text] = cost / len(chunk)
+                if result.error is not None:
+                    errors[text] = f"the embedding call failed ({result.error.type}: {result.error.message})"
+                    continue
+                vectors[text] = result.vectors[i]
+                if self.cache is not None:
+                    share = usage.model_copy(update={"input_tokens": usage.input_tokens // len(chunk)})
+                    self.cache.put(keys[text], model.model, json.dumps(result.vectors[i]), share, result.latency_s)
+
+        await asyncio.gather(*(one(missing[i : i + batch_size]) for i in range(0, len(missing), batch_size)))
+        return vectors, costs, errors
+
+    def worst_case_usd(self, spec: CallSpec) -> float:
+        """The most one call can cost: known input (with a safety margin), output up to its limit, all retries."""
+        usage = Usage(
+            input_tokens=math.ceil(self._input_tokens(spec) * INPUT_TOKEN_SAFETY) + 16,
+            output_tokens=max_output_tokens(spec.model, spec.params) or 0,
+        )
+        return spec.price.cost(usage, latency_s=self.timeout_s * (self.max_retries + 1))
+
+    def _served(self, spec: CallSpec, hit: CachedResponse) -> Completion:
+        self.counts.cache_hits += 1
+        return Completion(
+            output=hit.output,
+            usage=hit.usage,
+            cost_usd=spec.price.cost(hit.usage, hit.latency_s),
+            price_source=spec.price.source,
+            latency_s=hit.latency_s,
+            attempts=0,
+            cache_hit=True,
+        )
+
+    async def _call(self, spec: CallSpec, state: _LoopState) -> Completion:
+        from harness.providers import call_model
+
+        # The model's own limit is taken first, so a call queued behind a one-slot local model neither
+        # holds a global slot nor counts its wait as latency (or as a timeout).
+        async with self._slots(spec.model, state):
+            worst = self.worst_case_usd(spec)
+            if not self.budget.reserve(worst):
+                self.counts.not_run += 1
+                return Completion(not_run=True)
+            params = sample_params(spec.model, spec.params, spec.sample)
+            result = await call_model(spec.model, spec.messages, params, self.timeout_s, self.max_retries)
+            usage, source = result.usage, spec.price.source
+            if result.output is not None and not result.usage_reported:
+                usage, source = self._estimated_usage(spec, result.output), source + ESTIMATED_USAGE
+            cost = spec.price.cost(usage, result.latency_s)
+            self.budget.settle(worst, cost)
+        self.counts.calls_made += 1
+        self.counts.errors += result.error is not None
+        if self.cache is not None and result.error is None and result.output is not None:
+            self.cache.put(spec.key, spec.model.model, result.output, usage, result.latency_s)
+        return Completion(
+            output=result.output,
+            usage=usage,
+            cost_usd=cost,
+            price_source=source,
+            latency_s=result.latency_s,
+            attempts=result.attempts,
+            error=result.error,
+        )
+
+    def _estimated_usage(self, spec: CallSpec, output: str) -> Usage:
+        from harness.prompts import count_tokens
+
+        answer = count_tokens(spec.model.model, [{"role": "assistant", "content": output}])
+        return Usage(input_tokens=self._input_tokens(spec), output_tokens=answer)
+
+    def _input_tokens(self, spec: CallSpec) -> int:
+        if spec.input_tokens is not None:
+            return spec.input_tokens
+        from harness.prompts import count_tokens
+
+        return count_tokens(spec.model.model, spec.messages)
+
+    def _slots(self, model: ModelConfig, state: _LoopState) -> _Slots:
+        own = self.model_slots(model)
+        semaphores = []
+        if own is not None:
+            name = f"{model.model}@{model.api_base or ''}"
+            semaphores.append(state.per_model.setdefault(name, asyncio.Semaphore(own)))
+        return _Slots([*semaphores, state.limit])
+
+    def _loop_state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        if self._state is None or self._state.loop is not loop:
+            self._state = _LoopState(loop, asyncio.Semaphore(self.concurrency))
+        return self._state
+
+
+class _Slots:
+    """Acquire the model's own semaphore, then the global one; release in reverse."""
+
+    def __init__(self, semaphores: list[asyncio.Semaphore]) -> None:
+        self._semaphores = semaphores
+
+    async def __aenter__(self) -> None:
+        taken: list[asyncio.Semaphore] = []
+        try:
+            for semaphore in self._semaphores:
+                await semaphore.acquire()
+                taken.append(semaphore)
+        except BaseException:
+            for semaphore in reversed(taken):
+                semaphore.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        for semaphore in reversed(self._semaphores):
+            semaphore.release()
+
+
+def max_output_tokens(model: ModelConfig, params: dict[str, Any]) -> int | None:
+    """The most output a call can bill: `max_tokens`, else the model's limit from litellm's map."""
+    for key in ("max_tokens", "max_completion_tokens"):
+        if params.get(key) is not None:
+            return int(params[key])
+    value = (map_price(model.model) or {}).get("max_output_tokens")
+    return None if value is None else int(value)
+
+
+def sample_params(model: ModelConfig, params: dict[str, Any], sample: int) -> dict[str, Any]:
+    """The call's parameters for one sample: each repeated sample of a seeded model gets its own seed."""
+    if sample == 0:
+        return params
+    if "seed" in params or is_local_model(model.model):
+        return {**params, "seed": int(params.get("seed", 0)) + sample}
+    return params

@@ -1,0 +1,98 @@
+"""Reading MLflow back: a stored run (manifest, items, records) and what earlier runs measured.
+
+One loader, `load_run`, for every command that works from a stored run; the manifest is parsed by
+`RunManifest.read` and nothing else.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.datasets import Item
+from harness.manifest import ITEMS_ARTIFACT, MANIFEST_ARTIFACT, RunManifest
+from harness.plan import Plan
+from harness.records import Record
+from harness.tracking.store import open_store, tracking_uri
+from harness.tracking.write import RECORDS_ARTIFACT, call_hash
+
+if TYPE_CHECKING:
+    from harness.estimate import History
+
+
+def variant_history(plan: Plan) -> dict[str, History]:
+    """Output length and latency measured by the newest earlier run of each variant (same calls)."""
+    from harness.estimate import History
+
+    uri = tracking_uri(plan.experiment)
+    mlflow = open_store(uri)
+    found = mlflow.get_experiment_by_name(plan.experiment.name)
+    if found is None:
+        return {}
+    client = mlflow.MlflowClient()
+    out = {}
+    for variant in plan.runnable:
+        query = f"params.call_hash = '{call_hash(variant)}' and tags.`harness.status` = 'finished'"
+        runs = client.search_runs(
+            [found.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1
+        )
+        metrics = runs[0].data.metrics if runs else {}
+        if "mean_output_tokens" in metrics and "latency_p50_s" in metrics:
+            out[variant.name] = History(metrics["mean_output_tokens"], metrics["latency_p50_s"])
+    return out
+
+
+def load_records(run_id: str, uri: str) -> list[Record]:
+    """Records of one variant run, read back from its artifact (no model call)."""
+    mlflow = open_store(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=RECORDS_ARTIFACT, dst_path=tmp)
+        lines = Path(local).read_text(encoding="utf-8").splitlines()
+    return [Record.model_validate_json(line) for line in lines if line.strip()]
+
+
+@dataclass
+class StoredRun:
+    """A finished run read back from MLflow: enough to rebuild the analysis without a model call."""
+
+    run_id: str
+    manifest: RunManifest
+    records: list[Record]
+    child_runs: dict[str, str]
+    """Variant name to child run id."""
+    items: list[Item] = field(default_factory=list)
+    """The eval items the run used (empty for runs stored before items were kept)."""
+    uri: str = ""
+
+
+def load_run(run_id: str, uri: str) -> StoredRun:
+    """The parent run's manifest and every variant's records."""
+    mlflow = open_store(uri)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(run_id)
+    if parent.data.tags.get("harness.kind") == "variant":
+        parent_id = parent.data.tags.get("mlflow.parentRunId", run_id)
+        parent = client.get_run(parent_id)
+    manifest = RunManifest.read(_artifact_text(mlflow, parent.info.run_id, MANIFEST_ARTIFACT))
+    try:
+        lines = _artifact_text(mlflow, parent.info.run_id, ITEMS_ARTIFACT).splitlines()
+        items = [Item.model_validate_json(line) for line in lines if line.strip()]
+    except OSError:
+        items = []
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    child_runs = {c.info.run_name: c.info.run_id for c in children}
+    records: list[Record] = []
+    for child in children:
+        if child.data.tags.get("harness.status") == "finished":
+            records += load_records(child.info.run_id, uri)
+    return StoredRun(parent.info.run_id, manifest, records, child_runs, items, uri)
+
+
+def _artifact_text(mlflow: Any, run_id: str, name: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=tmp)
+        return Path(path).read_text(encoding="utf-8")

@@ -1,0 +1,93 @@
+"""The MLflow store: where runs go, opening it, and a lock so processes sharing a sqlite file take turns.
+
+`MLFLOW_TRACKING_URI` wins so a team's tracking server works unchanged; otherwise the embedded default is
+`sqlite:///<project>/mlruns/mlflow.db` with artifacts under `<project>/mlruns/artifacts` (the plain
+`./mlruns` file store is in maintenance mode in MLflow 3). `run` and the stored-run commands (`report`,
+`route`, `reprice`, `gate --against`) find the store through the same function, `default_uri`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from harness.config import Experiment
+
+
+def default_uri(root: Path) -> str:
+    """The embedded store of the project at `root`."""
+    return f"sqlite:///{(root / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def tracking_uri(experiment: Experiment) -> str:
+    """Where runs go: the environment, then the config, then the project's embedded sqlite store."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if experiment.tracking_uri:
+        return experiment.tracking_uri
+    return default_uri(experiment.root)
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The project a command run in `start` (default: the current folder) belongs to: the nearest folder,
+    going up, that holds `mlruns/mlflow.db`, else `experiments/`, else `start` itself."""
+    here = (start or Path.cwd()).resolve()
+    chain = [here, *here.parents]
+    for marker in ("mlruns/mlflow.db", "experiments"):
+        for folder in chain:
+            if (folder / marker).exists():
+                return folder
+    return here
+
+
+def stored_run_uri(explicit: str | None = None, start: Path | None = None) -> str:
+    """The store a stored-run command reads: a flag, then `MLFLOW_TRACKING_URI`, then the project's own."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(find_project_root(start))
+
+
+def open_store(uri: str) -> Any:
+    """mlflow, pointed at `uri`, with the store's schema created once per process."""
+    from harness.offline import apply_offline_defaults
+
+    apply_offline_defaults()
+    import logging
+
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        with store_lock(uri):
+            # The first touch creates the schema; two processes migrating one new file at once corrupt it.
+            mlflow.MlflowClient().search_experiments(max_results=1)
+        _READY.add(uri)
+    return mlflow
+
+
+_READY: set[str] = set()
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside an embedded sqlite store, so concurrent harness processes take turns writing.
+
+    A tracking server (http URIs) serialises writes itself; there the lock is a no-op.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
