@@ -18,7 +18,7 @@ def frontier_plot(analysis: Analysis, path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     estimates = analysis.estimates.get(analysis.metric, {})
-    points = [p for p in analysis.points if p.variant in estimates]
+    points = plottable(analysis)
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
     for p in points:
         est = estimates[p.variant]
@@ -64,6 +64,17 @@ def frontier_plot(analysis: Analysis, path: Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plottable(analysis: Analysis) -> list[Point]:
+    """Variants with a measured quality and cost: one with no score at all has no place on the axes
+    (and a log axis with no finite point cannot be drawn)."""
+    estimates = analysis.estimates.get(analysis.metric, {})
+    return [
+        p
+        for p in analysis.points
+        if p.variant in estimates and math.isfinite(p.quality) and math.isfinite(p.cost_per_item)
+    ]
 
 
 def _policies(ax: Any, analysis: Analysis, points: list[Point]) -> None:

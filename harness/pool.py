@@ -138,6 +138,7 @@ class ModelPool:
         self.max_retries = max_retries
         self.counts = PoolCounts()
         self._hits: dict[str, CachedResponse] = {}
+        self._limits: dict[str, int] = {}
         self._state: _LoopState | None = None
 
     @classmethod
@@ -162,8 +163,13 @@ class ModelPool:
         return {k for k in keys if k in self._hits}
 
     def model_slots(self, model: ModelConfig) -> int | None:
-        """The model's own concurrency limit, if it has one."""
-        return model.concurrency or local_slots(model.model)
+        """The model's own concurrency limit, if it has one. A limit belongs to the endpoint: once a
+        candidate declares one, a judge on the same model and endpoint is held to it too."""
+        name = _endpoint_name(model)
+        own = model.concurrency or local_slots(model.model)
+        if own is not None:
+            self._limits.setdefault(name, own)
+        return self._limits.get(name)
 
     async def complete(self, spec: CallSpec) -> Completion:
         """One call: from the cache, shared with an identical call in flight, or made within the budget."""
@@ -314,8 +320,7 @@ class ModelPool:
         own = self.model_slots(model)
         semaphores = []
         if own is not None:
-            name = f"{model.model}@{model.api_base or ''}"
-            semaphores.append(state.per_model.setdefault(name, asyncio.Semaphore(own)))
+            semaphores.append(state.per_model.setdefault(_endpoint_name(model), asyncio.Semaphore(own)))
         return _Slots([*semaphores, state.limit])
 
     def _loop_state(self) -> _LoopState:
@@ -345,6 +350,10 @@ class _Slots:
     async def __aexit__(self, *exc: object) -> None:
         for semaphore in reversed(self._semaphores):
             semaphore.release()
+
+
+def _endpoint_name(model: ModelConfig) -> str:
+    return f"{model.model}@{model.api_base or ''}"
 
 
 def max_output_tokens(model: ModelConfig, params: dict[str, Any]) -> int | None:

@@ -384,12 +384,12 @@ def write_outputs(
     status: RunStatus | None = None,
 ) -> list[Path]:
     """The frontier plot and the markdown report, written into `folder`."""
-    from harness.plots import frontier_plot
+    from harness.plots import frontier_plot, plottable
     from harness.report import markdown_report
 
     files = []
     plot = None
-    if analysis.points:
+    if plottable(analysis):
         plot = frontier_plot(analysis, folder / PLOT_NAME, f"{title}: cost vs {analysis.metric}")
         files.append(plot)
     report = folder / REPORT_NAME

@@ -1,7 +1,7 @@
 """A user-defined scorer, loaded by `module:function` in the tests."""
 
 from harness.datasets import Item
-from harness.scorers import ScoreFn
+from harness.scorers import ScoreFn, scorer
 
 
 def length_under(max_chars: int = 100) -> ScoreFn:
@@ -38,5 +38,24 @@ def judged_brevity(api_base: str, input_cost_per_token: float, output_cost_per_t
         verdict = (response.choices[0].message.content or "").strip()
         value = float(verdict) if verdict in {"0", "1"} else None
         return Scored(value, price.cost(usage), "" if value is not None else f"unparseable verdict {verdict!r}")
+
+    return score
+
+
+@scorer("test_non_empty", kind="binary")
+def non_empty() -> ScoreFn:
+    """Pass when the output has any text: declared pass/fail through the decorator."""
+
+    def score(output: str, item: Item) -> float:
+        return float(bool(output.strip()))
+
+    return score
+
+
+def always_fails() -> ScoreFn:
+    """A scorer that can never score (a broken user scorer): every value is missing."""
+
+    def score(output: str, item: Item) -> float:
+        raise ValueError("this scorer always fails")
 
     return score
