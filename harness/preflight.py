@@ -75,6 +75,10 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
         prompt_tokens=tokens,
     )
     _check_context(plan, file)
+    if experiment.routing is not None:
+        from harness.routing import check_routing
+
+        check_routing(experiment.routing, [v.name for v in variants], labels, file)
     return plan
 
 

@@ -338,6 +338,31 @@ def resolve(
     return Routing(metric, weak, strong, list(policies))
 
 
+def check_routing(config: RoutingConfig, names: list[str], scorers: list[str], source: str) -> None:
+    """The routing config's names against the planned variants and scorers, before any call is paid for."""
+    if config.metric is not None and config.metric not in scorers:
+        raise ConfigError(
+            source, "routing.metric", f"'{config.metric}' is not a scorer", f"use one of: {', '.join(scorers)}"
+        )
+    named = [("routing.weak", config.weak), ("routing.strong", config.strong), *_named(list(config.policies))]
+    for field, name in named:
+        if name is not None and name not in names:
+            raise ConfigError(source, field, f"'{name}' is not a variant", f"use one of: {', '.join(names)}")
+    for i, policy in enumerate(config.policies):
+        if policy.kind == "cascade" and policy.check is None:
+            raise ConfigError(
+                source, f"routing.policies[{i}].check", "a cascade needs a check", "e.g. check: {min_words: 5}"
+            )
+        score = policy.check.score if policy.check else None
+        if score is not None and score not in scorers:
+            raise ConfigError(
+                source,
+                f"routing.policies[{i}].check.score",
+                f"'{score}' is not a scorer",
+                f"use one of: {', '.join(scorers)}",
+            )
+
+
 def _named(policies: list[PolicyConfig]) -> list[tuple[str, str]]:
     out = []
     for i, p in enumerate(policies):

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.datasets import Item
-from harness.plan import Plan, Variant
 from harness.records import Record
-from harness.scorers import Scorer
+
+if TYPE_CHECKING:  # summaries read these objects but never need their modules (which reach the model pool)
+    from harness.datasets import Item
+    from harness.plan import Plan, Variant
+    from harness.scorers import Scorer
 
 
 @dataclass

@@ -179,9 +179,7 @@ def _execute(
     metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
     analysis = analyze(summaries, records, metrics, plan.baseline, experiment.gate, experiment.analysis)
     if experiment.routing is not None:
-        attach_routing(
-            analysis, experiment.routing, summaries, records, metrics, experiment.analysis, str(experiment.source_path)
-        )
+        _simulate_routing(plan, analysis, summaries, records, metrics)
     from harness.report import print_analysis, print_results
 
     print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
@@ -190,6 +188,20 @@ def _execute(
     if tracker is not None:
         _track(outcome, tracker, started_at, console)
     return outcome
+
+
+def _simulate_routing(
+    plan: Plan, analysis: Analysis, summaries: list[VariantSummary], records: list[Record], metrics: list[MetricInfo]
+) -> None:
+    """The config's routing policies, when the variants they name ran (a gate runs only some variants, and
+    a variant skipped for its key cannot be routed to); never an error after the calls were paid for."""
+    experiment = plan.experiment
+    try:
+        attach_routing(
+            analysis, experiment.routing, summaries, records, metrics, experiment.analysis, str(experiment.source_path)
+        )
+    except ConfigError as exc:
+        analysis.warnings.append(f"routing not simulated: {exc.field}: {exc.problem}")
 
 
 def _announce(plan: Plan, console: Console, ready: dict[str, list[Record]]) -> None:

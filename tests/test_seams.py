@@ -423,3 +423,19 @@ def test_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.Monk
     exec(compile(code, "README.md (Python API)", "exec"), namespace)
     assert namespace["outcome"].exit_code == 0
     assert json.dumps(namespace["rebuilt"].analysis.metric)
+
+
+def test_routing_names_are_checked_before_any_call_and_never_fail_a_paid_run(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    routing = {"weak": "local/lead:terse", "policies": [{"kind": "cascade", "check": {"min_words": 3}}]}
+    typo = base_config([fake_model(model_server), "local/lead"], routing={**routing, "strong": "local/leed:terse"})
+    result = cli("run", str(write_project(tmp_path / "typo", typo)), cwd=tmp_path)
+    assert result.returncode == EXIT_USAGE and "routing.strong" in result.stderr and not model_server.requests
+    # The strong variant's key is missing, so it is skipped: the run completes and says routing was not simulated.
+    skipped = base_config(
+        ["openai/gpt-4o-mini", "local/lead"], routing={**routing, "strong": "openai/gpt-4o-mini:terse"}
+    )
+    outcome = harness.run(write_project(tmp_path / "skip", skipped), RunOptions(tracking=False), quiet())
+    assert outcome.exit_code == 0
+    assert any(w.startswith("routing not simulated") for w in outcome.analysis.warnings)
