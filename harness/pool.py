@@ -166,7 +166,7 @@ class ModelPool:
         """The model's own concurrency limit, if it has one. A limit belongs to the endpoint: once a
         candidate declares one, a judge on the same model and endpoint is held to it too."""
         name = _endpoint_name(model)
-        own = model.concurrency or local_slots(model.model)
+        own = declared_slots(model)
         if own is not None:
             self._limits.setdefault(name, own)
         return self._limits.get(name)
@@ -350,6 +350,11 @@ class _Slots:
     async def __aexit__(self, *exc: object) -> None:
         for semaphore in reversed(self._semaphores):
             semaphore.release()
+
+
+def declared_slots(model: ModelConfig) -> int | None:
+    """The concurrency a model's config declares (`concurrency`, or a local model's slot count)."""
+    return model.concurrency or local_slots(model.model)
 
 
 def _endpoint_name(model: ModelConfig) -> str:

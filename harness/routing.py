@@ -315,22 +315,9 @@ def resolve(
     weak = config.weak or min(ran, key=lambda r: (r[1], r[2]))[0]
     strong = config.strong or (baseline if baseline in names else max(ran, key=lambda r: (r[2], -r[1]))[0])
     policies = list(config.policies or DEFAULT_POLICIES)
-    for field, name in [("routing.weak", weak), ("routing.strong", strong), *_named(policies)]:
-        if name not in names:
-            raise ConfigError(source, field, f"'{name}' is not a variant that ran", f"use one of: {', '.join(names)}")
+    resolved = RoutingConfig(metric=metric, weak=weak, strong=strong, policies=policies)
+    check_routing(resolved, names, scorers, source, "a variant that ran")
     for i, policy in enumerate(policies):
-        if policy.kind == "cascade" and policy.check is None:
-            raise ConfigError(
-                source, f"routing.policies[{i}].check", "a cascade needs a check", "e.g. check: {min_words: 5}"
-            )
-        score = policy.check.score if policy.check else None
-        if score is not None and score not in scorers:
-            raise ConfigError(
-                source,
-                f"routing.policies[{i}].check.score",
-                f"'{score}' is not a scorer",
-                f"use one of: {', '.join(scorers)}",
-            )
         if policy.kind == "random" and policy.p is None:
             policies[i] = policy.model_copy(update={"p": 0.5})
     if weak == strong:
@@ -338,8 +325,11 @@ def resolve(
     return Routing(metric, weak, strong, list(policies))
 
 
-def check_routing(config: RoutingConfig, names: list[str], scorers: list[str], source: str) -> None:
-    """The routing config's names against the planned variants and scorers, before any call is paid for."""
+def check_routing(
+    config: RoutingConfig, names: list[str], scorers: list[str], source: str, what: str = "a variant"
+) -> None:
+    """The routing config's names against the variants and scorers: the planned ones before any call is
+    paid for (preflight), the ones that ran when simulating."""
     if config.metric is not None and config.metric not in scorers:
         raise ConfigError(
             source, "routing.metric", f"'{config.metric}' is not a scorer", f"use one of: {', '.join(scorers)}"
@@ -347,7 +337,7 @@ def check_routing(config: RoutingConfig, names: list[str], scorers: list[str], s
     named = [("routing.weak", config.weak), ("routing.strong", config.strong), *_named(list(config.policies))]
     for field, name in named:
         if name is not None and name not in names:
-            raise ConfigError(source, field, f"'{name}' is not a variant", f"use one of: {', '.join(names)}")
+            raise ConfigError(source, field, f"'{name}' is not {what}", f"use one of: {', '.join(names)}")
     for i, policy in enumerate(config.policies):
         if policy.kind == "cascade" and policy.check is None:
             raise ConfigError(

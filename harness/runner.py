@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from harness.datasets import Item
 from harness.plan import Plan, Variant
-from harness.pool import Completion, ModelPool, max_output_tokens
+from harness.pool import Completion, ModelPool, declared_slots, max_output_tokens
 from harness.preflight import prompt_hash
 from harness.providers.local import register_local_provider
 from harness.records import Record
@@ -145,7 +145,7 @@ async def _drain(store: Callable[[int], Awaitable[None]], indices: list[int], wi
 
 def model_concurrency(variant: Variant) -> int | None:
     """The variant's model's own concurrency limit, if it has one."""
-    return ModelPool().model_slots(variant.model)
+    return declared_slots(variant.model)
 
 
 def variant_output_limit(variant: Variant) -> int | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shlex
 import socket
 from pathlib import Path
@@ -173,17 +172,10 @@ def test_candidate_and_judge_share_one_slot_of_a_one_slot_model(tmp_path: Path, 
 # 4. gate --against refuses records made on another eval or with other prompts.
 
 
-def stored_run_id(name: str = "test-exp") -> str:
-    import mlflow
+def stored_run_id() -> str:
+    from tests.test_spending import parent_run
 
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(
-        experiment_names=[name],
-        filter_string="tags.`harness.kind` = 'experiment'",
-        order_by=["attributes.start_time DESC"],
-        output_format="list",
-    )
-    return runs[0].info.run_id
+    return parent_run().info.run_id
 
 
 def two_prompt_project(
