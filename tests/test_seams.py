@@ -156,6 +156,19 @@ def test_judge_call_without_reported_usage_is_priced(tmp_path: Path, model_serve
     assert all(r.eval_cost_usd > 0 for r in outcome.records)  # estimated from local token counts, never $0
 
 
+def test_budget_covers_embedding_calls(tmp_path: Path, model_server: FakeModelServer) -> None:
+    """Embedding requests reserve their worst case like any call: the cap holds over candidates and scorers."""
+    embedder = fake_model(model_server, "embedder", price={"input_cost_per_token": 1e-4, "output_cost_per_token": 0})
+    scorer = {"embedding_similarity": {"model": embedder, "batch_size": 1}}
+    config = base_config(["local/lead"], scorers=[scorer], budget={"max_usd": 0.005}, cache={"enabled": False})
+    outcome = harness.run(write_project(tmp_path, config), RunOptions(tracking=False), quiet())
+    requests = [r for r in model_server.requests if "input" in r]
+    assert outcome.status.budget_exhausted and outcome.exit_code == 3
+    assert 0 < len(requests) < 6 and 0 < outcome.status.spent_usd <= 0.005
+    unscored = [r for r in outcome.records if r.scores["embedding_similarity"] is None]
+    assert unscored and all("budget" in r.score_errors["embedding_similarity"] for r in unscored)
+
+
 def test_candidate_and_judge_share_one_slot_of_a_one_slot_model(tmp_path: Path, model_server: FakeModelServer) -> None:
     """The judge is the candidate's own endpoint with concurrency 1: the pool holds both to one slot."""
     model_server.answer = lambda request: "Score: 3" if "Reference:" in request["messages"][-1]["content"] else "x"
