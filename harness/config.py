@@ -43,7 +43,7 @@ class ConfigError(Exception):
         """The one-line message the CLI prints."""
         where = f"{self.file}: {self.field}" if self.field else self.file
         fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{where}: {self.problem}.{fix}"
+        return f"{where}: {self.problem.rstrip('.')}.{fix}"
 
 
 class StrictModel(BaseModel):

@@ -7,18 +7,21 @@ Template format (documented in README): a Jinja2 file with up to two blocks,
 
 A file with no blocks is the user message as a whole. StrictUndefined turns a variable missing from the
 dataset into an error at render time, and every item is rendered before the first model call, so the
-mistake costs nothing.
+mistake costs nothing. Templates render in Jinja2's immutable sandbox: a template that reaches for Python
+internals (`cycler.__init__.__globals__`) is a config error, not a shell command in a CI job holding keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from harness.config import ConfigError
 
@@ -69,10 +72,24 @@ def _rebuild(name: str, path: Path, source: str, variables: dict[str, Any]) -> P
     return PromptTemplate(name, path, source, make_environment(path.parent).from_string(source), variables)
 
 
+class ConfinedLoader(jinja2.FileSystemLoader):
+    """`{% include %}` and `{% import %}` inside the template's folder only: a name that resolves (through a
+    symlink, say) to a file outside it is refused, so a template cannot read the system's files."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
+        source, filename, uptodate = super().get_source(environment, template)
+        roots = [os.path.realpath(p) for p in self.searchpath]
+        real = os.path.realpath(filename)
+        if not any(os.path.commonpath([real, root]) == root for root in roots):
+            raise jinja2.TemplateNotFound(f"{template} (it resolves outside the prompts folder)")
+        return source, filename, uptodate
+
+
 def make_environment(search_path: Path) -> jinja2.Environment:
-    """The one Jinja2 environment: strict about undefined names, no HTML escaping (prompts are text)."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(search_path)),
+    """The one Jinja2 environment: sandboxed (a template from a pull request must not run code where API
+    keys live), strict about undefined names, no HTML escaping (prompts are text), includes confined."""
+    env = ImmutableSandboxedEnvironment(
+        loader=ConfinedLoader(str(search_path)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
@@ -104,6 +121,14 @@ def load_template(name: str, path: Path, config_file: Path, field: str) -> Promp
             f"no such template file {path}",
             "give a path relative to the project root (e.g. prompts/summarize/terse.j2)",
         )
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, os.path.realpath(path.parent)]) != os.path.realpath(path.parent):
+        raise ConfigError(
+            config_file,
+            field,
+            f"{path} is a link to {real}, outside its folder",
+            "copy the template into the prompts folder instead of linking to it",
+        )
     try:
         source = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -133,8 +158,23 @@ def render_checked(template: PromptTemplate, variables: dict[str, Any], item_id:
             f"template variable {exc.message}",
             f"use one of the dataset columns or constants: {available}",
         ) from None
+    except SecurityError as exc:
+        raise ConfigError(
+            str(template.path),
+            f"item {item_id}",
+            f"the template reaches for Python internals, which the sandbox refuses ({exc})",
+            "use only the dataset's columns, constants and vars",
+        ) from None
     except jinja2.TemplateError as exc:
         raise ConfigError(str(template.path), f"item {item_id}", f"template error: {exc}", "fix the template") from None
+    except RecursionError:
+        raise ConfigError(
+            str(template.path), f"item {item_id}", "the template includes itself", "remove the circular include"
+        ) from None
+    except Exception as exc:  # {{ 1 // 0 }}, a filter given the wrong type: the template's fault, before any call
+        raise ConfigError(
+            str(template.path), f"item {item_id}", f"template error: {type(exc).__name__}: {exc}", "fix the template"
+        ) from None
     if not messages:
         raise ConfigError(
             str(template.path),
