@@ -28,6 +28,7 @@ from harness.config import ModelConfig
 from harness.pricing import ModelPrice, is_local_model, map_price
 from harness.providers.local import local_slots
 from harness.records import RecordError, Usage
+from harness.secrets import scrub
 
 INPUT_TOKEN_SAFETY = 1.25
 """Local token counts can differ from a provider's tokenizer; the budget reserves this much more."""
@@ -284,6 +285,8 @@ class ModelPool:
                 return Completion(not_run=True)
             params = sample_params(spec.model, spec.params, spec.sample)
             result = await call_model(spec.model, spec.messages, params, self.timeout_s, self.max_retries)
+            if result.output is not None:
+                result.output = scrub(result.output)  # an endpoint that echoes the key back keeps it to itself
             usage, source = result.usage, spec.price.source
             if result.output is not None and not result.usage_reported:
                 usage, source = self._estimated_usage(spec, result.output), source + ESTIMATED_USAGE

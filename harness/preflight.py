@@ -19,6 +19,7 @@ from harness.pricing import ModelPrice, is_local_model, resolve_price
 from harness.prompts import count_tokens, load_template, messages_hash, render_checked
 from harness.providers.credentials import missing_credentials
 from harness.scorers import build_scorer
+from harness.secrets import remember_tree
 
 
 def prepare(experiment: Experiment, strict: bool = False) -> Plan:
@@ -27,6 +28,7 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     `Plan.select` then keeps just the variants a command runs (the gate: the baseline and its candidates).
     """
     file = str(experiment.source_path)
+    remember_tree(experiment.model_dump(mode="json"))
     _check_baseline(experiment, file)
     _check_models(experiment, file)
     _check_epochs(experiment, file)

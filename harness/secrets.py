@@ -1,53 +1,130 @@
-"""Recognising secrets by name, so API keys never reach MLflow, caches, reports or logs."""
+"""Secrets never reach records, the cache, MLflow, reports or the terminal.
+
+A secret is known three ways: by the name it is stored under (`api_key`, `Authorization`, any depth of a
+tree), by the environment variable it comes from (provider keys, and every `api_key_env` a config names,
+whatever the variable is called), and by where it sits in a URL (`user:password@`, `?key=...`). Every
+value known these ways is remembered for the process, so text from anywhere (a provider's 401 body that
+echoes the key, an output, a report) is scrubbed by value as a last line of defence.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SECRET_NAME = re.compile(
-    r"api_?key|secret|password|authorization|bearer|access_token|auth_token|^token$|_token$", re.IGNORECASE
+    r"api_?key|secret|password|passwd|authorization|bearer|credential|creds|access_token|auth_token|^token$|(?<!per)_token$"
+    r"|^key$|^sig$|signature",
+    re.IGNORECASE,
 )
+MASK = "***"
+MIN_SECRET_LENGTH = 6
+"""Shorter values are not scrubbed by value: masking every `abc` in every text would mangle it."""
+_KNOWN: set[str] = set()
 
 
 def is_secret_name(name: str) -> bool:
-    """True for parameter names that carry credentials (`api_key`, `Authorization`, ...)."""
+    """True for names that carry credentials (`api_key`, `Authorization`, `LLM_CREDS`, `key`, ...)."""
     return _SECRET_NAME.search(name) is not None
 
 
+def remember_tree(tree: Any) -> None:
+    """Remember every secret a config tree holds (see `tree_secrets`)."""
+    remember(tree_secrets(tree))
+
+
+def remember(values: Iterable[str]) -> None:
+    """Scrub these values from every text this process writes from now on."""
+    _KNOWN.update(v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH)
+
+
 def redact(params: dict[str, Any]) -> dict[str, Any]:
-    """A copy with every secret-named value masked."""
-    return {k: ("***" if is_secret_name(str(k)) else v) for k, v in params.items()}
+    """A copy with every secret value masked, at any depth (`extra_headers.Authorization` included)."""
+    return redact_tree(params)[0]
+
+
+def redact_url(url: str) -> str:
+    """The URL with a password and secret-looking query values masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return scrub(url)
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(is_secret_name(k) for k, _ in query):
+        masked = urlencode([(k, MASK if is_secret_name(k) else v) for k, v in query], safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, masked, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials a URL carries."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    found = [parts.password] if parts.password else []
+    return found + [v for k, v in parse_qsl(parts.query) if is_secret_name(k)]
 
 
 def redact_tree(value: Any) -> tuple[Any, bool]:
-    """A nested YAML/JSON tree with secret-named values masked, and whether anything was masked."""
+    """A nested YAML/JSON tree with secrets masked (by name, in URLs, known values), and whether any was."""
     if isinstance(value, dict):
         out, masked = {}, False
         for key, inner in value.items():
-            if is_secret_name(str(key)):
-                out[key], masked = "***", True
+            if is_secret_name(str(key)) and inner not in (None, ""):
+                out[key], masked = MASK, True
             else:
                 out[key], inner_masked = redact_tree(inner)
                 masked = masked or inner_masked
         return out, masked
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         pairs = [redact_tree(v) for v in value]
         return [p[0] for p in pairs], any(p[1] for p in pairs)
+    if isinstance(value, str):
+        clean = scrub(redact_url(value)) if "://" in value else scrub(value)
+        return clean, clean != value
     return value, False
 
 
-def secret_values() -> list[str]:
-    """Values of secret-named environment variables (API keys), longest first, for scrubbing text."""
-    import os
+def tree_secrets(value: Any) -> set[str]:
+    """Every secret a tree holds: values under secret names, credentials in URLs, and the values of the
+    environment variables its `api_key_env` entries name."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, inner in node.items():
+                if key == "api_key_env" and isinstance(inner, str) and os.environ.get(inner):
+                    found.add(os.environ[inner])
+                elif is_secret_name(str(key)) and isinstance(inner, str):
+                    found.add(inner)
+                else:
+                    stack.append(inner)
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+        elif isinstance(node, str) and "://" in node:
+            found.update(url_secrets(node))
+    return found
 
-    values = {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}
-    return sorted(values, key=len, reverse=True)
+
+def secret_values() -> list[str]:
+    """Every secret value known: secret-named environment variables and those remembered, longest first."""
+    values = {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= MIN_SECRET_LENGTH}
+    return sorted(values | _KNOWN, key=len, reverse=True)
 
 
 def scrub(text: str) -> str:
-    """Text with every API key from the environment masked (error messages can echo a key back)."""
+    """Text with every known secret masked (error messages can echo a key back)."""
     for value in secret_values():
         if value in text:
-            text = text.replace(value, "***")
+            text = text.replace(value, MASK)
     return text

@@ -406,7 +406,7 @@ def write_outputs(
         files.append(plot)
     report = folder / REPORT_NAME
     report.write_text(
-        markdown_report(title, summaries, analysis, plot.name if plot else None, description, status),
+        scrub(markdown_report(title, summaries, analysis, plot.name if plot else None, description, status)),
         encoding="utf-8",
     )
     files.append(report)

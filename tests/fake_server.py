@@ -43,6 +43,7 @@ FAULT_KINDS: dict[str, Fault] = {
     "malformed": Fault(kind="malformed"),
     "no_usage": Fault(kind="no_usage"),
     "empty_choices": Fault(kind="empty_choices"),
+    "echo_headers": Fault(kind="echo_headers"),
 }
 
 
@@ -196,6 +197,10 @@ class FakeModelServer:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
                     self.close_connection = True
+                    return
+                if fault.kind == "echo_headers":  # a provider whose 401 repeats what it was sent, key included
+                    sent = "; ".join(f"{k}: {v}" for k, v in self.headers.items())
+                    self._send(401, {"error": {"message": f"invalid credentials in {sent}", "type": "auth"}}, {})
                     return
                 if fault.kind == "slow":
                     time.sleep(fault.delay_s)

@@ -132,3 +132,53 @@ def test_two_runs_on_one_store_at_once(tmp_path: Path, model_server: FakeModelSe
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with sqlite3.connect(shared_cache) as db:
         assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 40
+
+
+CANARIES = {
+    "api_key_env": "canary-LLMCREDS-4f2a9c",
+    "header": "canary-HEADER-77d1e0",
+    "url_password": "canary-URLPASS-b3c5aa",
+}
+
+
+def test_secret_canaries_never_leak_through_any_channel(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys under an unusual variable name, in nested headers and in a URL: echoed back by a provider's
+    401, they reach no record, cache, MLflow param, tag or artifact, report or terminal line."""
+    from tests.fake_server import Fault
+
+    monkeypatch.setenv("LLM_CREDS", CANARIES["api_key_env"])
+    host = model_server.url.split("://", 1)[1]
+    models = [
+        fake_model(model_server, "creds", price=PRICE, api_key_env="LLM_CREDS"),
+        fake_model(
+            model_server,
+            "headers",
+            price=PRICE,
+            params={"extra_headers": {"Authorization": f"Bearer {CANARIES['header']}"}},
+        ),
+        {**fake_model(model_server, "url", price=PRICE), "api_base": f"http://user:{CANARIES['url_password']}@{host}"},
+    ]
+    model_server.fail_next(*[Fault(kind="echo_headers")] * 9)  # every first call of every variant, echoed
+    config = base_config(models, max_retries=0, concurrency=1)
+    path = write_project(tmp_path / "project", config)
+    result = harness("run", str(path), cwd=tmp_path)
+    assert result.returncode in (0, 4), result.stdout + result.stderr
+    report = harness("report", _parent_id(), "--out", str(tmp_path / "rebuilt"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    echoed = [r for r in model_server.requests][:1]
+    assert echoed  # the provider did receive the calls (and echoed their headers back)
+    store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).parent
+    leaks = []
+    for name, canary in CANARIES.items():
+        for channel, text in (("stdout", result.stdout + report.stdout), ("stderr", result.stderr + report.stderr)):
+            if canary in text:
+                leaks.append((name, channel))
+        for root in (store, tmp_path / "project" / "mlruns", tmp_path / "rebuilt", tmp_path / "project" / "reports"):
+            for file in root.rglob("*") if root.exists() else []:
+                if file.is_file() and canary.encode() in file.read_bytes():
+                    leaks.append((name, str(file)))
+    assert leaks == []
+    records = "".join(p.read_text() for p in (store / "artifacts").rglob("records.jsonl"))
+    assert "invalid credentials" in records and "***" in records

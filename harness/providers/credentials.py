@@ -14,10 +14,10 @@ from harness.pricing import is_local_model, is_loopback
 
 def missing_credentials(cfg: ModelConfig) -> list[str]:
     """Names of the environment variables the model needs but that are unset (never their values)."""
+    if cfg.api_key_env:  # named on purpose, so needed even by a server on this machine
+        return [] if os.environ.get(cfg.api_key_env) else [cfg.api_key_env]
     if is_local_model(cfg.model) or is_loopback(cfg.api_base):
         return []
-    if cfg.api_key_env:
-        return [] if os.environ.get(cfg.api_key_env) else [cfg.api_key_env]
     from harness.offline import import_litellm
 
     litellm = import_litellm()

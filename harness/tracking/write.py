@@ -19,7 +19,7 @@ from harness.manifest import ITEMS_ARTIFACT, MANIFEST_ARTIFACT, RunManifest, Run
 from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
-from harness.secrets import redact, redact_tree
+from harness.secrets import redact, redact_tree, redact_url, remember_tree, scrub
 from harness.summary import VariantSummary
 from harness.tracking.store import open_store, store_lock, tracking_uri
 
@@ -80,6 +80,7 @@ def log_run(
     duration column shows how long the calls took, not how long logging took.
     """
     experiment = plan.experiment
+    remember_tree(experiment.model_dump(mode="json"))  # this process scrubs what the calling process does
     uri = tracking_uri(experiment)
     mlflow = open_store(uri)
     experiment_id = ensure_experiment(experiment, uri)
@@ -109,7 +110,7 @@ def _log_run_locked(
     client = mlflow.MlflowClient()
     parent_id = client.create_run(experiment_id, start_time=start_ms, run_name=experiment.name).info.run_id
     with mlflow.start_run(run_id=parent_id) as parent:
-        mlflow.log_params(_parent_params(plan))
+        mlflow.log_params(_scrubbed(_parent_params(plan)))
         mlflow.set_tags(
             {
                 "harness.kind": "experiment",
@@ -120,8 +121,8 @@ def _log_run_locked(
         if experiment.description:
             mlflow.set_tag("mlflow.note.content", experiment.description)
         _log_config(mlflow, experiment)
-        mlflow.log_text(RunManifest.of(plan, run_status).model_dump_json(indent=1), MANIFEST_ARTIFACT)
-        mlflow.log_text("".join(i.model_dump_json() + "\n" for i in plan.eval_set.items), ITEMS_ARTIFACT)
+        mlflow.log_text(scrub(RunManifest.of(plan, run_status).model_dump_json(indent=1)), MANIFEST_ARTIFACT)
+        mlflow.log_text(scrub("".join(i.model_dump_json() + "\n" for i in plan.eval_set.items)), ITEMS_ARTIFACT)
         for path in artifacts or []:
             mlflow.log_artifact(str(path))
         total = sum(s.cost_total_usd for s in summaries)
@@ -149,6 +150,11 @@ def _log_run_locked(
         if analysis is not None:
             log_policies(client, experiment_id, parent_id, analysis)
         return parent.info.run_id
+
+
+def _scrubbed(values: dict[str, Any]) -> dict[str, str]:
+    """Params and tags as MLflow stores them (text), with every known secret masked."""
+    return {k: scrub(str(v)) for k, v in values.items()}
 
 
 def _status_metrics(status: RunStatus | None) -> dict[str, float]:
@@ -291,12 +297,12 @@ def _log_variant(
             "template_path": str(variant.prompt.path),
             "template_hash": variant.prompt.template_hash,
             "price_source": variant.price.source,
-            "api_base": variant.model.api_base or "",
+            "api_base": redact_url(variant.model.api_base or ""),
             "call_hash": call_hash(variant),
         }
         params.update({f"param.{k}": v for k, v in redact(variant.params).items()})
         params.update({f"var.{k}": v for k, v in variant.prompt.variables.items()})
-        mlflow.log_params(params)
+        mlflow.log_params(_scrubbed(params))
         tags = {
             "harness.dataset_fingerprint": plan.eval_set.fingerprint,
             "harness.kind": "variant",
@@ -305,7 +311,7 @@ def _log_variant(
         }
         if variant.skipped:
             tags["harness.skip_reason"] = variant.skipped
-        mlflow.set_tags(tags)
+        mlflow.set_tags(_scrubbed(tags))
         if variant.skipped:
             return
         mlflow.log_metrics(summary.metrics())
@@ -317,7 +323,7 @@ def _log_records(mlflow: Any, records: list[Record]) -> None:
     """Records twice: exact JSONL for later commands, and a table the MLflow UI can show."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / RECORDS_ARTIFACT
-        path.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
+        path.write_text(scrub("".join(r.model_dump_json() + "\n" for r in records)), encoding="utf-8")
         mlflow.log_artifact(str(path))
     columns: dict[str, list[Any]] = {
         "item_id": [],
@@ -336,8 +342,8 @@ def _log_records(mlflow: Any, records: list[Record]) -> None:
         columns[f"score.{name}"] = []
     for r in records:
         columns["item_id"].append(r.item_id)
-        columns["output"].append(r.output)
-        columns["error"].append(f"{r.error.type}: {r.error.message}" if r.error else None)
+        columns["output"].append(None if r.output is None else scrub(r.output))
+        columns["error"].append(scrub(f"{r.error.type}: {r.error.message}") if r.error else None)
         columns["cost_usd"].append(r.cost_usd)
         columns["input_tokens"].append(r.usage.input_tokens)
         columns["output_tokens"].append(r.usage.output_tokens)
