@@ -67,9 +67,10 @@ def load_run(run_id: str, tracking_uri: str | None = None) -> StoredRun:
     current folder belongs to (found the same way `run` writes it).
     """
     from harness.tracking.read import load_run as _load_run
-    from harness.tracking.store import stored_run_uri
+    from harness.tracking.store import check_store, stored_run_uri
 
     uri = stored_run_uri(tracking_uri)
+    check_store(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI")
     try:
         return _load_run(run_id, uri)
     except Exception as exc:
@@ -170,7 +171,13 @@ def write_report(stored: StoredRun, rebuilt: Rebuilt, out: Path) -> list[Path]:
     run's own `report.md` stays as it was)."""
     from harness.tracking.write import add_artifacts
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".harness-write-check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(str(out), "--out", f"cannot write there ({exc.strerror})", "give a writable folder") from None
     manifest = stored.manifest
     files = write_outputs(
         out, manifest.experiment, manifest.description, rebuilt.summaries, rebuilt.analysis, manifest.status

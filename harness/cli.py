@@ -9,6 +9,7 @@ Questions to the user (the spend confirmation) are asked here and nowhere else.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -134,10 +135,12 @@ def _spending_flags(parser: argparse.ArgumentParser) -> None:
 def _options(args: argparse.Namespace, strict: bool) -> RunOptions:
     from harness.workflow import RunOptions
 
-    if args.max_usd is not None and args.max_usd <= 0:
+    if args.max_usd is not None and not (math.isfinite(args.max_usd) and args.max_usd > 0):
         from harness.config import ConfigError
 
-        raise ConfigError("command line", "--max-usd", f"must be positive (got {args.max_usd:g})", "give dollars > 0")
+        raise ConfigError(
+            "command line", "--max-usd", f"must be a positive number of dollars (got {args.max_usd:g})", "e.g. 5"
+        )
     return RunOptions(
         strict=strict,
         tracking=not getattr(args, "no_tracking", False),
@@ -308,6 +311,10 @@ def _republish(args: argparse.Namespace, stored: StoredRun, rebuilt: Rebuilt) ->
 def _cmd_ui(args: argparse.Namespace) -> int:
     from harness.tracking.store import stored_run_uri
 
+    if not 1 <= args.port <= 65535:
+        from harness.config import ConfigError
+
+        raise ConfigError("command line", "--port", f"{args.port} is not a TCP port", "give 1-65535, e.g. 5000")
     uri = stored_run_uri(args.backend_store_uri)
     if uri.startswith(("http://", "https://", "databricks")):
         print(f"the tracking store is a server already: open {uri} in a browser", file=sys.stderr)

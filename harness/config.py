@@ -7,11 +7,12 @@ calls is money lost, so unknown keys are errors and every message says what is a
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 CALL_PARAMS = (
     "temperature",
@@ -27,6 +28,10 @@ CALL_PARAMS = (
     "logprobs",
 )
 """Common model-call parameters, recognised so a misplaced one gets a pointed fix."""
+
+
+MAX_TREE_NODES = 1_000_000
+"""The most values a config, constants or price file may expand to: a YAML alias bomb is refused at load."""
 
 
 class ConfigError(Exception):
@@ -47,9 +52,52 @@ class ConfigError(Exception):
 
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are typos, not silently ignored."""
+    """Base for every config section: unknown keys are typos, not silently ignored; NaN and infinities
+    are not numbers; `true` is not a number either (YAML would make `concurrency: true` a 1)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if _takes_number(annotation) and not _takes(annotation, bool):
+                raise ValueError("use a number, not true/false")
+        return value
+
+
+def _takes(annotation: Any, kind: type) -> bool:
+    return annotation is kind or any(_takes(a, kind) for a in getattr(annotation, "__args__", ()) or ())
+
+
+def _takes_number(annotation: Any) -> bool:
+    return _takes(annotation, int) or _takes(annotation, float)
+
+
+def check_call_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The common call parameters with the types and ranges providers accept; others pass through."""
+    for name, low, high, integer in _PARAM_RANGES:
+        if name not in params or params[name] is None:
+            continue
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+            raise ValueError(f"{name} must be {'a whole number' if integer else 'a number'} (got {value!r})")
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ValueError(f"{name} must be between {low:g} and {high:g} (got {value!r})")
+    return params
+
+
+_PARAM_RANGES = (
+    ("max_tokens", 1, 10_000_000, True),
+    ("max_completion_tokens", 1, 10_000_000, True),
+    ("temperature", 0, 2, False),
+    ("top_p", 0, 1, False),
+    ("n", 1, 128, True),
+    ("seed", -(2**63), 2**63 - 1, True),
+    ("frequency_penalty", -2, 2, False),
+    ("presence_penalty", -2, 2, False),
+)
 
 
 class DatasetFields(StrictModel):
@@ -117,6 +165,20 @@ class ModelConfig(StrictModel):
     price: Price | None = None
     concurrency: int | None = Field(default=None, gt=0)
     """At most this many calls to this model at once (local/smollm2-135m: 1, it has one slot)."""
+
+    @field_validator("params")
+    @classmethod
+    def _params_in_range(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_call_params(value)
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base_is_a_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is not None and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc):
+            raise ValueError("api_base must be an http(s) URL such as http://127.0.0.1:8080/v1")
+        return value
 
     @property
     def display_name(self) -> str:
@@ -282,6 +344,11 @@ class Experiment(StrictModel):
     source_path: Path = Field(default=Path("."), exclude=True)
     root: Path = Field(default=Path("."), exclude=True)
 
+    @field_validator("params")
+    @classmethod
+    def _params_in_range(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_call_params(value)
+
     @field_validator("prompts", mode="before")
     @classmethod
     def _prompt_shorthand(cls, value: Any) -> Any:
@@ -368,24 +435,75 @@ def project_root(config_path: Path) -> Path:
     return parent.parent if parent.name == "experiments" else parent
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key repeated in one mapping (YAML itself keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, file: str | Path, field: str = "") -> Any:
+    """Parse YAML safely: no duplicate keys, no nesting deeper than Python can walk, no alias bomb.
+
+    Raises ConfigError naming the file, the line and the fix.
+    """
+    try:
+        tree = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else field
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            file, where, f"invalid YAML: {problem}", "fix the YAML syntax (indentation, colons, quotes, one key once)"
+        ) from None
+    except RecursionError:
+        raise ConfigError(file, field, "nested too deeply to read", "flatten the structure") from None
+    check_tree_size(tree, file, field)
+    return tree
+
+
+def check_tree_size(tree: Any, file: str | Path, field: str = "", limit: int = MAX_TREE_NODES) -> None:
+    """Refuse a tree that expands to more than `limit` values (YAML aliases can make a few lines into
+    billions, which would hang every later walk: hashing, redaction, rendering)."""
+    count, stack = 0, [tree]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            raise ConfigError(
+                file,
+                field,
+                f"expands to more than {limit:,} values (YAML aliases repeating aliases?)",
+                "write the data out plainly, without nested aliases",
+            )
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+
+
 def load_config(path: str | Path) -> Experiment:
     """Read and validate an experiment YAML, raising ConfigError with file, field and fix."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(path, "", "no such config file", "check the path (configs live in experiments/)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             path, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save the file as UTF-8"
-        ) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            path, where, f"invalid YAML: {problem}", "fix the YAML syntax (indentation, colons, quotes)"
-        ) from exc
+        ) from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read the config ({exc.strerror})", "check the path") from None
+    raw = load_yaml(text, path)
     if not isinstance(raw, dict):
         raise ConfigError(
             path, "", "the config must be a YAML mapping of keys to values", "start from experiments/summarize.yaml"
@@ -436,6 +554,7 @@ def _fix_for(error_type: str) -> str:
         "greater_than_equal": "use zero or a positive number",
         "too_short": "give at least one entry",
         "literal_error": "use one of the allowed values",
+        "finite_number": "use a finite number (not .nan or .inf)",
     }.get(error_type, "see README, 'Config'")
 
 

@@ -7,6 +7,7 @@ the CLI calls the API. Questions to the user come in through `RunOptions.confirm
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -95,7 +96,21 @@ def open_cache(experiment: Experiment, options: RunOptions) -> ResponseCache | N
     if not options.use_cache or not experiment.cache.enabled:
         return None
     override = os.environ.get("HARNESS_CACHE")
-    return ResponseCache(Path(override) if override else experiment.resolve(experiment.cache.path))
+    path = Path(override) if override else experiment.resolve(experiment.cache.path)
+    field = "HARNESS_CACHE" if override else "cache.path"
+    if path.is_dir():
+        raise ConfigError(
+            experiment.source_path, field, f"{path} is a folder", "give a file path, e.g. mlruns/responses.sqlite"
+        )
+    try:
+        return ResponseCache(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise ConfigError(
+            experiment.source_path,
+            field,
+            f"cannot open the response cache {path} ({exc})",
+            "give a new file or an existing cache",
+        ) from None
 
 
 def run_experiment(
@@ -129,9 +144,14 @@ def execute(
     `reports/` and the outcome says what failed.
     """
     started_at = time.time()
+    cache = open_cache(plan.experiment, options)
+    if options.tracking:
+        from harness.tracking.store import check_store, tracking_uri
+
+        check_store(tracking_uri(plan.experiment))
     tracker = TrackingProcess() if options.tracking else None
     try:
-        return _execute(plan, console, options, prior or {}, started_at, tracker)
+        return _execute(plan, console, options, prior or {}, started_at, tracker, cache)
     finally:
         if tracker is not None:
             tracker.close()
@@ -144,6 +164,7 @@ def _execute(
     ready: dict[str, list[Record]],
     started_at: float,
     tracker: TrackingProcess | None,
+    cache: ResponseCache | None,
 ) -> RunOutcome:
     from harness.runner import run_plan
 
@@ -151,7 +172,6 @@ def _execute(
     max_usd = options.max_usd if options.max_usd is not None else experiment.budget.max_usd
     check_budget_bounds(plan, max_usd)
     _announce(plan, console, ready)
-    cache = open_cache(experiment, options)
     pool = ModelPool.for_experiment(experiment, cache, read_cache=not options.refresh, max_usd=max_usd)
     estimates = show_estimate(plan, console, cache if not options.refresh else None, tracker, set(ready))
     confirm_spend(plan, estimates, options)

@@ -1,7 +1,7 @@
 """A user-defined scorer, loaded by `module:function` in the tests."""
 
 from harness.datasets import Item
-from harness.scorers import ScoreFn, scorer
+from harness.scorers import ScoreFn, ScorerParts, scorer
 
 
 def length_under(max_chars: int = 100) -> ScoreFn:
@@ -59,3 +59,15 @@ def always_fails() -> ScoreFn:
         raise ValueError("this scorer always fails")
 
     return score
+
+
+def crashing_batch() -> ScorerParts:
+    """A user's batch scorer with a bug: it raises instead of returning scores (an internal failure)."""
+
+    def score(output: str, item: Item) -> float:
+        return 1.0
+
+    def batch(pairs: list, pool: object, advance: object) -> list:
+        raise RuntimeError("bug in a user's batch scorer")
+
+    return ScorerParts(score, batch=batch)

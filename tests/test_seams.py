@@ -277,10 +277,8 @@ def test_unreachable_tracking_server_exits_4_and_keeps_results(tmp_path: Path, m
 
 
 def test_an_internal_error_exits_4_in_one_line(tmp_path: Path) -> None:
-    path = two_prompt_project(tmp_path)
-    (tmp_path / "mlruns").mkdir()
-    (tmp_path / "mlruns" / "responses.sqlite").write_text("not a database")  # the cache cannot open
-    result = cli("run", str(path), "--no-tracking", cwd=tmp_path)
+    config = base_config(["local/lead"], scorers=["tests.custom_scorers:crashing_batch"])
+    result = cli("run", str(write_project(tmp_path, config)), "--no-tracking", cwd=tmp_path)
     assert result.returncode == EXIT_INCOMPLETE, result.stdout + result.stderr
     assert "could not complete" in result.stderr and "Traceback" not in result.stderr
 

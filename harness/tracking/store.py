@@ -32,6 +32,35 @@ def tracking_uri(experiment: Experiment) -> str:
     return default_uri(experiment.root)
 
 
+KNOWN_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
+def check_store(uri: str, field: str = "MLFLOW_TRACKING_URI") -> None:
+    """Refuse, before any paid call, a store MLflow cannot use: an unknown scheme, or an sqlite file that is
+    not a database (found only after the calls, it would cost the run its tracking)."""
+    from harness.config import ConfigError
+
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme and scheme not in KNOWN_SCHEMES:
+        raise ConfigError(
+            uri,
+            field,
+            f"'{scheme}' is not a tracking store MLflow knows",
+            "use sqlite:///path/mlflow.db, postgresql+psycopg2://..., http(s)://server, or unset it",
+        )
+    if scheme != "sqlite":
+        return
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is None or not path.exists():
+        return
+    if not path.is_file():
+        raise ConfigError(uri, field, f"{path} is a folder, not an sqlite file", "point at a .db file")
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if header and header != b"SQLite format 3\x00":
+        raise ConfigError(uri, field, f"{path} is not an SQLite database", "move it away or point at another file")
+
+
 def find_project_root(start: Path | None = None) -> Path:
     """The project a command run in `start` (default: the current folder) belongs to: the nearest folder,
     going up, that holds `mlruns/mlflow.db`, else `experiments/`, else `start` itself."""
