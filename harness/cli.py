@@ -9,14 +9,16 @@ Questions to the user (the spend confirmation) are asked here and nowhere else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.exit_codes import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from harness.exit_codes import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
 from harness.offline import apply_offline_defaults
 
 if TYPE_CHECKING:
@@ -29,9 +31,19 @@ if TYPE_CHECKING:
     from harness.workflow import RunOptions
 
 
+class Terminated(BaseException):
+    """SIGTERM (sent by `timeout`, CI runners and Kubernetes), handled like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `harness` and `python -m harness`."""
     apply_offline_defaults()
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave it alone
+        signal.signal(signal.SIGTERM, _on_sigterm)
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
@@ -52,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(
+            "terminated (SIGTERM): every call that finished is in the response cache; run the same command again "
+            "to resume",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
     except Exception as exc:  # anything unexpected: "could not complete", never mistaken for a regression
         from harness.secrets import scrub
 

@@ -337,6 +337,8 @@ class Experiment(StrictModel):
     concurrency: int = Field(default=4, gt=0, le=1024)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)
+    max_response_chars: int = Field(default=1_000_000, gt=0)
+    """A longer answer is recorded as an error (ResponseTooLarge) instead of being scored and stored."""
     tracking_uri: str | None = None
     """MLflow tracking URI; `MLFLOW_TRACKING_URI` wins, else `sqlite:///mlruns/mlflow.db`."""
 

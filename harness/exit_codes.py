@@ -9,6 +9,7 @@
 | 4 | could not complete: every call failed, nothing ran, tracking failed, or an internal error; the
 |   | records that were made stay in the response cache and the report is written locally |
 | 130 | interrupted (Ctrl-C); run the same command again to resume from the cache |
+| 143 | terminated (SIGTERM, as `timeout`, CI runners and Kubernetes send); the same as 130 otherwise |
 
 A regression outranks everything but a usage error: a `gate` that found one exits 1 even when tracking
 it failed afterwards.
@@ -22,3 +23,4 @@ EXIT_UNDECIDED = 3
 EXIT_BUDGET = 3
 EXIT_INCOMPLETE = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143

@@ -26,6 +26,7 @@ from typing import Any
 from harness.cache import CachedResponse, ResponseCache, call_key
 from harness.config import ModelConfig
 from harness.pricing import ModelPrice, is_local_model, map_price
+from harness.providers.call import implausible_usage
 from harness.providers.local import local_slots
 from harness.records import RecordError, Usage
 from harness.secrets import scrub
@@ -80,21 +81,29 @@ class Budget:
     max_usd: float | None
     spent: float = 0.0
     reserved: float = 0.0
+    in_flight: int = 0
+    """Calls holding a reservation: counted, since a float sum of reservations drifts off zero."""
     exhausted: bool = False
 
-    def reserve(self, worst_usd: float) -> bool:
-        """True when the call may start; False (and stays False) once the cap would be exceeded."""
+    def reserve(self, worst_usd: float) -> bool | None:
+        """True when the call may start; None when it may fit once calls in flight settle (their worst case
+        is usually far above what they cost); False (and stays False) once the cap would be exceeded with
+        nothing in flight."""
         if self.exhausted:
             return False
         if self.max_usd is not None and self.spent + self.reserved + worst_usd > self.max_usd:
+            if self.in_flight > 0:
+                return None
             self.exhausted = True
             return False
         self.reserved += worst_usd
+        self.in_flight += 1
         return True
 
     def settle(self, worst_usd: float, actual_usd: float) -> None:
         """Replace a call's reservation with what it really cost."""
-        self.reserved -= worst_usd
+        self.in_flight -= 1
+        self.reserved = self.reserved - worst_usd if self.in_flight else 0.0
         self.spent += actual_usd
 
 
@@ -116,6 +125,8 @@ class _LoopState:
     limit: asyncio.Semaphore
     per_model: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     inflight: dict[str, asyncio.Future[Completion]] = field(default_factory=dict)
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set (and replaced) whenever a call settles, waking calls waiting for room in the budget."""
 
 
 class ModelPool:
@@ -130,8 +141,10 @@ class ModelPool:
         concurrency: int = 4,
         timeout_s: float = 60.0,
         max_retries: int = 4,
+        max_response_chars: int = 1_000_000,
     ) -> None:
         self.cache = cache
+        self.max_response_chars = max_response_chars
         self.read_cache = read_cache
         self.budget = Budget(max_usd)
         self.concurrency = concurrency
@@ -154,6 +167,7 @@ class ModelPool:
             concurrency=experiment.concurrency,
             timeout_s=experiment.timeout_s,
             max_retries=experiment.max_retries,
+            max_response_chars=experiment.max_response_chars,
         )
 
     def prefetch(self, keys: list[str]) -> set[str]:
@@ -229,16 +243,21 @@ class ModelPool:
             estimate = sum(count_tokens(model.model, [{"role": "user", "content": t}]) for t in chunk)
             worst = price.cost(Usage(input_tokens=math.ceil(estimate * INPUT_TOKEN_SAFETY) + 16))
             async with self._slots(model, state):
-                if not self.budget.reserve(worst):
+                if not await self._reserve(worst, state):
                     self.counts.not_run += len(chunk)
                     errors.update({t: "not embedded: the budget ran out" for t in chunk})
                     return
                 from harness.providers.call import call_embedding
 
-                result = await call_embedding(model, chunk, self.timeout_s, self.max_retries)
-                usage = result.usage if result.usage.input_tokens > 0 else Usage(input_tokens=estimate)
-                cost = price.cost(usage) if result.error is None or result.usage.input_tokens else 0.0
-                self.budget.settle(worst, cost)
+                cost = worst
+                try:
+                    result = await call_embedding(model, chunk, self.timeout_s, self.max_retries)
+                    usage = result.usage if result.usage.input_tokens > 0 else Usage(input_tokens=estimate)
+                    cost = price.cost(usage) if result.error is None or result.usage.input_tokens else 0.0
+                    if implausible_usage(result.usage) is not None:
+                        usage, cost = Usage(input_tokens=estimate), worst  # never trusted by the budget
+                finally:
+                    self._settle(worst, cost, state)
             self.counts.calls_made += 1
             for i, text in enumerate(chunk):
                 costs[text] = cost / len(chunk)
@@ -280,18 +299,23 @@ class ModelPool:
         # holds a global slot nor counts its wait as latency (or as a timeout).
         async with self._slots(spec.model, state):
             worst = self.worst_case_usd(spec)
-            if not self.budget.reserve(worst):
+            if not await self._reserve(worst, state):
                 self.counts.not_run += 1
                 return Completion(not_run=True)
-            params = sample_params(spec.model, spec.params, spec.sample)
-            result = await call_model(spec.model, spec.messages, params, self.timeout_s, self.max_retries)
-            if result.output is not None:
-                result.output = scrub(result.output)  # an endpoint that echoes the key back keeps it to itself
-            usage, source = result.usage, spec.price.source
-            if result.output is not None and not result.usage_reported:
-                usage, source = self._estimated_usage(spec, result.output), source + ESTIMATED_USAGE
-            cost = spec.price.cost(usage, result.latency_s)
-            self.budget.settle(worst, cost)
+            cost = worst  # what an interrupted call counts as: it may have been billed
+            try:
+                params = sample_params(spec.model, spec.params, spec.sample)
+                result = await call_model(spec.model, spec.messages, params, self.timeout_s, self.max_retries)
+                self._check_size(result)
+                usage, source = result.usage, spec.price.source
+                if result.output is not None and not result.usage_reported:
+                    usage, source = self._estimated_usage(spec, result.output), source + ESTIMATED_USAGE
+                cost = spec.price.cost(usage, result.latency_s)
+                if result.error is not None and result.error.type == "ImplausibleUsage":
+                    # Reported usage that cannot be true is never trusted: the call counts at its worst case.
+                    cost, source = worst, source + " (usage implausible: counted at the call's worst case)"
+            finally:
+                self._settle(worst, cost, state)
         self.counts.calls_made += 1
         self.counts.errors += result.error is not None
         if self.cache is not None and result.error is None and result.output is not None:
@@ -305,6 +329,34 @@ class ModelPool:
             attempts=result.attempts,
             error=result.error,
         )
+
+    async def _reserve(self, worst: float, state: _LoopState) -> bool:
+        """Reserve a call's worst case, waiting while calls in flight may still free room: the budget is
+        declared exhausted only when the call cannot fit with nothing else in flight."""
+        while True:
+            admitted = self.budget.reserve(worst)
+            if admitted is not None:
+                return admitted
+            await state.settled.wait()
+
+    def _settle(self, worst: float, cost: float, state: _LoopState) -> None:
+        self.budget.settle(worst, cost)
+        state.settled.set()
+        state.settled = asyncio.Event()
+
+    def _check_size(self, result: Any) -> None:
+        """An answer larger than `max_response_chars` is an error on its record, not text to score."""
+        if result.output is None:
+            return
+        if len(result.output) > self.max_response_chars:
+            size = len(result.output)
+            result.output = None
+            result.error = RecordError(
+                type="ResponseTooLarge",
+                message=f"the answer has {size:,} characters, over max_response_chars {self.max_response_chars:,}",
+            )
+            return
+        result.output = scrub(result.output)  # an endpoint that echoes the key back keeps it to itself
 
     def _estimated_usage(self, spec: CallSpec, output: str) -> Usage:
         from harness.prompts import count_tokens

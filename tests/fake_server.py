@@ -43,7 +43,7 @@ FAULT_KINDS: dict[str, Fault] = {
     "malformed": Fault(kind="malformed"),
     "no_usage": Fault(kind="no_usage"),
     "empty_choices": Fault(kind="empty_choices"),
-    "echo_headers": Fault(kind="echo_headers"),
+    "429_retry_after_soon": Fault(status=429, headers={"Retry-After": "soon"}),
 }
 
 

@@ -182,3 +182,77 @@ def test_secret_canaries_never_leak_through_any_channel(
     assert leaks == []
     records = "".join(p.read_text() for p in (store / "artifacts").rglob("records.jsonl"))
     assert "invalid credentials" in records and "***" in records
+
+
+def quiet_run(path: Path, **options: object) -> object:
+    return run_experiment(load_config(path), Console(file=io.StringIO(), width=250), RunOptions(tracking=False))
+
+
+def test_retry_after_that_is_not_a_number_falls_back_to_backoff(tmp_path: Path, model_server: FakeModelServer) -> None:
+    from tests.fake_server import Fault
+
+    for value in ("soon", "nan", "Wed, 99 Foo 2026", "-5"):
+        model_server.fail_next(Fault(status=429, headers={"Retry-After": value}))
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=1, max_retries=5)
+    outcome = quiet_run(write_project(tmp_path, config))
+    assert all(r.error is None for r in outcome.records)  # type: ignore[attr-defined]
+    assert sum(r.attempts for r in outcome.records) == 3 + 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("prompt_tokens", "completion_tokens"), [(-40, 5), (10, -3), (10**12, 5), (10, 10**9)], ids=str
+)
+def test_implausible_usage_is_an_error_never_trusted_by_the_budget(
+    tmp_path: Path, model_server: FakeModelServer, prompt_tokens: int, completion_tokens: int
+) -> None:
+    from tests.fake_server import Usage
+
+    model_server.usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    items = [{"id": f"i{n}", "document": f"Item {n}.", "reference": "x"} for n in range(10)]
+    config = base_config([fake_model(model_server, price=PRICE)], budget={"max_usd": 0.0003}, concurrency=2)
+    outcome = quiet_run(write_project(tmp_path, config, items=items))
+    records = outcome.records  # type: ignore[attr-defined]
+    assert records and all(r.error is not None and r.error.type == "ImplausibleUsage" for r in records)
+    assert all(r.cost_usd > 0 for r in records)  # counted at the worst case, never negative
+    assert 0 < outcome.status.spent_usd <= 0.0003 and outcome.status.budget_exhausted  # type: ignore[attr-defined]
+    assert len(model_server.requests) < 10
+
+
+def test_an_answer_over_the_size_cap_is_an_error(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.answer = lambda request: "x" * 2_000_000
+    config = base_config([fake_model(model_server, price=PRICE)], max_response_chars=10_000)
+    outcome = quiet_run(write_project(tmp_path, config))
+    records = outcome.records  # type: ignore[attr-defined]
+    assert all(r.error is not None and r.error.type == "ResponseTooLarge" and r.output is None for r in records)
+    assert "2,000,000 characters" in records[0].error.message
+
+
+def test_connection_refused_is_named_for_what_it_is(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    model = {"model": "openai/nobody", "api_base": f"http://127.0.0.1:{port}/v1", "price": PRICE}
+    outcome = quiet_run(write_project(tmp_path, base_config([model], max_retries=1)))
+    assert {r.error.type for r in outcome.records} == {"ConnectionRefused"}  # type: ignore[attr-defined]
+
+
+def test_capped_run_at_concurrency_32_with_faults_uses_the_cap_and_never_passes_it(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    """Counted on the test server: what it answered with 200 is what a provider would bill."""
+    from tests.fake_server import Usage
+
+    model_server.usage = Usage(prompt_tokens=40, completion_tokens=16)
+    model_server.inject_faults(0.2, ["429_retry_after", "500", "503", "reset", "429_retry_after_soon"], seed=3)
+    cap = 0.01
+    items = [{"id": f"i{n}", "document": f"Document {n}. It says {n}.", "reference": "x"} for n in range(300)]
+    config = base_config(
+        [fake_model(model_server, price=PRICE)], concurrency=32, max_retries=4, budget={"max_usd": cap}
+    )
+    outcome = quiet_run(write_project(tmp_path, config, items=items))
+    per_call = 40 * PRICE["input_cost_per_token"] + 16 * PRICE["output_cost_per_token"]
+    billed = sum(model_server.billable.values()) * per_call
+    assert 0.85 * cap <= billed <= cap, billed / cap
+    assert outcome.status.spent_usd == pytest.approx(billed)  # type: ignore[attr-defined]

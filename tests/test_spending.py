@@ -229,3 +229,18 @@ def test_scorer_calls_are_costed_apart_from_the_variants(tmp_path: Path, model_s
     assert summary.eval_cost_usd == pytest.approx(20 * 110 * 5e-6)
     assert summary.quality["tests.custom_scorers:judged_brevity"] == 1.0
     assert len(model_server.requests) == 40
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, model_server: FakeModelServer) -> None:
+    model_server.delay_s = 0.3
+    path = project(tmp_path, model_server, concurrency=2)
+    process = _spawn(path, tmp_path)
+    _wait_for_requests(model_server, 6, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "terminated (SIGTERM)" in stderr and "run the same command again" in stderr
+    assert "Traceback" not in stderr
+    resumed = harness("run", str(path), cwd=tmp_path)
+    assert resumed.returncode == 0
+    assert "served from the response cache" in resumed.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import os
 import random
 import time
@@ -137,22 +138,66 @@ def _fill_from_response(result: CallResult, response: Any) -> None:
         return
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     completion_details = getattr(usage, "completion_tokens_details", None)
-    result.usage = Usage(
-        input_tokens=int(usage.prompt_tokens or 0),
-        output_tokens=int(usage.completion_tokens or 0),
-        cached_input_tokens=int(getattr(prompt_details, "cached_tokens", 0) or 0),
-        cache_creation_input_tokens=int(
-            getattr(prompt_details, "cache_creation_tokens", 0) or getattr(usage, "cache_creation_input_tokens", 0) or 0
-        ),
-        reasoning_tokens=int(getattr(completion_details, "reasoning_tokens", 0) or 0),
-    )
+    try:
+        result.usage = Usage(
+            input_tokens=int(usage.prompt_tokens or 0),
+            output_tokens=int(usage.completion_tokens or 0),
+            cached_input_tokens=int(getattr(prompt_details, "cached_tokens", 0) or 0),
+            cache_creation_input_tokens=int(
+                getattr(prompt_details, "cache_creation_tokens", 0)
+                or getattr(usage, "cache_creation_input_tokens", 0)
+                or 0
+            ),
+            reasoning_tokens=int(getattr(completion_details, "reasoning_tokens", 0) or 0),
+        )
+    except (TypeError, ValueError, OverflowError):
+        result.usage = Usage()
+        result.error = RecordError(type="ImplausibleUsage", message="the provider reported usage that is not a count")
+        return
+    problem = implausible_usage(result.usage)
+    if problem is not None:
+        result.error = RecordError(type="ImplausibleUsage", message=f"the provider reported {problem}")
+
+
+MAX_TOKENS_PER_CALL = 10_000_000
+"""More tokens than any model's context in one call: a count above it is a provider bug, not a bill."""
+
+
+def implausible_usage(usage: Usage) -> str | None:
+    """Why reported usage cannot be trusted to price a call (or to let the budget admit more), or None."""
+    counts = usage.model_dump()
+    negative = [k for k, v in counts.items() if v < 0]
+    if negative:
+        return f"negative token counts ({', '.join(f'{k}={counts[k]}' for k in negative)})"
+    huge = [k for k, v in counts.items() if v > MAX_TOKENS_PER_CALL]
+    if huge:
+        return f"absurd token counts ({', '.join(f'{k}={counts[k]:,}' for k in huge)})"
+    if usage.cached_input_tokens + usage.cache_creation_input_tokens > usage.input_tokens:
+        return "more cached than input tokens"
+    if usage.reasoning_tokens > usage.output_tokens:
+        return "more reasoning than output tokens"
+    return None
 
 
 def _as_error(exc: BaseException, timeout_s: float) -> RecordError:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError) or type(exc).__name__ == "Timeout":
         return RecordError(type="Timeout", message=f"no response within {timeout_s:g} s")
+    if _connection_refused(exc):
+        return RecordError(type="ConnectionRefused", message="nothing is listening at the model's address")
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return RecordError(type=type(exc).__name__, message=scrub(message)[:500])
+
+
+def _connection_refused(exc: BaseException) -> bool:
+    """litellm wraps a refused connection in InternalServerError or APIConnectionError; find the cause."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or "connection refused" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _retry_delay(exc: BaseException, attempt: int) -> float | None:
@@ -171,6 +216,7 @@ def _retry_delay(exc: BaseException, attempt: int) -> float | None:
             "RateLimitError",
         }
         or status in RETRYABLE_STATUS
+        or _connection_refused(exc)
     )
     if not transient:
         return None
@@ -191,13 +237,26 @@ def _retry_after_s(exc: BaseException) -> float | None:
     for headers in sources:
         if not headers:
             continue
-        value = headers.get("retry-after") or headers.get("Retry-After")
+        try:
+            value = headers.get("retry-after") or headers.get("Retry-After")
+        except Exception:  # headers of an unexpected shape: fall back to backoff
+            return None
         if value is None:
             continue
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value)
-            if parsed is not None:
-                return max(parsed.timestamp() - time.time(), 0.0)
+        return _parse_retry_after(str(value))
     return None
+
+
+def _parse_retry_after(value: str) -> float | None:
+    """Seconds from a Retry-After value (a number or an HTTP date); None for anything else ('soon')."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if parsed is None or parsed.tzinfo is None:
+            return None
+        seconds = parsed.timestamp() - time.time()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
