@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,11 @@ def _datasets() -> Any:
     import datasets
 
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    # Its readers log a failed file at ERROR before raising: harness reports the error in one line itself.
+    logger = logging.getLogger("datasets")
+    logger.setLevel(logging.CRITICAL)
+    logger.propagate = False
     return datasets
 
 
@@ -118,17 +123,22 @@ def _json_rows(path: Path, config_file: Path) -> list[dict[str, Any]]:
     """
     text = path.read_text(encoding="utf-8")
     fix = "check the file is valid JSON (one object per line for .jsonl)"
+    rows: list[tuple[int, Any]] = []
+    number = 0
     try:
         if path.suffix.lower() == ".jsonl":
-            rows = [
-                (number, json.loads(line)) for number, line in enumerate(text.splitlines(), start=1) if line.strip()
-            ]
+            for number, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    rows.append((number, json.loads(line)))
         else:
             data = json.loads(text)
             rows = list(enumerate(data if isinstance(data, list) else [data], start=1))
     except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}" if path.suffix.lower() == ".jsonl" else f"line {exc.lineno} column {exc.colno}"
+        jsonl = path.suffix.lower() == ".jsonl"
+        where = f"line {number}, column {exc.colno}" if jsonl else f"line {exc.lineno} column {exc.colno}"
         raise ConfigError(config_file, "dataset.path", f"cannot read {path}: {where}: {exc.msg}", fix) from None
+    except RecursionError:
+        raise ConfigError(config_file, "dataset.path", f"{path}: nested too deeply to read", "flatten it") from None
     for number, row in rows:
         if not isinstance(row, dict):
             raise ConfigError(
@@ -196,6 +206,9 @@ def _check_unique_ids(items: list[Item], cfg: DatasetConfig, file: Path) -> None
         seen.add(item.id)
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
+    """The first line of the root cause (`datasets` wraps a parser's error in a generic one)."""
+    while (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

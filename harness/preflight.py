@@ -10,10 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from harness.config import ConfigError, Experiment
-from harness.datasets import load_items
+from harness.config import ConfigError, Experiment, check_tree_size, load_yaml
+from harness.datasets import Item, load_items
 from harness.plan import Plan, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
 from harness.pricing import ModelPrice, is_local_model, resolve_price
 from harness.prompts import count_tokens, load_template, messages_hash, render_checked
@@ -49,7 +47,9 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     }
     constants = _load_constants(experiment)
     eval_set = load_items(experiment)
-    for sc in scorers:
+    for i, sc in enumerate(scorers):
+        if sc.needs_reference:
+            _check_references(experiment, sc.name, f"scorers[{i}]", eval_set.items)
         if sc.check is not None:
             sc.check(eval_set.items)
     prompts = expand_prompts(experiment, templates)
@@ -82,6 +82,26 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
 
         check_routing(experiment.routing, [v.name for v in variants], labels, file)
     return plan
+
+
+REFERENCE_COLUMNS = ("reference", "references", "answer", "target", "label", "summary", "output")
+
+
+def _check_references(experiment: Experiment, name: str, field: str, items: list[Item]) -> None:
+    """A scorer that compares with a reference finds one on every item, or nothing is paid for."""
+    missing = [item.id for item in items if not item.reference and not item.references]
+    if not missing:
+        return
+    columns = sorted(items[0].fields) if items else []
+    likely = [c for c in REFERENCE_COLUMNS if c in columns]
+    hint = f"map the reference column: dataset: {{fields: {{reference: {likely[0] if likely else '<column>'}}}}}"
+    raise ConfigError(
+        experiment.source_path,
+        field,
+        f"scorer {name} compares each output with a reference, but {len(missing)} of {len(items)} items have none "
+        f"(e.g. item {missing[0]}; columns: {', '.join(columns)})",
+        hint,
+    )
 
 
 def _check_context(plan: Plan, file: str) -> None:
@@ -208,12 +228,21 @@ def _read_constant_file(experiment: Experiment, key: str, relative: str) -> Any:
         raise ConfigError(
             experiment.source_path, field, f"no such file {path}", "give a path relative to the project root"
         )
-    text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        if path.suffix in {".yaml", ".yml"}:
-            return yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            experiment.source_path, field, f"{path} is not UTF-8 ({exc.reason} at byte {exc.start})", "save it as UTF-8"
+        ) from None
+    if path.suffix in {".yaml", ".yml"}:
+        return load_yaml(text, path, field)
+    if path.suffix != ".json":
+        return text
+    try:
+        tree = json.loads(text)
     except ValueError as exc:
-        raise ConfigError(experiment.source_path, field, f"cannot parse {path}: {exc}", "fix the file") from None
-    return text
+        raise ConfigError(experiment.source_path, field, f"cannot parse {path}: {exc}", "fix the JSON") from None
+    except RecursionError:
+        raise ConfigError(experiment.source_path, field, f"{path} is nested too deeply", "flatten it") from None
+    check_tree_size(tree, path, field)
+    return tree

@@ -27,8 +27,9 @@ _KNOWN: set[str] = set()
 
 
 def is_secret_name(name: str) -> bool:
-    """True for names that carry credentials (`api_key`, `Authorization`, `LLM_CREDS`, `key`, ...)."""
-    return _SECRET_NAME.search(name) is not None
+    """True for names that carry credentials (`api_key`, `Authorization`, `LLM_CREDS`, `key`, ...); not for
+    `api_key_env`, which names the variable holding a key, not the key."""
+    return not name.lower().endswith("_env") and _SECRET_NAME.search(name) is not None
 
 
 def remember_tree(tree: Any) -> None:
@@ -103,8 +104,9 @@ def tree_secrets(value: Any) -> set[str]:
         node = stack.pop()
         if isinstance(node, dict):
             for key, inner in node.items():
-                if key == "api_key_env" and isinstance(inner, str) and os.environ.get(inner):
-                    found.add(os.environ[inner])
+                if key == "api_key_env":
+                    if isinstance(inner, str) and os.environ.get(inner):
+                        found.add(os.environ[inner])
                 elif is_secret_name(str(key)) and isinstance(inner, str):
                     found.add(inner)
                 else:

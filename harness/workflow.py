@@ -144,6 +144,11 @@ def execute(
     `reports/` and the outcome says what failed.
     """
     started_at = time.time()
+    if not plan.runnable:
+        skipped = "; ".join(f"{v.name}: {v.skipped}" for v in plan.variants)
+        raise ConfigError(
+            plan.experiment.source_path, "models", f"no variant can run ({skipped})", "export the keys they need"
+        )
     cache = open_cache(plan.experiment, options)
     if options.tracking:
         from harness.tracking.store import check_store, tracking_uri

@@ -87,24 +87,31 @@ class Scorer:
     aggregate: AggregateFn | None = None
     batch: BatchScoreFn | None = None
     check: CheckFn | None = None
+    needs_reference: bool = False
+    """Scores against the item's reference: preflight refuses items without one."""
 
 
 @dataclass(frozen=True)
 class _Entry:
     factory: Callable[..., ScoreFn | ScorerParts]
     kind: Kind
+    needs_reference: bool = False
 
 
 REGISTRY: dict[str, _Entry] = {}
 
 
-def scorer(name: str, kind: Kind = "continuous") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a scorer factory under `name`."""
+def scorer(
+    name: str, kind: Kind = "continuous", needs_reference: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a scorer factory under `name`. `needs_reference`: every item must have a reference (or
+    references), checked before any paid call."""
 
     def register(factory: Callable[..., Any]) -> Callable[..., Any]:
-        REGISTRY[name] = _Entry(factory=factory, kind=kind)
+        REGISTRY[name] = _Entry(factory=factory, kind=kind, needs_reference=needs_reference)
         # The kind travels with the function, so `module:function` finds it without the registry.
         factory.kind = kind  # type: ignore[attr-defined]
+        factory.needs_reference = needs_reference  # type: ignore[attr-defined]
         return factory
 
     return register
@@ -136,15 +143,16 @@ def build_scorer(
         ) from None
     try:
         built = entry.factory(**options)
-    except (ValueError, TypeError) as exc:
-        problem = str(exc).splitlines()[0]
+    except Exception as exc:  # a bad regex, an option of the wrong type: the config's fault, found before a call
+        problem = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise ConfigError(
             config_file, f"{field_path}.options", f"scorer '{cfg.name}': {problem}", "fix the option's value"
         ) from None
+    needs = entry.needs_reference
     if isinstance(built, ScorerParts):
         kind = built.kind or entry.kind
-        return Scorer(label, built.score, kind, dict(cfg.options), built.aggregate, built.batch, built.check)
-    return Scorer(label, built, entry.kind, dict(cfg.options))
+        return Scorer(label, built.score, kind, dict(cfg.options), built.aggregate, built.batch, built.check, needs)
+    return Scorer(label, built, entry.kind, dict(cfg.options), needs_reference=needs)
 
 
 def _lookup(name: str, config_file: str, field_path: str) -> _Entry:
@@ -161,7 +169,11 @@ def _lookup(name: str, config_file: str, field_path: str) -> _Entry:
                 f"cannot import scorer '{name}' ({exc})",
                 "give module:function for a module on the Python path",
             ) from None
-        return _Entry(factory=factory, kind=getattr(factory, "kind", "continuous"))
+        return _Entry(
+            factory=factory,
+            kind=getattr(factory, "kind", "continuous"),
+            needs_reference=getattr(factory, "needs_reference", False),
+        )
     import difflib
 
     close = difflib.get_close_matches(name, REGISTRY, n=1)

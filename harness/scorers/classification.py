@@ -7,7 +7,7 @@ from harness.scorers._registry import ScorerParts, scorer
 from harness.scorers.text import normalizer, references
 
 
-@scorer("accuracy", kind="binary")
+@scorer("accuracy", kind="binary", needs_reference=True)
 def accuracy(case_sensitive: bool = False, strip_punctuation: bool = True) -> ScorerParts:
     """1 when the output is the reference label (normalised); the aggregate adds macro-F1.
 

@@ -22,7 +22,7 @@ from harness.scorers.text import references
 DEFAULT_MODEL = "local/all-minilm-l6-v2"
 
 
-@scorer("embedding_similarity")
+@scorer("embedding_similarity", needs_reference=True)
 def embedding_similarity(
     model: str | dict[str, Any] = DEFAULT_MODEL, batch_size: int = 32, concurrency: int | None = None
 ) -> ScorerParts:

@@ -24,7 +24,7 @@ def final_number(text: str) -> float | None:
         return None
 
 
-@scorer("numeric_match", kind="binary")
+@scorer("numeric_match", kind="binary", needs_reference=True)
 def numeric_match(rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> ScoreFn:
     """1 when the output's final number equals the reference's. Example: `numeric_match: {rel_tol: 0.01}`."""
 

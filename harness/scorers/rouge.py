@@ -9,7 +9,7 @@ from harness.scorers.text import references
 VARIANTS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
-@scorer("rouge")
+@scorer("rouge", needs_reference=True)
 def rouge(variant: str = "rougeL", use_stemmer: bool = True) -> ScoreFn:
     """ROUGE F1 against one or more references (best match when several). Example: `rouge: {variant: rouge2}`."""
     if variant not in VARIANTS:

@@ -37,7 +37,7 @@ def references(item: Item) -> list[str]:
     return refs
 
 
-@scorer("exact_match", kind="binary")
+@scorer("exact_match", kind="binary", needs_reference=True)
 def exact_match(
     case_sensitive: bool = False, strip_punctuation: bool = False, collapse_whitespace: bool = True
 ) -> ScoreFn:
