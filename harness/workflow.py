@@ -149,11 +149,11 @@ def execute(
         raise ConfigError(
             plan.experiment.source_path, "models", f"no variant can run ({skipped})", "export the keys they need"
         )
-    cache = open_cache(plan.experiment, options)
     if options.tracking:
         from harness.tracking.store import check_store, tracking_uri
 
         check_store(tracking_uri(plan.experiment))
+    cache = open_cache(plan.experiment, options)
     tracker = TrackingProcess() if options.tracking else None
     try:
         return _execute(plan, console, options, prior or {}, started_at, tracker, cache)

@@ -67,3 +67,72 @@ def test_truncation_in_the_template_makes_a_long_item_fit(tmp_path: Path) -> Non
     )
     plan = prepare(load_config(tmp_path / "exp.yaml"))
     assert 200 <= plan.prompt_tokens[("local/smollm2-135m:short", "huge")] < 260
+
+
+def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from harness.cli import main
+
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["run", "CASE", "--max-usd", "nan"], "--max-usd"),
+        (["run", "CASE", "--max-usd", "inf"], "--max-usd"),
+        (["run", "CASE", "--max-usd", "-1"], "--max-usd"),
+        (["run", "CASE", "--limit", "0"], "--limit"),
+        (["gate", "CASE", "--limit", "-2"], "--limit"),
+        (["ui", "--port", "99999"], "--port"),
+        (["report", "0123456789abcdef0123456789abcdef"], "cannot read run"),
+        (["route", "0123456789abcdef0123456789abcdef"], "cannot read run"),
+        (["reprice", "0123456789abcdef0123456789abcdef"], "cannot read run"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_bad_command_lines_give_one_clear_line(
+    args: list[str], expect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    case = str(REPO / "tests" / "bad_inputs" / "files" / "good.yaml")  # a valid config, wrong flags
+    code, err = _main([case if a == "CASE" else a for a in args], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expect in err, err
+
+
+@pytest.mark.parametrize(
+    ("uri", "expect"),
+    [("foo://bar/baz", "is not a tracking store MLflow knows"), ("NOT_A_DB", "is not an SQLite database")],
+    ids=["unknown scheme", "not a database"],
+)
+def test_unusable_tracking_store_is_refused_before_any_call(
+    uri: str, expect: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if uri == "NOT_A_DB":
+        (tmp_path / "store.db").write_text("this is not sqlite")
+        uri = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache.sqlite"))
+    monkeypatch.chdir(tmp_path)
+    case = REPO / "tests" / "bad_inputs" / "files" / "good.yaml"
+    code, err = _main(["run", str(case)], capsys)
+    assert code == 2 and "MLFLOW_TRACKING_URI" in err and expect in err, err
+    assert not (tmp_path / "cache.sqlite").exists()
+    code, err = _main(["report", "0123456789abcdef0123456789abcdef"], capsys)
+    assert code == 2 and expect in err, err
+
+
+def test_unwritable_report_folder_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import harness
+    from harness.workflow import RunOptions
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache.sqlite"))
+    case = REPO / "tests" / "bad_inputs" / "files" / "good.yaml"
+    outcome = harness.run(case, RunOptions(), console=None)
+    (tmp_path / "a-file").write_text("")
+    code, err = _main(["report", str(outcome.run_id), "--out", str(tmp_path / "a-file" / "inside")], capsys)
+    assert code == 2 and "--out" in err and "cannot write there" in err, err

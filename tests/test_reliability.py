@@ -138,6 +138,7 @@ CANARIES = {
     "api_key_env": "canary-LLMCREDS-4f2a9c",
     "header": "canary-HEADER-77d1e0",
     "url_password": "canary-URLPASS-b3c5aa",
+    "url_query": "canary-URLQUERY-9e8d7c",
 }
 
 
@@ -159,6 +160,8 @@ def test_secret_canaries_never_leak_through_any_channel(
             params={"extra_headers": {"Authorization": f"Bearer {CANARIES['header']}"}},
         ),
         {**fake_model(model_server, "url", price=PRICE), "api_base": f"http://user:{CANARIES['url_password']}@{host}"},
+        # never called (its key is unset, so it is skipped), but its params and the config are still logged
+        {"model": "openai/gpt-4o-mini", "api_base": f"https://api.example.invalid/v1?key={CANARIES['url_query']}"},
     ]
     model_server.fail_next(*[Fault(kind="echo_headers")] * 9)  # every first call of every variant, echoed
     config = base_config(models, max_retries=0, concurrency=1)
