@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from harness.config import ConfigError, DatasetConfig, Experiment
+from harness.config import ConfigError, DatasetConfig, DatasetFields, Experiment
 
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -38,6 +38,8 @@ class EvalSet(BaseModel):
     fingerprint: str
     """SHA-256 over the selected items' content: equal fingerprints mean the same eval."""
     source: str
+    conventional: dict[str, str] = Field(default_factory=dict)
+    """Roles taken by a column's conventional name because the config mapped none (role -> column)."""
 
 
 def load_items(experiment: Experiment) -> EvalSet:
@@ -48,12 +50,37 @@ def load_items(experiment: Experiment) -> EvalSet:
     if not rows:
         raise ConfigError(file, "dataset", f"{source} has no items", "point dataset.path at a non-empty file")
     rows = _select(rows, cfg)
-    items = [_to_item(row, index, cfg, file) for index, row in enumerate(rows)]
+    conventional = conventional_roles(cfg.fields, rows[0])
+    fields = cfg.fields.model_copy(update=conventional)
+    items = [_to_item(row, index, fields, file, set(conventional)) for index, row in enumerate(rows)]
     _check_unique_ids(items, cfg, file)
     digest = hashlib.sha256()
     for item in items:
         digest.update(json.dumps(item.fields, sort_keys=True, default=str).encode())
-    return EvalSet(items=items, fingerprint=digest.hexdigest()[:16], source=source)
+    return EvalSet(items=items, fingerprint=digest.hexdigest()[:16], source=source, conventional=conventional)
+
+
+CONVENTIONAL_COLUMNS = {
+    "id": ("id",),
+    "reference": ("reference", "answer", "target", "label"),
+    "references": ("references",),
+}
+"""Column names that take a role without a mapping (an explicit `dataset.fields` mapping always wins)."""
+
+
+def conventional_roles(fields: DatasetFields, first_row: dict[str, Any]) -> dict[str, str]:
+    """The roles the config leaves unmapped that a conventionally named column fills (role -> column)."""
+    if fields.reference is not None or fields.references is not None:
+        roles: tuple[str, ...] = ("id",)
+    else:
+        roles = ("id", "reference", "references")
+    out = {}
+    for role in roles:
+        if getattr(fields, role) is None:
+            column = next((c for c in CONVENTIONAL_COLUMNS[role] if c in first_row), None)
+            if column is not None:
+                out[role] = column
+    return out
 
 
 def _datasets() -> Any:
@@ -165,20 +192,19 @@ def _select(rows: list[dict[str, Any]], cfg: DatasetConfig) -> list[dict[str, An
     return rows[: cfg.limit] if cfg.limit else rows
 
 
-def _to_item(row: dict[str, Any], index: int, cfg: DatasetConfig, file: Path) -> Item:
-    fields = cfg.fields
+def _to_item(row: dict[str, Any], index: int, fields: DatasetFields, file: Path, conventional: set[str]) -> Item:
     for role in ("id", "reference", "references"):
         column = getattr(fields, role)
-        if column is not None and column not in row:
+        if column is not None and column not in row and role not in conventional:
             raise ConfigError(
                 file,
                 f"dataset.fields.{role}",
                 f"column '{column}' is not in the dataset",
                 f"use one of: {', '.join(row)}",
             )
-    item_id = str(row[fields.id]) if fields.id else str(index)
-    references = _as_list(row[fields.references]) if fields.references else []
-    reference = row[fields.reference] if fields.reference else None
+    item_id = str(row[fields.id]) if fields.id and row.get(fields.id) is not None else str(index)
+    references = _as_list(row.get(fields.references)) if fields.references else []
+    reference = row.get(fields.reference) if fields.reference else None
     if isinstance(reference, list):
         references = references or [str(r) for r in reference]
         reference = references[0] if references else None

@@ -235,6 +235,9 @@ def _announce(plan: Plan, console: Console, ready: dict[str, list[Record]]) -> N
         f"[bold]{experiment.name}[/]: {len(plan.eval_set.items)} items x {len(plan.runnable)} variants "
         f"(dataset {plan.eval_set.source}, fingerprint {plan.eval_set.fingerprint})"
     )
+    if plan.eval_set.conventional:
+        roles = ", ".join(f"{role} <- column '{column}'" for role, column in plan.eval_set.conventional.items())
+        console.print(f"dataset roles by conventional column names: {roles} (map dataset.fields to change)")
     for variant in plan.variants:
         if variant.skipped:
             console.print(f"[bold yellow]WARNING[/] {variant.name}: {variant.skipped}")

@@ -445,3 +445,21 @@ def test_routing_names_are_checked_before_any_call_and_never_fail_a_paid_run(
     outcome = harness.run(write_project(tmp_path / "skip", skipped), RunOptions(tracking=False), quiet())
     assert outcome.exit_code == 0
     assert any(w.startswith("routing not simulated") for w in outcome.analysis.warnings)
+
+
+def test_conventional_column_names_take_their_roles_and_a_mapping_wins(tmp_path: Path) -> None:
+    items = [{"id": f"q{n}", "question": f"What is {n}?", "answer": str(n), "gold": "x"} for n in range(3)]
+    config = base_config(["local/lead"], scorers=["exact_match"])
+    del config["dataset"]["fields"]
+    path = write_project(tmp_path, config, items=items, templates={"terse": "{{ question }}"})
+    plan = prepare(load_config(path))
+    assert [i.id for i in plan.eval_set.items] == ["q0", "q1", "q2"]
+    assert [i.reference for i in plan.eval_set.items] == ["0", "1", "2"]
+    assert plan.eval_set.conventional == {"id": "id", "reference": "answer"}
+    mapped = base_config(
+        ["local/lead"], scorers=["exact_match"], dataset={"path": "evals/data.jsonl", "fields": {"reference": "gold"}}
+    )
+    plan = prepare(
+        load_config(write_project(tmp_path / "mapped", mapped, items=items, templates={"terse": "{{ question }}"}))
+    )
+    assert [i.reference for i in plan.eval_set.items] == ["x", "x", "x"]

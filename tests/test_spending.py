@@ -108,15 +108,23 @@ def test_kill_9_then_rerun_pays_only_for_the_missing_items(tmp_path: Path, model
     assert f"{20 - cached} calls made, {cached} served from the response cache" in resumed.stdout
 
 
-def test_ctrl_c_exits_cleanly_and_keeps_what_finished(tmp_path: Path, model_server: FakeModelServer) -> None:
+@pytest.mark.parametrize(
+    ("sent", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_interrupt_exits_cleanly_and_keeps_what_finished(
+    tmp_path: Path, model_server: FakeModelServer, sent: int, code: int, said: str
+) -> None:
+    """Ctrl-C, and SIGTERM as `timeout`, CI runners and Kubernetes send it: say how to resume, keep it all."""
     model_server.delay_s = 0.3
     path = project(tmp_path, model_server, concurrency=2)
     process = _spawn(path, tmp_path)
     _wait_for_requests(model_server, 6, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
-    assert "run the same command again to resume" in stderr and "Traceback" not in stderr
+    assert process.returncode == code, stderr
+    assert said in stderr and "run the same command again to resume" in stderr and "Traceback" not in stderr
     resumed = harness("run", str(path), cwd=tmp_path)
     assert resumed.returncode == 0
     assert "served from the response cache" in resumed.stdout
@@ -229,18 +237,3 @@ def test_scorer_calls_are_costed_apart_from_the_variants(tmp_path: Path, model_s
     assert summary.eval_cost_usd == pytest.approx(20 * 110 * 5e-6)
     assert summary.quality["tests.custom_scorers:judged_brevity"] == 1.0
     assert len(model_server.requests) == 40
-
-
-def test_sigterm_is_handled_like_ctrl_c(tmp_path: Path, model_server: FakeModelServer) -> None:
-    model_server.delay_s = 0.3
-    path = project(tmp_path, model_server, concurrency=2)
-    process = _spawn(path, tmp_path)
-    _wait_for_requests(model_server, 6, process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
-    assert "terminated (SIGTERM)" in stderr and "run the same command again" in stderr
-    assert "Traceback" not in stderr
-    resumed = harness("run", str(path), cwd=tmp_path)
-    assert resumed.returncode == 0
-    assert "served from the response cache" in resumed.stdout
