@@ -136,3 +136,29 @@ def test_unwritable_report_folder_is_a_usage_error(
     (tmp_path / "a-file").write_text("")
     code, err = _main(["report", str(outcome.run_id), "--out", str(tmp_path / "a-file" / "inside")], capsys)
     assert code == 2 and "--out" in err and "cannot write there" in err, err
+
+
+def test_a_template_cannot_run_code_or_read_outside_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The payloads would create a file and paste the system's password file into the prompt."""
+    marker = tmp_path / "pwned"
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "run.j2").write_text(f"{{{{ cycler.__init__.__globals__.os.popen('touch {marker}').read() }}}}")
+    (prompts / "attr.j2").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    os.symlink("/etc/passwd", prompts / "secret.j2")
+    (prompts / "read.j2").write_text("{% include 'secret.j2' %}")
+    (prompts / "import.j2").write_text("{% import 'secret.j2' as s %}{{ s }}")
+    files = REPO / "tests" / "bad_inputs" / "files"
+    monkeypatch.chdir(tmp_path)
+    for name in ("run", "attr", "read", "import"):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(
+            f"name: sandbox\ndataset: {{path: {files / 'ok.jsonl'}}}\nprompts: [prompts/{name}.j2]\n"
+            "models: [local/lead]\nscorers: [rouge]\n"
+        )
+        code, err = _main(["run", str(config), "--no-tracking"], capsys)
+        assert code == 2, err
+        assert "root:" not in err  # nothing of the password file reached the message either
+    assert not marker.exists()
