@@ -81,8 +81,40 @@ def estimate_plan(plan: Plan, cache: ResponseCache | None, history: dict[str, Hi
     return out
 
 
+SCORER_PREFIX = "scorer "
+
+
+def estimate_scorers(plan: Plan, exclude: set[str] | None = None) -> list[VariantEstimate]:
+    """The worst case of the scorers that call models (judges, embedders), one row each, counted over
+    every output the run can produce: no output exists yet, so each is taken at its output limit."""
+    pool = ModelPool.for_experiment(plan.experiment)
+    variants = [v for v in plan.runnable if v.name not in (exclude or set())]
+    limits = [variant_output_limit(v) or 0 for v in variants for _ in plan.samples]
+    out = []
+    for scorer in plan.scorers:
+        if scorer.worst_case is None or not limits:
+            continue
+        calls, worst = scorer.worst_case(plan.eval_set.items, limits, pool)
+        out.append(
+            VariantEstimate(
+                variant=f"{SCORER_PREFIX}{scorer.name}",
+                calls=calls,
+                cached=0,
+                input_tokens=0,
+                expected_output_per_call=None,
+                output_source="worst case (outputs not yet known)",
+                min_usd=0.0,
+                expected_usd=worst,
+                max_usd=worst,
+                expected_seconds=None,
+            )
+        )
+    return out
+
+
 def expected_wall_seconds(plan: Plan, estimates: list[VariantEstimate]) -> float | None:
     """Wall time at the configured concurrency; a one-slot model runs its calls one after another."""
+    estimates = [e for e in estimates if not e.variant.startswith(SCORER_PREFIX)]
     if any(e.expected_seconds is None and e.calls for e in estimates):
         return None
     by_variant = {v.name: v for v in plan.runnable}

@@ -364,7 +364,7 @@ def estimates_for(
     """Per-variant estimates and the expected wall time (history from MLflow when tracking, read in the
     tracking process when one is given). A store that cannot be read adds a line to `warnings_out`."""
     warnings_out = [] if warnings_out is None else warnings_out
-    from harness.estimate import estimate_plan, expected_wall_seconds
+    from harness.estimate import estimate_plan, estimate_scorers, expected_wall_seconds
     from harness.tracking import variant_history
 
     history = {}
@@ -376,7 +376,8 @@ def estimates_for(
     except Exception as exc:  # history only sharpens the estimate; never stop a run for it
         warnings_out.append(f"no history from MLflow for the estimate ({scrub(str(exc))[:200]})")
     estimates = [e for e in estimate_plan(plan, cache, history) if e.variant not in (exclude or set())]
-    return estimates, expected_wall_seconds(plan, estimates)
+    wall = expected_wall_seconds(plan, estimates)
+    return estimates + estimate_scorers(plan, exclude), wall
 
 
 def show_estimate(

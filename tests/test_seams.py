@@ -463,3 +463,24 @@ def test_conventional_column_names_take_their_roles_and_a_mapping_wins(tmp_path:
         load_config(write_project(tmp_path / "mapped", mapped, items=items, templates={"terse": "{{ question }}"}))
     )
     assert [i.reference for i in plan.eval_set.items] == ["x", "x", "x"]
+
+
+def test_the_estimate_and_the_spend_question_count_judge_calls(tmp_path: Path, model_server: FakeModelServer) -> None:
+    from harness.workflow import estimates_for
+
+    model_server.answer = lambda request: "Score: 4" if request["model"] == "judge" else "an answer"
+    model_server.usage = Usage(prompt_tokens=20, completion_tokens=4)
+    plan = prepare(load_config(judged_project(tmp_path, model_server)))
+    estimates, _ = estimates_for(plan, None, False)
+    candidate, judge = estimates
+    assert judge.variant == "scorer llm_judge" and judge.calls == 3
+    # A spend threshold above the candidates' worst case but below the judge's stops a run nobody confirms.
+    threshold = candidate.max_usd + judge.max_usd / 2
+    config = plan.experiment.model_copy(
+        update={"budget": plan.experiment.budget.model_copy(update={"confirm_above_usd": threshold})}
+    )
+    with pytest.raises(ConfigError) as refused:
+        harness.run(config, RunOptions(tracking=False), quiet())
+    assert "budget.confirm_above_usd" in str(refused.value) and not model_server.requests
+    outcome = harness.run(config, RunOptions(tracking=False, assume_yes=True), quiet())
+    assert 0 < sum(r.eval_cost_usd for r in outcome.records) <= judge.max_usd

@@ -57,6 +57,14 @@ class BatchScoreFn(Protocol):
     ) -> list[Scored]: ...
 
 
+class WorstCaseFn(Protocol):
+    """The most a scorer's model calls can cost, before any output exists: `output_limits` holds, for each
+    output an item will get (one per variant and sample), the most tokens it can have. Returns (calls,
+    dollars); `pool` prices a call's worst case as it prices a candidate's."""
+
+    def __call__(self, items: list[Item], output_limits: list[int], pool: ModelPool) -> tuple[int, float]: ...
+
+
 class CheckFn(Protocol):
     """Raises ConfigError for a problem found from the items alone, before any model is called."""
 
@@ -73,6 +81,8 @@ class ScorerParts(NamedTuple):
     kind: Kind | None = None
     """Overrides the registered kind (a judge is binary with a pass/fail rubric, continuous with a scale)."""
     check: CheckFn | None = None
+    worst_case: WorstCaseFn | None = None
+    """For scorers that call models: their worst-case spend, shown in the estimate and the spend question."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class Scorer:
     check: CheckFn | None = None
     needs_reference: bool = False
     """Scores against the item's reference: preflight refuses items without one."""
+    worst_case: WorstCaseFn | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +162,17 @@ def build_scorer(
     needs = entry.needs_reference
     if isinstance(built, ScorerParts):
         kind = built.kind or entry.kind
-        return Scorer(label, built.score, kind, dict(cfg.options), built.aggregate, built.batch, built.check, needs)
+        return Scorer(
+            label,
+            built.score,
+            kind,
+            dict(cfg.options),
+            built.aggregate,
+            built.batch,
+            built.check,
+            needs,
+            built.worst_case,
+        )
     return Scorer(label, built, entry.kind, dict(cfg.options), needs_reference=needs)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from harness.datasets import Item
-from harness.pool import ModelPool
+from harness.pool import CallSpec, ModelPool
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
 from harness.scorers.text import references
@@ -55,4 +55,15 @@ def embedding_similarity(
     def score(output: str, item: Item) -> Scored:
         return batch([(output, item)], None, lambda: None)[0]
 
-    return ScorerParts(score, batch=batch)
+    def worst_case(items: list[Item], output_limits: list[int], pool: ModelPool) -> tuple[int, float]:
+        from harness.prompts import count_tokens
+
+        refs = {r for item in items for r in references(item)}
+        texts = len(refs) + len(items) * len(output_limits)
+        tokens = sum(count_tokens(embedder.cfg.model, [{"role": "user", "content": r}]) for r in refs)
+        tokens += len(items) * sum(output_limits)
+        spec = CallSpec(embedder.cfg, embedder.price, [], {"max_tokens": 0}, input_tokens=tokens)
+        calls = -(-texts // batch_size)
+        return calls, pool.worst_case_usd(spec) + calls * 16 * embedder.price.input
+
+    return ScorerParts(score, batch=batch, worst_case=worst_case)

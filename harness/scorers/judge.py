@@ -25,7 +25,7 @@ from typing import Any
 
 from harness.config import ConfigError
 from harness.datasets import Item
-from harness.pool import ModelPool
+from harness.pool import CallSpec, ModelPool
 from harness.prompts import Messages, load_template, render_checked
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
@@ -101,4 +101,17 @@ def llm_judge(
     def score(output: str, item: Item) -> Scored:
         return batch([(output, item)], None, lambda: None)[0]
 
-    return ScorerParts(score, batch=batch, kind="binary" if bounds is None else "continuous", check=check)
+    def worst_case(items: list[Item], output_limits: list[int], pool: ModelPool) -> tuple[int, float]:
+        from harness.prompts import count_tokens
+
+        usd = 0.0
+        for item in items:
+            messages = render("", item)
+            rubric = count_tokens(judge.cfg.model, messages)
+            for limit in output_limits:
+                spec = CallSpec(judge.cfg, judge.price, messages, judge.params, input_tokens=rubric + limit)
+                usd += pool.worst_case_usd(spec)
+        return len(items) * len(output_limits), usd
+
+    kind = "binary" if bounds is None else "continuous"
+    return ScorerParts(score, batch=batch, kind=kind, check=check, worst_case=worst_case)
