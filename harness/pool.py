@@ -17,6 +17,8 @@ they own no cache, semaphore or price.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -48,9 +50,9 @@ class CallSpec:
     input_tokens: int | None = None
     """The rendered prompt's token count, when the caller counted it already (else counted here)."""
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """The call's identity in the cache and among calls in flight."""
+        """The call's identity in the cache and among calls in flight (hashed once per call)."""
         return call_key(self.model, self.messages, self.params, self.sample)
 
 
@@ -195,7 +197,7 @@ class ModelPool:
         if key in state.inflight:
             first = await state.inflight[key]
             if first.error is not None or first.output is None:
-                return Completion(**{**first.__dict__, "cost_usd": 0.0, "attempts": 0})
+                return dataclasses.replace(first, cost_usd=0.0, attempts=0)
             return self._served(spec, CachedResponse(first.output, first.usage, first.latency_s))
         future: asyncio.Future[Completion] = state.loop.create_future()
         state.inflight[key] = future
