@@ -112,7 +112,7 @@ def reprice(stored: StoredRun, prices: Path | None = None) -> Repriced:
     from harness.pricing import ModelPrice, load_price_file, reprice_records
 
     overrides = load_price_file(prices) if prices else {}
-    stored_prices = {m: ModelPrice(**p) for m, p in stored.manifest.prices.items()}
+    stored_prices = {m: ModelPrice.from_stored(p) for m, p in stored.manifest.prices.items()}
     records = reprice_records(stored.records, overrides, str(prices or "prices"), stored_prices)
     rebuilt = analyze_stored(stored.manifest, records, stored.items)
     return Repriced(records, rebuilt, sum(r.cost_usd for r in stored.records), sum(r.cost_usd for r in records))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,9 +140,39 @@ class PromptConfig(StrictModel):
     path: str
 
 
-class Price(StrictModel):
-    """A price override in USD, in litellm's per-token field names."""
+PRICE_DIMENSIONS = (
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "cache_creation_input_token_cost_above_1hr",
+    "output_cost_per_reasoning_token",
+    "input_cost_per_audio_token",
+    "output_cost_per_audio_token",
+    "input_cost_per_image_token",
+    "output_cost_per_image_token",
+)
+"""The per-token prices harness bills, in litellm's names; each may carry a context tier and a service tier."""
 
+PRICE_FIELD = re.compile(
+    rf"^(?P<base>{'|'.join(PRICE_DIMENSIONS)})"
+    r"(?:_above_(?P<n>\d+(?:\.\d+)?)(?P<k>k?)_tokens)?(?P<tier>_flex|_priority|_batches)?$"
+)
+"""A price field: a dimension, then optionally a context tier (`_above_200k_tokens`), then a service tier."""
+
+
+class Price(StrictModel):
+    """A price override in USD, in litellm's per-token field names.
+
+    Any field litellm's map uses for the dimensions harness bills is accepted (context tiers such as
+    `input_cost_per_token_above_200k_tokens`, service tiers such as `output_cost_per_token_flex`,
+    `cache_creation_input_token_cost_above_1hr`), so a private price sheet can say everything the map can.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+    like: str | None = None
+    """Price this model as litellm's map prices another (a self-hosted model costed as a cloud one)."""
     input_cost_per_token: float | None = Field(default=None, ge=0)
     output_cost_per_token: float | None = Field(default=None, ge=0)
     cache_read_input_token_cost: float | None = Field(default=None, ge=0)
@@ -149,6 +180,26 @@ class Price(StrictModel):
     output_cost_per_reasoning_token: float | None = Field(default=None, ge=0)
     usd_per_hour: float | None = Field(default=None, ge=0)
     """For self-hosted models: compute cost per hour, charged per call by its latency."""
+
+    @model_validator(mode="after")
+    def _extra_fields_are_prices(self) -> Price:
+        for key, value in (self.model_extra or {}).items():
+            if not PRICE_FIELD.match(key):
+                known = [*type(self).model_fields, *PRICE_DIMENSIONS]
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ValueError(
+                    f"unknown price field '{key}'{hint}: use litellm's names, e.g. input_cost_per_token, "
+                    "input_cost_per_token_above_200k_tokens, output_cost_per_token_flex"
+                )
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"price field '{key}' must be a number of USD per token, zero or more (got {value!r})")
+        return self
+
+    def rates(self) -> dict[str, float]:
+        """Every per-token price given, by litellm field name."""
+        given = self.model_dump(exclude_none=True, exclude={"like", "usd_per_hour"})
+        return {k: float(v) for k, v in given.items()}
 
 
 class ModelConfig(StrictModel):

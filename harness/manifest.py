@@ -10,7 +10,6 @@ One manifest model, written by `RunManifest.of` and read by `RunManifest.read`; 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -166,7 +165,7 @@ class RunManifest(BaseModel):
                 for v in plan.variants
             ],
             prompt_hashes={v.prompt.name: v.prompt.template_hash for v in plan.variants},
-            prices={v.model.model: asdict(v.price) for v in plan.variants},
+            prices={v.model.model: v.price.stored() for v in plan.variants},
             traffic=experiment.traffic,
             routing=experiment.routing,
             epochs=experiment.epochs,

@@ -27,7 +27,7 @@ from typing import Any
 
 from harness.cache import CachedResponse, ResponseCache, call_key
 from harness.config import ModelConfig
-from harness.pricing import ModelPrice, is_local_model, map_price
+from harness.pricing import ModelPrice, is_local_model, map_price, price_notes, tier_name
 from harness.providers.call import implausible_usage
 from harness.providers.local import local_slots
 from harness.records import RecordError, Usage
@@ -70,6 +70,9 @@ class Completion:
     cache_hit: bool = False
     not_run: bool = False
     """The budget would not cover the call's worst case, so it was never started."""
+    reported_cost_usd: float | None = None
+    reported_cost_source: str = ""
+    price_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -280,14 +283,16 @@ class ModelPool:
             input_tokens=math.ceil(self._input_tokens(spec) * INPUT_TOKEN_SAFETY) + 16,
             output_tokens=max_output_tokens(spec.model, spec.params) or 0,
         )
-        return spec.price.cost(usage, latency_s=self.timeout_s * (self.max_retries + 1))
+        latency = self.timeout_s * (self.max_retries + 1)
+        # A provider may serve a requested tier at another (flex falls back to standard): the dearer counts.
+        return max(spec.price.cost(usage, latency, tier) for tier in {None, requested_tier(spec.params)})
 
     def _served(self, spec: CallSpec, hit: CachedResponse) -> Completion:
         self.counts.cache_hits += 1
         return Completion(
             output=hit.output,
             usage=hit.usage,
-            cost_usd=spec.price.cost(hit.usage, hit.latency_s),
+            cost_usd=spec.price.cost(hit.usage, hit.latency_s, hit.usage.service_tier),
             price_source=spec.price.source,
             latency_s=hit.latency_s,
             attempts=0,
@@ -311,8 +316,12 @@ class ModelPool:
                 self._check_size(result)
                 usage, source = result.usage, spec.price.source
                 if result.output is not None and not result.usage_reported:
-                    usage, source = self._estimated_usage(spec, result.output), source + ESTIMATED_USAGE
-                cost = spec.price.cost(usage, result.latency_s)
+                    usage = self._estimated_usage(spec, result.output)
+                    source += ESTIMATED_USAGE
+                if not result.usage_reported:
+                    usage = usage.model_copy(update={"service_tier": requested_tier(spec.params)})
+                bill = spec.price.bill(usage, result.latency_s, usage.service_tier)
+                cost = bill.total
                 if result.error is not None and result.error.type == "ImplausibleUsage":
                     # Reported usage that cannot be true is never trusted: the call counts at its worst case.
                     cost, source = worst, source + " (usage implausible: counted at the call's worst case)"
@@ -330,6 +339,11 @@ class ModelPool:
             latency_s=result.latency_s,
             attempts=result.attempts,
             error=result.error,
+            reported_cost_usd=result.reported_cost_usd,
+            reported_cost_source=result.reported_cost_source,
+            price_notes=price_notes(
+                spec.model.model, spec.price, bill, result.reported_cost_usd, result.reported_cost_source
+            ),
         )
 
     async def _reserve(self, worst: float, state: _LoopState) -> bool:
@@ -425,6 +439,11 @@ def max_output_tokens(model: ModelConfig, params: dict[str, Any]) -> int | None:
             return int(params[key])
     value = (map_price(model.model) or {}).get("max_output_tokens")
     return None if value is None else int(value)
+
+
+def requested_tier(params: dict[str, Any]) -> str | None:
+    """The service tier a call asks for in its params (None: standard)."""
+    return tier_name(params.get("service_tier"))
 
 
 def sample_params(model: ModelConfig, params: dict[str, Any], sample: int) -> dict[str, Any]:

@@ -20,8 +20,18 @@ class Usage(BaseModel):
     """Input tokens served from the provider's prompt cache (billed at a discount)."""
     cache_creation_input_tokens: int = 0
     """Input tokens written to the prompt cache (Anthropic bills these at a premium)."""
+    cache_creation_1h_input_tokens: int = 0
+    """The part of `cache_creation_input_tokens` written with a one-hour lifetime (billed above five-minute writes)."""
     reasoning_tokens: int = 0
     """Output tokens spent on hidden reasoning (a subset of `output_tokens`)."""
+    input_audio_tokens: int = 0
+    """Audio among the input tokens (priced apart where the map says so)."""
+    input_image_tokens: int = 0
+    output_audio_tokens: int = 0
+    output_image_tokens: int = 0
+    service_tier: str | None = None
+    """The service tier that served the call, as the provider reported it (else as requested); None: standard.
+    Kept with the usage because it bills like a dimension of it, and the cache keeps it with the usage."""
 
 
 class RecordError(BaseModel):
@@ -53,6 +63,11 @@ class Record(BaseModel):
     cost_usd: float = 0.0
     price_source: str = ""
     """Where the price came from, e.g. `litellm 1.110.2 price map` or `config override`."""
+    reported_cost_usd: float | None = None
+    """The cost the provider (`usage.cost`) or litellm reported for the call, kept beside harness's figure."""
+    reported_cost_source: str = ""
+    price_notes: list[str] = Field(default_factory=list)
+    """What the price could not cover exactly: an unpriced dimension, a reported cost that disagrees."""
     latency_s: float = 0.0
     attempts: int = 1
     """Calls made for this record, retries included."""

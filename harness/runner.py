@@ -171,4 +171,7 @@ def _record(plan: Plan, variant: Variant, item: Item, sample: int, outcome: Comp
         attempts=outcome.attempts,
         error=outcome.error,
         cache_hit=outcome.cache_hit,
+        reported_cost_usd=outcome.reported_cost_usd,
+        reported_cost_source=outcome.reported_cost_source,
+        price_notes=outcome.price_notes,
     )

@@ -24,7 +24,8 @@ def judged_brevity(api_base: str, input_cost_per_token: float, output_cost_per_t
     from harness.records import Usage
     from harness.scorers import Scored
 
-    price = ModelPrice(input=input_cost_per_token, output=output_cost_per_token)
+    rates = {"input_cost_per_token": input_cost_per_token, "output_cost_per_token": output_cost_per_token}
+    price = ModelPrice.of(rates)
 
     def score(output: str, item: Item) -> Scored:
         response = litellm.completion(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.config import ModelConfig
-from harness.pricing import LOCAL_PROVIDER, is_loopback
+from harness.pricing import LOCAL_PROVIDER, is_loopback, litellm_version, tier_name
 from harness.records import RecordError, Usage
 from harness.secrets import scrub
 
@@ -37,6 +37,8 @@ class CallResult:
     latency_s: float = 0.0
     attempts: int = 0
     error: RecordError | None = None
+    reported_cost_usd: float | None = None
+    reported_cost_source: str = ""
 
 
 async def call_model(
@@ -55,7 +57,7 @@ async def call_model(
     result = CallResult()
     response = await _with_retries(lambda: litellm.acompletion(**kwargs), result, timeout_s, max_retries)
     if response is not None:
-        _fill_from_response(result, response)
+        _fill_from_response(result, response, params.get("service_tier"))
     return result
 
 
@@ -125,7 +127,7 @@ async def _with_retries(
     return None
 
 
-def _fill_from_response(result: CallResult, response: Any) -> None:
+def _fill_from_response(result: CallResult, response: Any, requested_tier: object = None) -> None:
     choices = getattr(response, "choices", None) or []
     content = choices[0].message.content if choices else None
     if content is None:
@@ -136,27 +138,53 @@ def _fill_from_response(result: CallResult, response: Any) -> None:
     if usage is None or not getattr(usage, "prompt_tokens", None):
         result.usage_reported = False
         return
-    prompt_details = getattr(usage, "prompt_tokens_details", None)
-    completion_details = getattr(usage, "completion_tokens_details", None)
     try:
-        result.usage = Usage(
-            input_tokens=int(usage.prompt_tokens or 0),
-            output_tokens=int(usage.completion_tokens or 0),
-            cached_input_tokens=int(getattr(prompt_details, "cached_tokens", 0) or 0),
-            cache_creation_input_tokens=int(
-                getattr(prompt_details, "cache_creation_tokens", 0)
-                or getattr(usage, "cache_creation_input_tokens", 0)
-                or 0
-            ),
-            reasoning_tokens=int(getattr(completion_details, "reasoning_tokens", 0) or 0),
-        )
+        result.usage = _usage_from(usage, getattr(response, "service_tier", None) or requested_tier)
     except (TypeError, ValueError, OverflowError):
         result.usage = Usage()
         result.error = RecordError(type="ImplausibleUsage", message="the provider reported usage that is not a count")
         return
+    result.reported_cost_usd, result.reported_cost_source = _reported_cost(response, usage)
     problem = implausible_usage(result.usage)
     if problem is not None:
         result.error = RecordError(type="ImplausibleUsage", message=f"the provider reported {problem}")
+
+
+def _usage_from(usage: Any, tier: object) -> Usage:
+    """litellm's normalised usage as harness bills it, every dimension the response reports."""
+    prompt = getattr(usage, "prompt_tokens_details", None)
+    completion = getattr(usage, "completion_tokens_details", None)
+    writes = getattr(prompt, "cache_creation_token_details", None)
+
+    def count(source: Any, name: str) -> int:
+        return int(getattr(source, name, 0) or 0)
+
+    return Usage(
+        input_tokens=int(usage.prompt_tokens or 0),
+        output_tokens=int(usage.completion_tokens or 0),
+        cached_input_tokens=count(prompt, "cached_tokens"),
+        cache_creation_input_tokens=(
+            count(prompt, "cache_creation_tokens") or count(usage, "cache_creation_input_tokens")
+        ),
+        cache_creation_1h_input_tokens=count(writes, "ephemeral_1h_input_tokens"),
+        reasoning_tokens=count(completion, "reasoning_tokens"),
+        input_audio_tokens=count(prompt, "audio_tokens"),
+        input_image_tokens=count(prompt, "image_tokens"),
+        output_audio_tokens=count(completion, "audio_tokens"),
+        output_image_tokens=count(completion, "image_tokens"),
+        service_tier=tier_name(tier),
+    )
+
+
+def _reported_cost(response: Any, usage: Any) -> tuple[float | None, str]:
+    """The provider's own figure (OpenRouter's `usage.cost`) first, else litellm's `response_cost`."""
+    for value, source in (
+        (getattr(usage, "cost", None), "provider (usage.cost)"),
+        ((getattr(response, "_hidden_params", None) or {}).get("response_cost"), f"litellm {litellm_version()}"),
+    ):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            return float(value), source
+    return None, ""
 
 
 MAX_TOKENS_PER_CALL = 10_000_000
@@ -165,7 +193,7 @@ MAX_TOKENS_PER_CALL = 10_000_000
 
 def implausible_usage(usage: Usage) -> str | None:
     """Why reported usage cannot be trusted to price a call (or to let the budget admit more), or None."""
-    counts = usage.model_dump()
+    counts = usage.model_dump(exclude={"service_tier"})
     negative = [k for k, v in counts.items() if v < 0]
     if negative:
         return f"negative token counts ({', '.join(f'{k}={counts[k]}' for k in negative)})"
@@ -176,6 +204,8 @@ def implausible_usage(usage: Usage) -> str | None:
         return "more cached than input tokens"
     if usage.reasoning_tokens > usage.output_tokens:
         return "more reasoning than output tokens"
+    if usage.cache_creation_1h_input_tokens > usage.cache_creation_input_tokens:
+        return "more one-hour cache writes than cache writes"
     return None
 
 
