@@ -4,8 +4,9 @@ The public API, importable from here (loaded on first use, so `python -m harness
 
 - `run(experiment_or_yaml_path, options=RunOptions(...))` -> `RunOutcome`: run every variant.
 - `gate(experiment, candidate="MODEL[:PROMPT]", against=RUN_ID)` -> `GateOutcome`: the CI decision.
-- `load_run(run_id)` -> `StoredRun`; `analyze(stored)`, `route(stored, routing)`, `reprice(stored, prices)`:
-  everything from stored records, without a model call.
+- `load_run(run_id)` -> `StoredRun`; `analyze(stored)`, `route(stored, routing)`,
+  `reprice(stored, prices, tier)`, `levers_of(stored, prices)`: everything from stored records, without a
+  model call.
 - `Experiment`, `load_experiment`, `Record`, `Usage`, `ConfigError`: the data they take and give.
 """
 
@@ -31,6 +32,7 @@ _EXPORTS = {
     "analyze": "harness.api",
     "gate": "harness.api",
     "load_experiment": "harness.api",
+    "levers_of": "harness.api",
     "load_run": "harness.api",
     "reprice": "harness.api",
     "route": "harness.api",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from harness.stats import (
     wilson_interval,
 )
 from harness.summary import VariantSummary
+
+if TYPE_CHECKING:
+    from harness.levers import VariantLevers
 
 Status = Literal["pass", "fail", "undecided", "baseline"]
 
@@ -93,6 +96,8 @@ class Analysis:
     routing: Routing | None = None
     policies: list[PolicyResult] = field(default_factory=list)
     """Simulated routers and cascades (harness.routing), when the config or `route` asks for them."""
+    levers: dict[str, VariantLevers] = field(default_factory=dict)
+    """What each priced variant's calls would cost bought otherwise (harness.levers), by variant."""
 
 
 def analyze(

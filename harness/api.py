@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -23,6 +23,9 @@ from harness.rebuild import Rebuilt, analyze_stored, comparable_records
 from harness.records import Record
 from harness.tracking.read import StoredRun
 from harness.workflow import RunOptions, RunOutcome, execute, write_outputs
+
+if TYPE_CHECKING:
+    from harness.levers import VariantLevers
 
 
 def load_experiment(config: Experiment | str | Path, limit: int | None = None) -> Experiment:
@@ -104,18 +107,35 @@ class Repriced:
     rebuilt: Rebuilt
     before_usd: float
     after_usd: float
+    unpriced_tier: list[str] = field(default_factory=list)
+    """Models with no prices for the tier asked for (billed at their standard prices)."""
 
 
-def reprice(stored: StoredRun, prices: Path | None = None) -> Repriced:
+def reprice(stored: StoredRun, prices: Path | None = None, tier: str | None = None) -> Repriced:
     """Recompute a stored run's costs under the prices in `prices` (YAML: model -> price fields), else
-    the current litellm map and the prices the run was billed at; no model call."""
-    from harness.pricing import ModelPrice, load_price_file, reprice_records
+    the current litellm map and the prices the run was billed at, under a service `tier` (batch, flex,
+    priority) when given; no model call. The levers of the result are computed at those prices."""
+    from harness.pricing import ModelPrice, load_price_file, reprice_records, repricing, tier_name
 
     overrides = load_price_file(prices) if prices else {}
     stored_prices = {m: ModelPrice.from_stored(p) for m, p in stored.manifest.prices.items()}
-    records = reprice_records(stored.records, overrides, str(prices or "prices"), stored_prices)
-    rebuilt = analyze_stored(stored.manifest, records, stored.items)
-    return Repriced(records, rebuilt, sum(r.cost_usd for r in stored.records), sum(r.cost_usd for r in records))
+    for v in stored.manifest.variants:
+        if v.price is not None:
+            stored_prices.setdefault(v.model, ModelPrice.from_stored(v.price))
+    models = {r.model for r in stored.records} | {v.model for v in stored.manifest.variants}
+    by_model = repricing(models, overrides, str(prices or "prices"), stored_prices)
+    records = reprice_records(stored.records, by_model, tier)
+    rebuilt = analyze_stored(stored.manifest, records, stored.items, prices=by_model)
+    wanted = tier_name(tier)
+    unpriced = sorted(m for m, p in by_model.items() if wanted is not None and wanted not in p.tiers())
+    before, after = sum(r.cost_usd for r in stored.records), sum(r.cost_usd for r in records)
+    return Repriced(records, rebuilt, before, after, unpriced)
+
+
+def levers_of(stored: StoredRun, prices: Path | None = None) -> dict[str, VariantLevers]:
+    """What each priced variant's stored calls would cost bought otherwise (batch, flex, priority, prompt
+    caching, an output cap), at the prices the run was billed at or those in `prices`; no model call."""
+    return reprice(stored, prices).rebuilt.analysis.levers
 
 
 @dataclass

@@ -104,8 +104,21 @@ def _parser() -> argparse.ArgumentParser:
     reprice = sub.add_parser("reprice", help="recompute a stored run's costs under current or given prices")
     reprice.add_argument("run_id")
     reprice.add_argument("--prices", type=Path, default=None, help="YAML: model string -> price fields")
+    reprice.add_argument(
+        "--tier",
+        choices=("batch", "flex", "priority"),  # pricing.TIERS, spelled out so --help imports nothing
+        default=None,
+        help="bill every call at this service tier's prices (where priced)",
+    )
     reprice.add_argument("--tracking-uri", default=None)
     reprice.set_defaults(handler=_cmd_reprice)
+    levers = sub.add_parser(
+        "levers", help="what a stored run's calls would cost bought otherwise: batch, flex, priority, caching, a cap"
+    )
+    levers.add_argument("run_id")
+    levers.add_argument("--prices", type=Path, default=None, help="YAML: model string -> price fields (or like:)")
+    levers.add_argument("--tracking-uri", default=None)
+    levers.set_defaults(handler=_cmd_levers)
     gate = sub.add_parser("gate", help="decide by non-inferiority whether a candidate may replace the baseline")
     gate.add_argument("config", type=Path)
     gate.add_argument("--candidate", default=None, help="MODEL[:PROMPT]; default: every non-baseline variant")
@@ -220,14 +233,33 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
 
     console = _console()
     stored = load_run(args.run_id, args.tracking_uri)
-    repriced = reprice(stored, args.prices)
-    title = f"{stored.manifest.experiment}: repriced (run {stored.run_id})"
+    repriced = reprice(stored, args.prices, args.tier)
+    tier = f" at {args.tier} prices" if args.tier else ""
+    title = f"{stored.manifest.experiment}: repriced{tier} (run {stored.run_id})"
     print_results(console, repriced.rebuilt.summaries, stored.manifest.baseline, title)
     print_analysis(console, repriced.rebuilt.analysis)
     console.print(
         f"total list cost: ${repriced.before_usd:.6f} as recorded -> "
-        f"${repriced.after_usd:.6f} repriced (no model calls)"
+        f"${repriced.after_usd:.6f} repriced{tier} (no model calls)"
     )
+    for model in repriced.unpriced_tier:
+        console.print(f"[bold yellow]WARNING[/] {model} has no {args.tier} prices: its calls stay at standard prices")
+    return EXIT_OK
+
+
+def _cmd_levers(args: argparse.Namespace) -> int:
+    from harness.api import load_run, reprice
+    from harness.report import NO_PRICED_VARIANT, lever_notes, lever_table
+
+    console = _console()
+    stored = load_run(args.run_id, args.tracking_uri)
+    analysis = reprice(stored, args.prices).rebuilt.analysis
+    if not analysis.levers:
+        console.print(NO_PRICED_VARIANT)
+        return EXIT_OK
+    console.print(lever_table(analysis))
+    for note in lever_notes(analysis):
+        console.print(f"  {note}")
     return EXIT_OK
 
 

@@ -51,6 +51,10 @@ class VariantSpec(BaseModel):
     skipped: str | None = None
     template_hash: str = ""
     """SHA-256 (16 hex) of the prompt's template text."""
+    shared_prefix_tokens: int | None = None
+    """Tokens every rendered prompt of the variant starts with (the prompt-caching lever reads it)."""
+    price: dict[str, Any] | None = None
+    """The price the variant was billed at (`ModelPrice.stored()`); older runs keep prices by model only."""
 
     def info(self) -> VariantInfo:
         """What a summary needs about the variant."""
@@ -161,6 +165,8 @@ class RunManifest(BaseModel):
                     prompt=v.prompt.name,
                     skipped=v.skipped,
                     template_hash=v.prompt.template_hash,
+                    shared_prefix_tokens=plan.shared_prefix_tokens(v),
+                    price=v.price.stored(),
                 )
                 for v in plan.variants
             ],

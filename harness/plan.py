@@ -68,6 +68,17 @@ class Plan:
             input_tokens=self.prompt_tokens.get((variant.name, item.id)),
         )
 
+    def shared_prefix_tokens(self, variant: Variant) -> int | None:
+        """Tokens at the start of every rendered prompt of the variant (what a provider's prompt cache could
+        serve); None with fewer than two items, where a prefix means nothing."""
+        from harness.prompts import count_text_tokens, shared_prefix
+
+        rendered = [self.messages[(variant.prompt.name, item.id)] for item in self.eval_set.items]
+        if len(rendered) < 2:
+            return None
+        prefix = shared_prefix(rendered)
+        return count_text_tokens(variant.model.model, prefix) if prefix else 0
+
     def jobs(self, variants: list[Variant] | None = None) -> list[tuple[Variant, Item, int]]:
         """Every (variant, item, sample) to run, in that order: epochs included, always."""
         chosen = self.runnable if variants is None else variants

@@ -99,6 +99,8 @@ class ModelPrice:
     usd_per_hour: float = 0.0
     source: str = ""
     inclusive_thresholds: bool = False
+    priced_as: str = ""
+    """The model whose map entry gave these prices (itself, or the one `price.like` names); "" for a sheet."""
 
     @classmethod
     def of(cls, rates: Mapping[str, Any], **fields: Any) -> ModelPrice:
@@ -115,6 +117,7 @@ class ModelPrice:
                 usd_per_hour=float(stored.get("usd_per_hour") or 0.0),
                 source=str(stored.get("source", "")),
                 inclusive_thresholds=bool(stored.get("inclusive_thresholds", False)),
+                priced_as=str(stored.get("priced_as", "")),
             )
         legacy = {
             "input": "input_cost_per_token",
@@ -134,6 +137,7 @@ class ModelPrice:
             "usd_per_hour": self.usd_per_hour,
             "source": self.source,
             "inclusive_thresholds": self.inclusive_thresholds,
+            "priced_as": self.priced_as,
         }
 
     @functools.cached_property
@@ -346,11 +350,13 @@ def resolve_price(cfg: ModelConfig, config_file: str) -> ModelPrice:
                 "name a model the map prices, e.g. gpt-4o-mini or anthropic/claude-haiku-4-5",
             )
         source = f"litellm {litellm_version()} price map, as {override.like}"
+        priced_as = override.like
     elif is_local_model(cfg.model):
-        base, source = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}, "local model, $0"
+        base, source, priced_as = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}, "local model, $0", ""
     else:
         base = map_price(cfg.model) or {}
         source = f"litellm {litellm_version()} price map" if base else ""
+        priced_as = cfg.model if base else ""
         if not base and is_loopback(cfg.api_base):
             base, source = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}, "self-hosted on loopback, $0"
     merged = {**base, **given}
@@ -371,6 +377,7 @@ def resolve_price(cfg: ModelConfig, config_file: str) -> ModelPrice:
         usd_per_hour=float(merged.get("usd_per_hour") or 0.0),
         source=source,
         inclusive_thresholds=provider in INCLUSIVE_THRESHOLD_PROVIDERS,
+        priced_as=priced_as,
     )
 
 
@@ -407,13 +414,14 @@ def load_price_file(path: Path) -> dict[str, Price]:
     return prices
 
 
-def reprice_records(
-    records: list[Record], overrides: dict[str, Price], source: str, stored: dict[str, ModelPrice] | None = None
-) -> list[Record]:
-    """Records with costs recomputed from their usage: given prices first, then the current map, then as stored."""
+def repricing(
+    models: set[str], overrides: dict[str, Price], source: str, stored: dict[str, ModelPrice] | None = None
+) -> dict[str, ModelPrice]:
+    """The price each model is repriced at: given prices first, then the current map, then as stored
+    (a config override or a local model's price is kept: the map never knew it)."""
     stored = stored or {}
     prices: dict[str, ModelPrice] = {}
-    for model in {r.model for r in records}:
+    for model in models:
         if model in overrides:
             prices[model] = resolve_price(ModelConfig(model=model, price=overrides[model]), source)
         elif model in stored and ("config override" in stored[model].source or is_local_model(model)):
@@ -422,11 +430,21 @@ def reprice_records(
             prices[model] = resolve_price(ModelConfig(model=model), source)
         elif model in stored:
             prices[model] = stored[model]
+    return prices
+
+
+def reprice_records(records: list[Record], prices: dict[str, ModelPrice], tier: str | None = None) -> list[Record]:
+    """Records with costs recomputed from their usage, under `tier` when given (else the tier each call
+    was served at); a record whose model has no price is kept as it was."""
     out = []
     for r in records:
         price = prices.get(r.model)
         if price is None:
             out.append(r)
             continue
-        out.append(r.model_copy(update={"cost_usd": price.cost(r.usage, r.latency_s), "price_source": price.source}))
+        billed_tier = tier_name(tier) if tier else r.usage.service_tier
+        source = f"{price.source}, {billed_tier} tier" if tier else price.source
+        usage = r.usage.model_copy(update={"service_tier": billed_tier})
+        cost = price.cost(usage, r.latency_s, billed_tier)
+        out.append(r.model_copy(update={"cost_usd": cost, "price_source": source, "usage": usage}))
     return out

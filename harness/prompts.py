@@ -190,6 +190,28 @@ def messages_hash(messages: Messages) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def shared_prefix(rendered: list[Messages]) -> str:
+    """The text every rendered prompt starts with, in the order a provider reads it (role, then content,
+    message by message): the part a prompt cache can serve."""
+    flat = ["".join(f"<{m['role']}>\n{m['content']}\n" for m in messages) for messages in rendered]
+    if not flat:
+        return ""
+    first, last = min(flat), max(flat)  # the sorted extremes differ first where any two do
+    end = next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first))
+    return first[:end]
+
+
+def count_text_tokens(model: str, text: str) -> int:
+    """Tokens in a piece of text by the model's offline tokenizer."""
+    from harness.offline import import_litellm
+
+    litellm = import_litellm()
+    try:
+        return int(litellm.token_counter(model=model, text=text))
+    except Exception:
+        return int(litellm.token_counter(model="gpt-4o-mini", text=text))
+
+
 def count_tokens(model: str, messages: Messages) -> int:
     """Prompt tokens by litellm's offline tokenizers (tiktoken where the model has no tokenizer of its own)."""
     from harness.offline import import_litellm

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from harness.analysis import Analysis, MetricInfo, analyze, attach_routing
 from harness.config import ConfigError, GateConfig, RoutingConfig
-from harness.manifest import RunManifest
+from harness.levers import attach_levers
+from harness.manifest import RunManifest, VariantSpec
 from harness.plan import Plan, Variant
+from harness.pricing import ModelPrice
 from harness.records import Record
 from harness.scorers import Scorer, build_scorer
 from harness.summary import VariantSummary, summarize_records
@@ -50,6 +52,7 @@ def analyze_stored(
     items: list | None = None,
     gate: GateConfig | None = None,
     routing: RoutingConfig | None = None,
+    prices: dict[str, ModelPrice] | None = None,
 ) -> Rebuilt:
     """Rebuild summaries and analysis from a stored run's manifest, items and records (no model call).
 
@@ -67,7 +70,24 @@ def analyze_stored(
     config = routing or manifest.routing
     if config is not None:
         attach_routing(analysis, config, summaries, records, metrics, manifest.analysis, f"run {manifest.experiment}")
+    attach_levers(
+        analysis,
+        records,
+        {v.name: price for v in manifest.variants if (price := _variant_price(manifest, v, prices)) is not None},
+        {v.name: v.shared_prefix_tokens for v in manifest.variants},
+        rpd,
+    )
     return Rebuilt(summaries, analysis, notes)
+
+
+def _variant_price(
+    manifest: RunManifest, variant: VariantSpec, prices: dict[str, ModelPrice] | None
+) -> ModelPrice | None:
+    """The price a stored variant is analysed at: a repricing's price for its model, else what it was billed."""
+    if prices and variant.model in prices:
+        return prices[variant.model]
+    stored = variant.price or manifest.prices.get(variant.model)
+    return ModelPrice.from_stored(stored) if stored else None
 
 
 def comparable_records(

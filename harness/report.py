@@ -174,6 +174,10 @@ def print_analysis(console: Console, analysis: Analysis) -> None:
         console.print(agreement_table(analysis))
     if analysis.policies:
         console.print(policy_table(analysis))
+    if analysis.levers:
+        console.print(lever_table(analysis))
+    elif analysis.estimates:
+        console.print(NO_PRICED_VARIANT)
     console.print(f"[bold]{recommendation_line(analysis)}[/]")
     for warning in analysis.warnings:
         console.print(f"[bold yellow]WARNING[/] {warning}")
@@ -221,6 +225,66 @@ def policy_table(analysis: Analysis) -> Table:
     for column in POLICY_HEADER:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for row in policy_rows(analysis):
+        table.add_row(*row)
+    return table
+
+
+LEVER_NAMES = {
+    "batch": "batch API",
+    "flex": "flex tier",
+    "priority": "priority tier",
+    "prompt_cache": "prompt cache",
+    "output_cap": "output cap",
+}
+NO_PRICED_VARIANT = (
+    "Levers: no variant has a price (local and self-hosted models cost $0 here); price one, e.g. "
+    "price: {like: gpt-4o-mini}, or run `levers RUN_ID --prices FILE`, to see what buying it otherwise would save."
+)
+
+
+def lever_header(analysis: Analysis) -> list[str]:
+    monthly = any(v.monthly_usd is not None for v in analysis.levers.values())
+    return ["variant", "now/month" if monthly else "now", *LEVER_NAMES.values()]
+
+
+def lever_rows(analysis: Analysis) -> list[list[str]]:
+    """One row per priced variant: its cost now, and each lever's saving (a premium shows as +)."""
+    rows = []
+    for levers in analysis.levers.values():
+        monthly = levers.monthly_usd is not None
+        now = levers.monthly_usd if monthly and levers.monthly_usd is not None else levers.cost_usd
+        cells = [levers.variant, _usd(now)]
+        for name in LEVER_NAMES:
+            lever = levers.lever(name)
+            if lever is None or lever.saving_usd is None:
+                cells.append("–")
+                continue
+            saving = lever.monthly_saving_usd if monthly and lever.monthly_saving_usd is not None else lever.saving_usd
+            share = lever.saving_usd / levers.cost_usd if levers.cost_usd else 0.0
+            sign = "-" if saving >= 0 else "+"
+            cells.append(f"{sign}{_usd(abs(saving))} ({sign}{abs(share):.0%})")
+        rows.append(cells)
+    return rows
+
+
+def lever_notes(analysis: Analysis) -> list[str]:
+    """How each lever was computed, or why it is not available, per variant."""
+    return [
+        f"{levers.variant}, {LEVER_NAMES[lever.name]}: {lever.how}"
+        for levers in analysis.levers.values()
+        for lever in levers.levers
+    ]
+
+
+def lever_table(analysis: Analysis) -> Table:
+    """What each priced variant's calls would cost bought otherwise (from the records, no new call)."""
+    monthly = any(v.monthly_usd is not None for v in analysis.levers.values())
+    per = "per month at traffic:" if monthly else "for this run's calls"
+    title = f"Levers: the same outputs bought otherwise, {per} (- saves, + costs more)"
+    table = Table(title=title, title_justify="left")
+    for column in lever_header(analysis):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for row in lever_rows(analysis):
         table.add_row(*row)
     return table
 
@@ -300,6 +364,19 @@ def markdown_report(
             "|" + "---|" * len(POLICY_HEADER),
         ]
         lines += ["| " + " | ".join(row) + " |" for row in policy_rows(analysis)]
+    lines += ["", "## Levers: the same outputs bought otherwise", ""]
+    if analysis.levers:
+        header = lever_header(analysis)
+        lines += [
+            "Repriced from the records, no new call: `-` saves, `+` costs more.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in lever_rows(analysis)]
+        lines += ["", *[f"- {note}" for note in lever_notes(analysis)]]
+    else:
+        lines.append(NO_PRICED_VARIANT)
     if analysis.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in analysis.warnings]
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from harness.cache import ResponseCache
 from harness.config import ConfigError, Experiment
 from harness.estimate import VariantEstimate
 from harness.exit_codes import EXIT_BUDGET, EXIT_INCOMPLETE, EXIT_OK
+from harness.levers import attach_levers
 from harness.manifest import RunStatus
 from harness.plan import Plan
 from harness.pool import ModelPool
@@ -205,6 +206,13 @@ def _execute(
     analysis = analyze(summaries, records, metrics, plan.baseline, experiment.gate, experiment.analysis)
     if experiment.routing is not None:
         _simulate_routing(plan, analysis, summaries, records, metrics)
+    attach_levers(
+        analysis,
+        records,
+        {v.name: v.price for v in plan.runnable},
+        {v.name: plan.shared_prefix_tokens(v) for v in plan.runnable},
+        experiment.traffic.requests_per_day if experiment.traffic else None,
+    )
     from harness.report import print_analysis, print_results
 
     print_results(console, summaries, plan.baseline, f"{experiment.name}: results")

@@ -71,7 +71,8 @@ class FakeModelServer:
         self.answer: Callable[[dict[str, Any]], str] = lambda request: "a fake answer."
         self.embed: Callable[[str], list[float]] = letter_counts
         """The fake embedding model: letter counts unless a test sets another."""
-        self.usage = Usage()
+        self.usage: Usage | Callable[[dict[str, Any]], Usage] = Usage()
+        """The usage block to report, or a function of the request giving it."""
         self.delay_s = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -131,7 +132,7 @@ class FakeModelServer:
         }
 
     def _completion(self, request: dict[str, Any]) -> dict[str, Any]:
-        u = self.usage
+        u = self.usage(request) if callable(self.usage) else self.usage
         return {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",

@@ -255,6 +255,8 @@ def log_analysis(
             values[f"diff_vs_baseline.{metric}"] = paired.mean_diff
             values[f"p_value.{metric}"] = paired.p_value
             values[f"mdd.{metric}"] = paired.mdd
+    if variant in analysis.levers:
+        values.update(analysis.levers[variant].metrics())
     monthly = {s.variant: s.monthly_cost_usd for s in summaries or []}
     if analysis.baseline in monthly and variant in monthly:
         values["monthly_savings_vs_baseline_usd"] = monthly[analysis.baseline] - monthly[variant]
