@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harness.cache import ResponseCache
 from harness.plan import Plan
-from harness.pool import ModelPool
+from harness.pool import ModelPool, requested_tier
 from harness.records import Usage
 from harness.runner import model_concurrency, variant_output_limit
 
@@ -61,6 +61,7 @@ def estimate_plan(plan: Plan, cache: ResponseCache | None, history: dict[str, Hi
         latency = past.latency_p50_s if past is not None else None
         tokens = [s.input_tokens or 0 for s in pending]
         price = variant.price
+        tier = requested_tier(variant.params)  # a flex or priority run is estimated at its tier's prices
         out.append(
             VariantEstimate(
                 variant=variant.name,
@@ -69,9 +70,9 @@ def estimate_plan(plan: Plan, cache: ResponseCache | None, history: dict[str, Hi
                 input_tokens=sum(tokens),
                 expected_output_per_call=expected_out,
                 output_source=source,
-                min_usd=sum(price.cost(Usage(input_tokens=t)) for t in tokens),
+                min_usd=sum(price.cost(Usage(input_tokens=t), tier=tier) for t in tokens),
                 expected_usd=sum(
-                    price.cost(Usage(input_tokens=t, output_tokens=round(expected_out or 0)), latency or 0.0)
+                    price.cost(Usage(input_tokens=t, output_tokens=round(expected_out or 0)), latency or 0.0, tier)
                     for t in tokens
                 ),
                 max_usd=sum(pool.worst_case_usd(s) for s in pending),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -74,6 +75,8 @@ def tier_name(value: object) -> str | None:
     name = str(value).strip().lower()
     if name in _STANDARD_TIER_NAMES:
         return None
+    if not re.fullmatch(r"[a-z0-9_-]{1,32}", name):
+        return "unrecognised"  # whatever a server sends, a record and a warning carry a short word
     return _TIER_ALIASES.get(name, name)
 
 
@@ -325,6 +328,8 @@ def map_price(model: str) -> dict[str, float | None] | None:
         return None
     if info.get("input_cost_per_token") is None or info.get("output_cost_per_token") is None:
         return None
+    if info.get("key") not in litellm.model_cost:
+        return None  # litellm makes up a $0 entry for unknown names that look like OpenAI's: never a price
     return dict(info)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ def test_levers_reach_mlflow_the_report_and_the_commands(
 
     outcome, path = priced_run
     levers = outcome.analysis.levers["openai/gpt-4o-mini:long"]
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])  # this test's own store
     child = mlflow.search_runs(
         search_all_experiments=True,
         filter_string="tags.mlflow.runName = 'openai/gpt-4o-mini:long'",

@@ -69,3 +69,26 @@ def test_local_models_are_free_unless_priced() -> None:
 def test_unknown_cloud_model_needs_a_price() -> None:
     with pytest.raises(ConfigError, match="no price known"):
         resolve_price(ModelConfig(model="anthropic/claude-3-5-haiku-20241022"), "exp.yaml")
+
+
+def test_a_price_stored_by_an_older_run_reads_back() -> None:
+    from harness.pricing import ModelPrice
+
+    legacy = {"input": 1e-6, "output": 2e-6, "cache_read": 5e-7, "cache_creation": None, "usd_per_hour": 0.0}
+    price = ModelPrice.from_stored({**legacy, "source": "config override"})
+    usage = Usage(input_tokens=100, cached_input_tokens=40, output_tokens=10)
+    assert price.cost(usage) == pytest.approx(60 * 1e-6 + 40 * 5e-7 + 10 * 2e-6, rel=1e-12)
+    assert ModelPrice.from_stored(price.stored()) == price
+
+
+def test_a_served_tier_is_a_short_word_whatever_the_server_sends() -> None:
+    from harness.pricing import tier_name
+
+    assert tier_name("Default") is None and tier_name("FLEX") == "flex" and tier_name("fast") == "priority"
+    assert tier_name("x" * 10_000) == "unrecognised" and tier_name({"a": 1}) == "unrecognised"
+
+
+def test_a_made_up_openai_looking_name_is_not_priced_at_zero() -> None:
+    """litellm answers an unknown `gpt-*` name with a synthetic $0 entry; that is no price."""
+    with pytest.raises(ConfigError, match="no price known for 'openai/gpt-9-imaginary'"):
+        resolve_price(ModelConfig(model="openai/gpt-9-imaginary"), "exp.yaml")
