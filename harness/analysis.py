@@ -20,6 +20,7 @@ from harness.stats import (
     PairedResult,
     Resampler,
     bootstrap_means,
+    holm,
     paired_comparisons,
     percentile_interval,
     wilson_interval,
@@ -124,11 +125,17 @@ def analyze(
         sums, counts = score_arrays(records, names, item_ids, info.name, gate.errors)
         binary = info.kind == "binary"
         result.estimates[info.name] = _estimates(names, sums, counts, resampler, gate.confidence, binary)
-        comparisons = paired_comparisons(sums, counts, base_index, resampler, gate.confidence, binary)
+        comparisons = paired_comparisons(
+            sums, counts, base_index, resampler, gate.confidence, binary, gate.margin, _score_range(sums, counts)
+        )
         result.paired[info.name] = dict(zip(names, comparisons, strict=True))
     by_name = {s.variant: s for s in ran}
+    passing, failing = _family_decisions(result, names, gate)
+    stuck = _floor_or_ceiling(records, names, metric)
     for name in names:
-        result.verdicts[name] = _verdict(name, result, by_name, gate)
+        result.verdicts[name] = _verdict(name, result, by_name, gate, passing, failing, stuck)
+    if stuck is not None:
+        result.warnings.append(stuck)
     result.points = [
         Point(s.variant, s.cost_per_item_usd, result.estimates[metric][s.variant].mean, s.latency_p95_s) for s in ran
     ]
@@ -214,9 +221,60 @@ def _estimates(
     return out
 
 
-def _verdict(name: str, analysis: Analysis, summaries: dict[str, VariantSummary], gate: GateConfig) -> Verdict:
+def _score_range(sums: np.ndarray, counts: np.ndarray) -> float:
+    """The range a paired difference is bounded by: 1 for pass/fail and [0, 1] scores, else what was seen."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    seen = means[~np.isnan(means)]
+    return max(1.0, float(seen.max() - seen.min())) if seen.size else 1.0
+
+
+def _family_decisions(analysis: Analysis, names: list[str], gate: GateConfig) -> tuple[set[str], set[str]]:
+    """The candidates shown non-inferior and those shown worse, with the family-wise error kept at
+    1 - confidence across all candidates (Holm by default; `gate.multiplicity`)."""
+    paired = analysis.paired.get(analysis.metric, {})
+    candidates = [n for n in names if n != analysis.baseline and paired.get(n) is not None]
+    alpha = 1 - gate.confidence
+    if len(candidates) <= 1 or gate.multiplicity == "none":
+        passing = {n for n in candidates if paired[n].lower_one_sided > -gate.margin}
+        failing = {n for n in candidates if paired[n].upper_one_sided < 0}
+        return passing, failing
+    if gate.multiplicity == "bonferroni":
+        level = alpha / len(candidates)
+        passing = {n for n in candidates if paired[n].p_noninferior <= level}
+        failing = {n for n in candidates if paired[n].p_worse <= level}
+        return passing, failing
+    passing = holm({n: paired[n].p_noninferior for n in candidates}, alpha)
+    failing = holm({n: paired[n].p_worse for n in candidates}, alpha)
+    return passing, failing
+
+
+def _floor_or_ceiling(records: list[Record], names: list[str], metric: str) -> str | None:
+    """A warning when every scored item of every variant has the same score: the metric cannot tell the
+    variants apart (all at its floor or ceiling), so no verdict may rest on it."""
+    values = {r.scores.get(metric) for r in records if r.variant in names and r.scores.get(metric) is not None}
+    if len(values) != 1:
+        return None
+    value = next(iter(values))
+    return (
+        f"{metric} is {value:g} on every item for every variant: it cannot tell the variants apart (at its "
+        "floor or ceiling), so no candidate passes on it; make the eval harder or easier, or change the metric"
+    )
+
+
+def _verdict(
+    name: str,
+    analysis: Analysis,
+    summaries: dict[str, VariantSummary],
+    gate: GateConfig,
+    passing: set[str],
+    failing: set[str],
+    stuck: str | None,
+) -> Verdict:
     if name == analysis.baseline:
         return Verdict("baseline", "the reference every candidate is compared with")
+    if stuck is not None:
+        return Verdict("undecided", f"{analysis.metric} does not discriminate: every item scores the same")
     worst_errors = max(summaries[name].error_rate, summaries[analysis.baseline or name].error_rate)
     if worst_errors > gate.max_error_rate:
         return Verdict("undecided", f"error rate {worst_errors:.0%} is above max_error_rate {gate.max_error_rate:.0%}")
@@ -224,13 +282,21 @@ def _verdict(name: str, analysis: Analysis, summaries: dict[str, VariantSummary]
     if paired.n_pairs < 2:
         return Verdict("undecided", f"only {paired.n_pairs} items were answered by both variants")
     low, high = paired.lower_one_sided, paired.upper_one_sided
-    if low > -gate.margin:
-        return Verdict("pass", f"non-inferior: lower bound {low:+.4f} > -margin {-gate.margin:.4f}")
-    if high < 0:
+    family = len([n for n in analysis.paired.get(analysis.metric, {}) if n != analysis.baseline])
+    adjusted = f" ({gate.multiplicity} over {family} candidates)" if family > 1 else ""
+    if name in passing:
+        return Verdict("pass", f"non-inferior: lower bound {low:+.4f} > -margin {-gate.margin:.4f}{adjusted}")
+    if name in failing:
         return Verdict(
             "fail",
             f"regression: worse than the baseline (upper bound {high:+.4f} < 0) and non-inferiority not shown "
             f"(lower bound {low:+.4f} < -margin {-gate.margin:.4f})",
+        )
+    if low > -gate.margin or high < 0:
+        return Verdict(
+            "undecided",
+            f"one-sided bounds [{low:+.4f}, {high:+.4f}] decide this candidate alone, but not at the family-wise "
+            f"error{adjusted}: {paired.n_pairs} items are too few for {family} candidates; add items",
         )
     return Verdict(
         "undecided",

@@ -267,6 +267,9 @@ class GateConfig(StrictModel):
     """Items where a call errored: left out of the paired test, or scored 0 for the side that errored."""
     max_error_rate: float = Field(default=0.1, ge=0, le=1)
     """Above this error rate (candidate or baseline) the gate cannot decide."""
+    multiplicity: Literal["holm", "bonferroni", "none"] = "holm"
+    """With several candidates, how verdicts keep the family-wise error at 1 - confidence: Holm's
+    step-down (default), Bonferroni, or none (each candidate at the full level)."""
 
 
 class AnalysisConfig(StrictModel):

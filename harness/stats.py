@@ -124,6 +124,18 @@ def minimum_detectable_difference(diff_sd: float, n: int, confidence: float, pow
     return z * diff_sd / math.sqrt(n)
 
 
+def zero_event_bound(n: int, confidence: float) -> float:
+    """The largest share of n items that may go one way when none is seen to: 1 - (1 - confidence)^(1/n).
+
+    The exact one-sided Clopper-Pearson bound for 0 events in n (about 3/n at 95%, the "rule of three":
+    Hanley & Lippman-Hand, JAMA 1983). A bootstrap cannot produce it: with no pair going one way, no
+    resample does either, and the interval collapses onto the observed difference.
+    """
+    if n < 1:
+        return 1.0
+    return 1.0 - (1.0 - confidence) ** (1.0 / n)
+
+
 @dataclass(frozen=True)
 class PairedResult:
     """One candidate against the baseline on one metric, over the items both answered."""
@@ -143,6 +155,10 @@ class PairedResult:
     test: str
     mdd: float
     """Minimum detectable difference at 80% power for this many pairs."""
+    p_noninferior: float = math.nan
+    """One-sided p-value for "the candidate is worse by the margin or more" (small: non-inferior)."""
+    p_worse: float = math.nan
+    """One-sided p-value for "the candidate is at least as good" (small: shown worse)."""
 
 
 def paired_comparisons(
@@ -152,8 +168,15 @@ def paired_comparisons(
     resampler: Totals,
     confidence: float,
     binary: bool,
+    margin: float = 0.0,
+    score_range: float = 1.0,
 ) -> list[PairedResult]:
-    """Every variant against `baseline` on the items both have scores for (paired bootstrap)."""
+    """Every variant against `baseline` on the items both have scores for (paired bootstrap).
+
+    Where no pair goes one way (no item worse, or none better), the bound on that side is the exact
+    bound for 0 events in n (`zero_event_bound`) times the score range: 0 of 40 both ways never proves
+    non-inferiority at a margin finer than 40 items resolve.
+    """
     n_variants = sums.shape[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         item_means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
@@ -179,18 +202,51 @@ def paired_comparisons(
         else:
             p, test = wilcoxon_signed_rank(d), "Wilcoxon signed-rank"
         sd = float(np.std(d, ddof=1)) if n > 1 else math.nan
+        mean = float(d.mean()) if n else math.nan
+        low, high, low1, high1 = float(lo[v]), float(hi[v]), float(lower[v]), float(upper[v])
+        with np.errstate(invalid="ignore"):
+            column = draws[:, v][~np.isnan(draws[:, v])]
+        p_ni = float(np.mean(column <= -margin)) if column.size else math.nan
+        p_worse = float(np.mean(column >= 0)) if column.size else math.nan
+        mdd = minimum_detectable_difference(sd, n, confidence)
+        if n and v != baseline:
+            one, two = zero_event_bound(n, confidence), zero_event_bound(n, (1 + confidence) / 2)
+            if not np.any(d < 0):  # no item worse: the loss rate is bounded by n alone
+                low1, low = min(low1, mean - score_range * one), min(low, mean - score_range * two)
+                p_ni = max(p_ni, (1 - margin / score_range) ** n if margin < score_range else 0.0)
+            if not np.any(d > 0):
+                high1, high = max(high1, mean + score_range * one), max(high, mean + score_range * two)
+                p_worse = 1.0
+            if not np.any(d != 0):
+                mdd = max(mdd if math.isfinite(mdd) else 0.0, score_range * one)
         results.append(
             PairedResult(
                 n_pairs=n,
                 n_excluded=sums.shape[1] - n,
-                mean_diff=float(d.mean()) if n else math.nan,
-                ci_low=float(lo[v]),
-                ci_high=float(hi[v]),
-                lower_one_sided=float(lower[v]),
-                upper_one_sided=float(upper[v]),
+                mean_diff=mean,
+                ci_low=low,
+                ci_high=high,
+                lower_one_sided=low1,
+                upper_one_sided=high1,
                 p_value=p if n else math.nan,
                 test=test,
-                mdd=minimum_detectable_difference(sd, n, confidence),
+                mdd=mdd,
+                p_noninferior=p_ni,
+                p_worse=p_worse,
             )
         )
     return results
+
+
+def holm(p_values: dict[str, float], alpha: float) -> set[str]:
+    """The hypotheses Holm's step-down procedure rejects at family-wise error `alpha` (Holm, Scand. J.
+    Statist. 1979): the i-th smallest p-value is compared with alpha / (k - i + 1), stopping at the first
+    that is not below it."""
+    ranked = sorted((p, name) for name, p in p_values.items() if not math.isnan(p))
+    rejected: set[str] = set()
+    k = len(ranked)
+    for i, (p, name) in enumerate(ranked):
+        if p > alpha / (k - i):
+            break
+        rejected.add(name)
+    return rejected

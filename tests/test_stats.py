@@ -169,3 +169,80 @@ def test_gate_on_pass_fail_scores_by_simulation() -> None:
         caught += _gate_status(base, worse, "binary", margin) == "fail"
     assert same_fail / runs <= 0.05 + 0.03
     assert caught / runs >= 0.8
+
+
+def _analysis(variants: dict[str, np.ndarray], kind: str, margin: float, **gate: object):
+    records = [r for name, values in variants.items() for r in _records(name, values)]
+    summaries = [_summary(name, 1.0 if name == "base" else 0.1, len(v)) for name, v in variants.items()]
+    return analyze(
+        summaries,
+        records,
+        [MetricInfo("q", kind)],
+        "base",
+        GateConfig(metric="q", margin=margin, **gate),
+        AnalysisConfig(resamples=1000, seed=0),
+    )
+
+
+def test_zero_of_forty_both_ways_proves_nothing() -> None:
+    """0/40 against 0/40: no discordant pair, so the bound is the exact one for 0 events in 40, not [0, 0]."""
+    analysis = _analysis({"base": np.zeros(40), "cand": np.zeros(40)}, "binary", 0.02, confidence=0.95)
+    paired = analysis.paired["q"]["cand"]
+    bound = 1 - 0.05 ** (1 / 40)  # one-sided Clopper-Pearson upper bound for 0 of 40 = 0.0722
+    assert paired.lower_one_sided == pytest.approx(-bound, rel=1e-12)
+    assert paired.upper_one_sided == pytest.approx(bound, rel=1e-12)
+    assert paired.ci_low == pytest.approx(-(1 - 0.025 ** (1 / 40)), rel=1e-12)
+    assert paired.mdd == pytest.approx(bound, rel=1e-12)
+    assert analysis.verdicts["cand"].status == "undecided"
+    assert any("eval too small" in w for w in analysis.warnings)
+    assert any("cannot tell the variants apart" in w for w in analysis.warnings)
+
+
+def test_no_item_worse_still_bounds_the_loss_by_n() -> None:
+    """Two gains and no loss in 40: the bootstrap never goes below 0, but 40 items bound a loss only to 7.2%."""
+    cand = np.zeros(40)
+    cand[:2] = 1.0
+    analysis = _analysis({"base": np.zeros(40), "cand": cand}, "binary", 0.02)
+    paired = analysis.paired["q"]["cand"]
+    assert paired.lower_one_sided == pytest.approx(2 / 40 - (1 - 0.05 ** (1 / 40)), rel=1e-12)
+    assert analysis.verdicts["cand"].status == "undecided"
+    # 150 items resolve a 2% margin: (1 - 0.02)^150 = 0.048 < 0.05
+    many = np.zeros(150)
+    many[:2] = 1.0
+    assert _analysis({"base": np.zeros(150), "cand": many}, "binary", 0.02).verdicts["cand"].status == "pass"
+
+
+def test_a_metric_at_its_ceiling_for_every_variant_never_passes() -> None:
+    analysis = _analysis({"base": np.ones(500), "cand": np.ones(500)}, "continuous", 0.02)
+    assert analysis.verdicts["cand"].status == "undecided"
+    assert "does not discriminate" in analysis.verdicts["cand"].reason
+    assert any("q is 1 on every item for every variant" in w for w in analysis.warnings)
+
+
+def test_holm_by_hand() -> None:
+    from harness.stats import holm
+
+    # alpha 0.05 over 4: 0.010 <= 0.0125, 0.015 <= 0.0167, 0.020 <= 0.025, 0.030 <= 0.05: all four
+    assert holm({"a": 0.015, "b": 0.010, "c": 0.030, "d": 0.020}, 0.05) == {"a", "b", "c", "d"}
+    # 0.010 <= 0.0125, then 0.020 > 0.0167 stops: 0.001 more than the Bonferroni level is enough to stop
+    assert holm({"a": 0.010, "b": 0.020, "c": 0.030, "d": 0.040}, 0.05) == {"a"}
+    assert holm({"a": 0.2}, 0.05) == set()
+
+
+def test_five_identical_candidates_rarely_any_fails_under_holm() -> None:
+    """The family-wise error: with five candidates identical to the baseline, the chance that any of them
+    fails is at most alpha under Holm, and well above it without a correction."""
+    rng = np.random.default_rng(5)
+    runs, n_items = 200, 200
+    any_fail = {"holm": 0, "none": 0}
+    for _ in range(runs):
+        difficulty = rng.beta(2, 2, size=n_items)
+        variants = {
+            name: np.clip(difficulty + rng.normal(0, 0.15, n_items), 0, 1)
+            for name in ["base", "c1", "c2", "c3", "c4", "c5"]
+        }
+        for method in any_fail:
+            analysis = _analysis(variants, "continuous", 0.05, multiplicity=method)
+            any_fail[method] += any(analysis.verdicts[f"c{k}"].status == "fail" for k in range(1, 6))
+    assert any_fail["holm"] / runs <= 0.05 + 0.02
+    assert any_fail["none"] / runs > any_fail["holm"] / runs
