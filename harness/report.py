@@ -261,7 +261,10 @@ def lever_rows(analysis: Analysis) -> list[list[str]]:
                 continue
             saving = lever.monthly_saving_usd if monthly and lever.monthly_saving_usd is not None else lever.saving_usd
             share = lever.saving_usd / levers.cost_usd if levers.cost_usd else 0.0
-            sign = "-" if saving >= 0 else "+"
+            if saving == 0:
+                cells.append("$0")
+                continue
+            sign = "-" if saving > 0 else "+"
             cells.append(f"{sign}{_usd(abs(saving))} ({sign}{abs(share):.0%})")
         rows.append(cells)
     return rows

@@ -15,7 +15,8 @@ TAGGED = "{% block user %}Summarize in one sentence:\n<document>{{ document }}</
 LONGER = "{% block system %}Be brief.{% endblock %}{% block user %}<document>{{ document }}</document>{% endblock %}"
 
 
-def gate_project(root: Path, limit: int = 120, margin: float = 0.02) -> Path:
+def gate_project(root: Path, limit: int = 160, margin: float = 0.02) -> Path:
+    """An equivalent swap gives identical outputs: 160 items resolve a 0.02 margin ((1 - 0.02)^160 < 0.05)."""
     import json
 
     rows = [json.loads(line) for line in (REPO / "evals/scitldr/test.jsonl").read_text().splitlines()[:limit]]
@@ -50,7 +51,7 @@ def test_gate_fails_a_planted_regression_and_the_baseline_comes_from_cache(tmp_p
     result = harness("gate", str(path), "--candidate", "local/lead:untagged", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "GATE FAIL" in result.stdout and "regression" in result.stdout
-    assert "120 calls made, 120 served from the response cache" in result.stdout
+    assert "160 calls made, 160 served from the response cache" in result.stdout
 
 
 def test_gate_undecided_when_the_eval_is_too_small(tmp_path: Path) -> None:
