@@ -8,6 +8,7 @@ anything (the CLI, the gate, routing, a stored run) turns `MODEL[:PROMPT]` into 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,13 +72,22 @@ class Plan:
     def shared_prefix_tokens(self, variant: Variant) -> int | None:
         """Tokens at the start of every rendered prompt of the variant (what a provider's prompt cache could
         serve); None with fewer than two items, where a prefix means nothing."""
+        return self._prefix_tokens[variant.name]
+
+    @functools.cached_property
+    def _prefix_tokens(self) -> dict[str, int | None]:
+        """Counted once per plan: the levers and the manifest both ask."""
         from harness.prompts import count_text_tokens, shared_prefix
 
-        rendered = [self.messages[(variant.prompt.name, item.id)] for item in self.eval_set.items]
-        if len(rendered) < 2:
-            return None
-        prefix = shared_prefix(rendered)
-        return count_text_tokens(variant.model.model, prefix) if prefix else 0
+        out: dict[str, int | None] = {}
+        for variant in self.variants:
+            rendered = [self.messages[(variant.prompt.name, item.id)] for item in self.eval_set.items]
+            if len(rendered) < 2:
+                out[variant.name] = None
+                continue
+            prefix = shared_prefix(rendered)
+            out[variant.name] = count_text_tokens(variant.model.model, prefix) if prefix else 0
+        return out
 
     def jobs(self, variants: list[Variant] | None = None) -> list[tuple[Variant, Item, int]]:
         """Every (variant, item, sample) to run, in that order: epochs included, always."""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from harness.config import PRICE_FIELD, ConfigError, ModelConfig, Price
+from harness.config import PRICE_DIMENSIONS, PRICE_FIELD, ConfigError, ModelConfig, Price
 from harness.records import Record, Usage
 
 LOCAL_PROVIDER = "local"
@@ -172,7 +172,7 @@ class ModelPrice:
         suffix = TIER_SUFFIX.get(tier or "", "")
         table = self.table
         rates: dict[str, float | None] = {}
-        for base in _bases():
+        for base in PRICE_DIMENSIONS:
             rate = table.get(base + suffix) if suffix else None
             rates[base] = table.get(base) if rate is None else rate
         applied = None
@@ -181,7 +181,7 @@ class ModelPrice:
             if not passed:
                 break
             applied = threshold
-            for base in _bases():
+            for base in PRICE_DIMENSIONS:
                 at_tier = table.get(f"{base}_above_{label}_tokens{suffix}") if suffix else None
                 if at_tier is None and suffix != "_batches":
                     at_tier = table.get(f"{base}_above_{label}_tokens")
@@ -256,13 +256,6 @@ class ModelPrice:
     def cost(self, usage: Usage, latency_s: float = 0.0, tier: str | None = None) -> float:
         """The bill for one call, in USD."""
         return self.bill(usage, latency_s, tier).total
-
-
-@functools.cache
-def _bases() -> tuple[str, ...]:
-    from harness.config import PRICE_DIMENSIONS
-
-    return PRICE_DIMENSIONS
 
 
 REPORTED_COST_TOLERANCE = 0.01

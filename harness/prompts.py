@@ -203,21 +203,19 @@ def shared_prefix(rendered: list[Messages]) -> str:
 
 def count_text_tokens(model: str, text: str) -> int:
     """Tokens in a piece of text by the model's offline tokenizer."""
-    from harness.offline import import_litellm
-
-    litellm = import_litellm()
-    try:
-        return int(litellm.token_counter(model=model, text=text))
-    except Exception:
-        return int(litellm.token_counter(model="gpt-4o-mini", text=text))
+    return _token_counter(model, text=text)
 
 
 def count_tokens(model: str, messages: Messages) -> int:
     """Prompt tokens by litellm's offline tokenizers (tiktoken where the model has no tokenizer of its own)."""
+    return _token_counter(model, messages=messages)
+
+
+def _token_counter(model: str, **what: Any) -> int:
     from harness.offline import import_litellm
 
     litellm = import_litellm()
     try:
-        return int(litellm.token_counter(model=model, messages=messages))
+        return int(litellm.token_counter(model=model, **what))
     except Exception:
-        return int(litellm.token_counter(model="gpt-4o-mini", messages=messages))
+        return int(litellm.token_counter(model="gpt-4o-mini", **what))

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -62,7 +62,30 @@ def letter_counts(text: str) -> list[float]:
     return [float(text.lower().count(c)) for c in "abcdefghijklmnopqrstuvwxyz"]
 
 
-class FakeModelServer:
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 (an ephemeral port) that a test starts and stops."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def origin(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class FakeModelServer(LocalServer):
     """Serves /v1/chat/completions and /v1/embeddings; records every request it receives."""
 
     def __init__(self) -> None:
@@ -82,24 +105,12 @@ class FakeModelServer:
         self.billable: dict[str, int] = {}
         """Valid completions sent per prompt text: what a provider would bill."""
         self._rng = random.Random(0)
-        self.lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._serve(self._handler())
 
     @property
     def url(self) -> str:
         """The api_base to give litellm."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
-
-    def start(self) -> FakeModelServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        return f"{self.origin}/v1"
 
     def fail_next(self, *faults: Fault) -> None:
         """Queue faults for the next requests, in order."""

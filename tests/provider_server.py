@@ -10,12 +10,13 @@ It fakes the *model* (a fixed answer and scripted usage), never litellm.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.fake_server import LocalServer
 
-class ProviderServer:
+
+class ProviderServer(LocalServer):
     """Answers every request with `answer` and the next scripted usage block for its wire format."""
 
     def __init__(self) -> None:
@@ -26,22 +27,12 @@ class ProviderServer:
         self.openai_extra: dict[str, Any] = {}
         """Top-level fields added to OpenAI answers, e.g. {"service_tier": "flex"}."""
         self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._serve(self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> ProviderServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        """The api_base to give litellm (each provider adds its own path)."""
+        return self.origin
 
     def _anthropic(self, request: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -232,3 +232,20 @@ def test_batch_prices_come_from_the_map(model: str) -> None:
         8_000 * e["input_cost_per_token_batches"] + 2_000 * cached_rate + 500 * e["output_cost_per_token_batches"]
     )
     assert price.cost(usage, tier="batch") == pytest.approx(expected, rel=REL)
+
+
+@pytest.mark.parametrize("cost", [-5.0, "lots", None])
+def test_a_hostile_server_cannot_set_the_bill_or_flood_the_tier(provider: ProviderServer, cost: Any) -> None:
+    """A nonsense reported cost is not kept (harness's figure stands); a huge tier name becomes one short word."""
+    provider.openai_usage = openai_usage(1_000, cached=0, completion=10, reasoning=0, cost=cost)
+    provider.openai_extra = {"service_tier": "x" * 5_000}
+    try:
+        done = call(provider, "openai/gpt-4o-mini")
+    finally:
+        provider.openai_extra = {}
+    e = entry("gpt-4o-mini")
+    assert done.cost_usd == pytest.approx(1_000 * e["input_cost_per_token"] + 10 * e["output_cost_per_token"], rel=REL)
+    assert done.reported_cost_source != "provider (usage.cost)"
+    assert done.usage.service_tier == "unrecognised"
+    assert any("the unrecognised service tier" in n for n in done.price_notes)
+    assert all(len(n) < 400 for n in done.price_notes)

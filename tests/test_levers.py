@@ -169,3 +169,40 @@ def test_shared_prefix_is_what_every_prompt_starts_with() -> None:
     )
     assert shared_prefix([chat("A", "x"), chat("B", "x")]) == "<system>\n"
     assert shared_prefix([]) == ""
+
+
+def test_levers_count_every_epoch_as_a_call_and_project_per_request() -> None:
+    """With epochs, each sample is one call: the run's figure covers all of them, the monthly projection one
+    call per request, exactly as the results table projects cost."""
+    from harness.config import ModelConfig
+    from harness.levers import levers_for
+    from harness.pricing import resolve_price
+    from harness.records import Record
+    from harness.records import Usage as Billed
+
+    price = resolve_price(ModelConfig(model="gpt-4o-mini"), "exp.yaml")
+    records = [
+        Record(
+            variant="v",
+            item_id=f"i{i}",
+            sample=s,
+            model="gpt-4o-mini",
+            prompt="p",
+            prompt_hash="h",
+            output="x",
+            usage=Billed(input_tokens=1_000, output_tokens=100 * (s + 1)),
+        )
+        for i in range(5)
+        for s in range(2)
+    ]
+    e = dict(import_litellm().get_model_info("gpt-4o-mini"))
+    per_call = [1_000 * e["input_cost_per_token"] + 100 * (s + 1) * e["output_cost_per_token"] for s in range(2)]
+    batch = [
+        1_000 * e["input_cost_per_token_batches"] + 100 * (s + 1) * e["output_cost_per_token_batches"] for s in range(2)
+    ]
+    levers = levers_for(records, {"v": price}, {"v": None}, 1_000.0)["v"]
+    assert levers.calls == 10 and levers.cost_usd == pytest.approx(5 * sum(per_call), rel=1e-12)
+    assert levers.monthly_usd == pytest.approx(sum(per_call) / 2 * 1_000 * DAYS_PER_MONTH, rel=1e-12)
+    saving = levers.lever("batch").monthly_saving_usd
+    assert saving == pytest.approx((sum(per_call) - sum(batch)) / 2 * 1_000 * DAYS_PER_MONTH, rel=1e-12)
+    assert "shared prefix" in levers.lever("prompt_cache").how
