@@ -58,6 +58,8 @@ class Verdict:
 
     status: Status
     reason: str
+    more_items: str = ""
+    """For an undecided verdict: the items (and dollars) the decision needs, when they can be estimated."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ def analyze(
     stuck = _floor_or_ceiling(records, names, metric)
     for name in names:
         result.verdicts[name] = _verdict(name, result, by_name, gate, passing, failing, stuck)
+    _add_cost_of_more_items(result, records, names, len(item_ids))
     if stuck is not None:
         result.warnings.append(stuck)
     result.points = [
@@ -303,6 +306,26 @@ def _verdict(
         f"inconclusive: one-sided bounds [{low:+.4f}, {high:+.4f}] span both 0 and -margin; "
         f"{paired.n_pairs} items detect {paired.mdd:.4f} at 80% power (margin {gate.margin:.4f}); add items",
     )
+
+
+def _add_cost_of_more_items(analysis: Analysis, records: list[Record], names: list[str], n_items: int) -> None:
+    """An undecided verdict says how many items the decision needs and what they would cost, at the
+    dollars per item (all samples) this run's records of the candidate and the baseline cost."""
+    paired = analysis.paired.get(analysis.metric, {})
+    spent = {name: 0.0 for name in names}
+    for r in records:
+        if r.variant in spent:
+            spent[r.variant] += r.cost_usd
+    for name, verdict in list(analysis.verdicts.items()):
+        needed = paired[name].items_needed if name in paired else None
+        if verdict.status != "undecided" or needed is None or n_items == 0 or needed <= paired[name].n_pairs:
+            continue
+        more = needed - paired[name].n_pairs
+        per_item = (spent[name] + spent.get(analysis.baseline or "", 0.0)) / n_items
+        reason = verdict.reason.removesuffix("; add items")
+        cost = f"about ${more * per_item:,.2f} for both variants" if per_item else "at no cost (both are free)"
+        more_items = f"add about {more:,} items (to {needed:,}), {cost}"
+        analysis.verdicts[name] = Verdict("undecided", f"{reason}; {more_items}", more_items)
 
 
 def _power_warnings(analysis: Analysis) -> list[str]:

@@ -170,6 +170,9 @@ def print_analysis(console: Console, analysis: Analysis) -> None:
     if analysis.estimates:
         console.print(analysis_table(analysis))
         console.print(f"Pareto frontier (cost vs {analysis.metric}): {', '.join(analysis.pareto)}")
+        for name, verdict in analysis.verdicts.items():
+            if verdict.more_items:
+                console.print(f"{name}: undecided; to decide, {verdict.more_items}")
     if analysis.agreement:
         console.print(agreement_table(analysis))
     if analysis.policies:

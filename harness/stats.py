@@ -159,6 +159,8 @@ class PairedResult:
     """One-sided p-value for "the candidate is worse by the margin or more" (small: non-inferior)."""
     p_worse: float = math.nan
     """One-sided p-value for "the candidate is at least as good" (small: shown worse)."""
+    items_needed: int | None = None
+    """Paired items at which the margin becomes detectable at 80% power (None: no margin, or no estimate)."""
 
 
 def paired_comparisons(
@@ -219,6 +221,7 @@ def paired_comparisons(
                 p_worse = 1.0
             if not np.any(d != 0):
                 mdd = max(mdd if math.isfinite(mdd) else 0.0, score_range * one)
+        needed = items_needed(n, mdd, margin, confidence, score_range, identical=n > 0 and not np.any(d != 0))
         results.append(
             PairedResult(
                 n_pairs=n,
@@ -233,9 +236,28 @@ def paired_comparisons(
                 mdd=mdd,
                 p_noninferior=p_ni,
                 p_worse=p_worse,
+                items_needed=needed if v != baseline else None,
             )
         )
     return results
+
+
+def items_needed(
+    n: int, mdd: float, margin: float, confidence: float, score_range: float, identical: bool
+) -> int | None:
+    """Paired items at which `margin` is the minimum detectable difference.
+
+    The MDD shrinks as 1/sqrt(n), so n x (MDD / margin)^2 (Chow, Shao & Wang 2008, section 3.2); where no
+    pair has differed yet, the exact bound for 0 events instead: the n with (1 - margin/range)^n below
+    1 - confidence. An estimate from the items seen, to plan the next run, not a guarantee.
+    """
+    if n < 2 or margin <= 0 or not math.isfinite(mdd):
+        return None
+    if identical:
+        if margin >= score_range:
+            return n
+        return max(n, math.ceil(math.log(1 - confidence) / math.log(1 - margin / score_range)))
+    return max(n, math.ceil(n * (mdd / margin) ** 2))
 
 
 def holm(p_values: dict[str, float], alpha: float) -> set[str]:

@@ -246,3 +246,27 @@ def test_five_identical_candidates_rarely_any_fails_under_holm() -> None:
             any_fail[method] += any(analysis.verdicts[f"c{k}"].status == "fail" for k in range(1, 6))
     assert any_fail["holm"] / runs <= 0.05 + 0.02
     assert any_fail["none"] / runs > any_fail["holm"] / runs
+
+
+def test_an_undecided_verdict_says_how_many_items_and_dollars_the_decision_needs() -> None:
+    """0/40 both ways at margin 0.02: (1 - 0.02)^n < 0.05 first at n = 149, so 109 more items; at $0.01 per
+    item for the candidate and $0.03 for the baseline (this run's records), $4.36."""
+    from harness.stats import items_needed
+
+    assert items_needed(40, 0.0722, 0.02, 0.95, 1.0, identical=True) == 149
+    assert items_needed(100, 0.04, 0.02, 0.95, 1.0, identical=False) == 400, "MDD shrinks as 1/sqrt(n)"
+    records = []
+    for name, cost in (("base", 0.03), ("cand", 0.01)):
+        for r in _records(name, np.zeros(40)):
+            records.append(r.model_copy(update={"cost_usd": cost}))
+    summaries = [_summary("base", 0.03, 40), _summary("cand", 0.01, 40)]
+    analysis = analyze(
+        summaries,
+        records,
+        [MetricInfo("q", "binary")],
+        "base",
+        GateConfig(metric="q", margin=0.02),
+        AnalysisConfig(resamples=200, seed=0),
+    )
+    reason = analysis.verdicts["cand"].reason
+    assert "add about 109 items (to 149), about $4.36 for both variants" in reason, reason
