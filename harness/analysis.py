@@ -29,6 +29,7 @@ from harness.summary import VariantSummary
 
 if TYPE_CHECKING:
     from harness.levers import VariantLevers
+    from harness.sequential import SequentialOutcome
 
 Status = Literal["pass", "fail", "undecided", "baseline"]
 
@@ -101,6 +102,8 @@ class Analysis:
     """Simulated routers and cascades (harness.routing), when the config or `route` asks for them."""
     levers: dict[str, VariantLevers] = field(default_factory=dict)
     """What each priced variant's calls would cost bought otherwise (harness.levers), by variant."""
+    sequential: SequentialOutcome | None = None
+    """How a sequential gate ended; its looks decide the verdicts (harness.sequential)."""
 
 
 def analyze(
@@ -110,11 +113,15 @@ def analyze(
     baseline: str | None,
     gate: GateConfig,
     settings: AnalysisConfig,
+    sequential: SequentialOutcome | None = None,
 ) -> Analysis:
-    """CIs, paired tests, verdicts, frontier and recommendation for a finished run."""
+    """CIs, paired tests, verdicts, frontier and recommendation for a finished run; a sequential gate's
+    looks decide the candidates it decided (after the same checks of errors and floor or ceiling)."""
     ran = [s for s in summaries if s.skipped is None and s.n_items > 0]
     metric = gate.metric or (metrics[0].name if metrics else "")
-    result = Analysis(metric=metric, margin=gate.margin, confidence=gate.confidence, baseline=None)
+    result = Analysis(
+        metric=metric, margin=gate.margin, confidence=gate.confidence, baseline=None, sequential=sequential
+    )
     if not ran or not metrics:
         result.warnings.append("nothing was run, so there is nothing to analyse")
         return result
@@ -128,7 +135,7 @@ def analyze(
         binary = info.kind == "binary"
         result.estimates[info.name] = _estimates(names, sums, counts, resampler, gate.confidence, binary)
         comparisons = paired_comparisons(
-            sums, counts, base_index, resampler, gate.confidence, binary, gate.margin, _score_range(sums, counts)
+            sums, counts, base_index, resampler, gate.confidence, binary, gate.margin, score_range(sums, counts)
         )
         result.paired[info.name] = dict(zip(names, comparisons, strict=True))
     by_name = {s.variant: s for s in ran}
@@ -145,7 +152,8 @@ def analyze(
     result.pareto = pareto_front(result.points, settings.frontier_latency)
     passing = {v for v, verdict in result.verdicts.items() if verdict.status == "pass"}
     result.recommendation = recommend(result.points, result.baseline, passing)
-    result.warnings += _power_warnings(result)
+    if sequential is None:  # a sequential design sized itself; its looks say what they resolved
+        result.warnings += _power_warnings(result)
     result.agreement = scorer_agreement(records, [m.name for m in metrics])
     return result
 
@@ -224,7 +232,7 @@ def _estimates(
     return out
 
 
-def _score_range(sums: np.ndarray, counts: np.ndarray) -> float:
+def score_range(sums: np.ndarray, counts: np.ndarray) -> float:
     """The range a paired difference is bounded by: 1 for pass/fail and [0, 1] scores, else what was seen."""
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
@@ -281,6 +289,8 @@ def _verdict(
     worst_errors = max(summaries[name].error_rate, summaries[analysis.baseline or name].error_rate)
     if worst_errors > gate.max_error_rate:
         return Verdict("undecided", f"error rate {worst_errors:.0%} is above max_error_rate {gate.max_error_rate:.0%}")
+    if analysis.sequential is not None:
+        return _sequential_verdict(name, analysis.sequential)
     paired = analysis.paired[analysis.metric][name]
     if paired.n_pairs < 2:
         return Verdict("undecided", f"only {paired.n_pairs} items were answered by both variants")
@@ -306,6 +316,21 @@ def _verdict(
         f"inconclusive: one-sided bounds [{low:+.4f}, {high:+.4f}] span both 0 and -margin; "
         f"{paired.n_pairs} items detect {paired.mdd:.4f} at 80% power (margin {gate.margin:.4f}); add items",
     )
+
+
+def _sequential_verdict(name: str, outcome: SequentialOutcome) -> Verdict:
+    """The look that decided the candidate; a candidate still open when the stages stopped is undecided."""
+    decision = outcome.decisions.get(name)
+    why = outcome.stopped_by or "the stages ended"
+    if decision is None:
+        return Verdict("undecided", f"no look was reached ({why})")
+    if decision.status == "pass":
+        return Verdict("pass", decision.reason)
+    if decision.status == "fail":
+        return Verdict("fail", decision.reason)
+    if decision.status == "continue":
+        return Verdict("undecided", f"not decided when {why}: {decision.reason}")
+    return Verdict("undecided", decision.reason)
 
 
 def _add_cost_of_more_items(analysis: Analysis, records: list[Record], names: list[str], n_items: int) -> None:

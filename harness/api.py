@@ -11,7 +11,7 @@ functions. Each returns plain data (outcomes, summaries, analyses); none asks a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -160,14 +160,23 @@ def gate(
     options: RunOptions | None = None,
     console: Console | None = None,
     limit: int | None = None,
+    sequential: bool | None = None,
 ) -> GateOutcome:
     """Decide by non-inferiority whether `candidate` (`MODEL[:PROMPT]`, as `Plan.resolve` reads it) may
     replace the baseline; every other variant when None. API keys are required (strict) for exactly the
-    variants gated. `against` takes the baseline's records from a stored run made on the same eval."""
+    variants gated. `against` takes the baseline's records from a stored run made on the same eval.
+    `sequential` True decides in stages (the config's `gate.sequential`, else its defaults), False in one
+    fixed design, None as the config says."""
+    from harness.config import SequentialConfig
     from harness.preflight import prepare
 
     options = options or RunOptions(strict=True)
-    full = prepare(load_experiment(experiment, limit), strict=False)
+    loaded = load_experiment(experiment, limit)
+    configured = loaded.gate.sequential
+    if sequential is not None:
+        configured = (configured or SequentialConfig()) if sequential else None
+    options = replace(options, sequential=configured)
+    full = prepare(loaded, strict=False)
     baseline, candidates = gate_variants(full, candidate)
     plan = full.select({baseline, *candidates}, strict=options.strict)
     prior = None

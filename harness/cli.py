@@ -125,6 +125,16 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--against", default=None, metavar="RUN_ID", help="take the baseline from a stored MLflow run")
     gate.add_argument("--limit", type=int, default=None, help="override dataset.limit")
     gate.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    design = gate.add_mutually_exclusive_group()
+    design.add_argument(
+        "--sequential",
+        action="store_true",
+        default=None,
+        help="decide in stages and stop once decided (gate.sequential, else 5 looks with Pocock-type spending)",
+    )
+    design.add_argument(
+        "--fixed", dest="sequential", action="store_false", help="one fixed design, even if gate.sequential is set"
+    )
     _spending_flags(gate)
     gate.set_defaults(handler=_cmd_gate)
     report = sub.add_parser("report", help="rebuild the analysis, plot and report of a stored run (no model calls)")
@@ -269,7 +279,8 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     from harness.report import markdown_report
 
     console = _console()
-    outcome = gate(args.config, args.candidate, args.against, _options(args, strict=True), console, args.limit)
+    options = _options(args, strict=True)
+    outcome = gate(args.config, args.candidate, args.against, options, console, args.limit, args.sequential)
     run = outcome.run
     experiment = run.plan.experiment
     report = markdown_report(experiment.name, run.summaries, run.analysis, None, experiment.description, run.status)

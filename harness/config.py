@@ -255,6 +255,18 @@ class Baseline(StrictModel):
     """A prompt's name."""
 
 
+class SequentialConfig(StrictModel):
+    """A group-sequential gate (`harness.sequential`): look after each of `looks` equal stages of items, in a
+    seeded random order, and stop as soon as the decision is clear; later stages' calls are never made."""
+
+    looks: int = Field(default=5, ge=2, le=50)
+    spending: Literal["pocock", "obrien-fleming"] = "pocock"
+    """How the one-sided alpha is spent across looks (Lan-DeMets): Pocock-type spends evenly and stops
+    earliest on clear answers; O'Brien-Fleming-type keeps almost all of it for the last look."""
+    futility: float = Field(default=0.1, ge=0, lt=1)
+    """Stop when, under the trend so far, the chance of deciding by the last look is below this (0: never)."""
+
+
 class GateConfig(StrictModel):
     """Non-inferiority: a candidate passes when the one-sided lower bound of (candidate - baseline) > -margin."""
 
@@ -270,6 +282,9 @@ class GateConfig(StrictModel):
     multiplicity: Literal["holm", "bonferroni", "none"] = "holm"
     """With several candidates, how verdicts keep the family-wise error at 1 - confidence: Holm's
     step-down (default), Bonferroni, or none (each candidate at the full level)."""
+    sequential: SequentialConfig | None = None
+    """Decide in stages and stop early (the `gate` command; `gate --sequential` turns it on with defaults).
+    With several candidates each gets alpha / k (Bonferroni) unless multiplicity is none."""
 
 
 class AnalysisConfig(StrictModel):
@@ -593,7 +608,14 @@ def _to_config_error(path: Path, exc: ValidationError) -> ConfigError:
     message = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     shown = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
-    return ConfigError(path, field or "(top level)", f"{message}{shown}", _fix_for(err["type"]))
+    fix = _fix_for(err["type"])
+    limit = (err.get("ctx") or {}).get("ge")
+    if err["type"] == "greater_than_equal" and limit not in (None, 0):
+        fix = f"use {limit} or more"
+    elif err["type"] in ("less_than_equal", "less_than"):
+        bound = next(iter((err.get("ctx") or {"": "the limit"}).values()))
+        fix = f"use a number {'at most' if err['type'] == 'less_than_equal' else 'below'} {bound}"
+    return ConfigError(path, field or "(top level)", f"{message}{shown}", fix)
 
 
 def _fix_for(error_type: str) -> str:

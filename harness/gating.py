@@ -48,13 +48,18 @@ def decide(
     """Combine the candidates' verdicts into one exit code. A regression found stands even when the run
     could not complete afterwards (tracking failed); anything else incomplete exits 4."""
     result = _decide(analysis, candidates, budget_exhausted)
+    if analysis.sequential is not None:
+        result = GateResult(result.exit_code, f"{result.summary}\n{analysis.sequential.summary()}")
     if incomplete is None or result.exit_code == EXIT_REGRESSION:
         return result
     return GateResult(EXIT_INCOMPLETE, f"GATE INCOMPLETE: {incomplete}\n" + result.summary)
 
 
 def _decide(analysis: Analysis, candidates: set[str], budget_exhausted: bool) -> GateResult:
-    if budget_exhausted:
+    decided_fail = analysis.sequential is not None and any(
+        analysis.verdicts.get(c) is not None and analysis.verdicts[c].status == "fail" for c in candidates
+    )
+    if budget_exhausted and not decided_fail:  # a look that showed a regression before the money ran out stands
         return GateResult(EXIT_UNDECIDED, "GATE UNDECIDED: the budget ran out before every call was made")
     verdicts = {c: analysis.verdicts.get(c) for c in sorted(candidates)}
     missing = [c for c, v in verdicts.items() if v is None]

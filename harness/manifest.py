@@ -70,6 +70,8 @@ class RunStatus(BaseModel):
     spent_usd: float = 0.0
     eval_cost_usd: float = 0.0
     budget_exhausted: bool = False
+    sequential: str = ""
+    """How a sequential gate ended (`SequentialOutcome.summary`); empty for a fixed design."""
 
     def notes(self) -> list[str]:
         """The run's cache and budget notes, as `run` printed them."""
@@ -81,6 +83,8 @@ class RunStatus(BaseModel):
             out.append(f"scoring cost ${self.eval_cost_usd:.4f} (judge and embedding calls)")
         if self.budget_exhausted:
             out.append(f"the budget ran out: {self.calls_not_run} calls were not started")
+        if self.sequential:
+            out.append(self.sequential)
         return out
 
 

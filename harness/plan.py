@@ -127,6 +127,12 @@ class Plan:
                     )
         return dataclasses.replace(self, variants=chosen)
 
+    def with_items(self, ids: list[str]) -> Plan:
+        """The plan on the named items only, in that order (a sequential gate's stage)."""
+        by_id = {item.id: item for item in self.eval_set.items}
+        eval_set = self.eval_set.model_copy(update={"items": [by_id[i] for i in ids]})
+        return dataclasses.replace(self, eval_set=eval_set)
+
     def _default_prompt(self) -> str | None:
         if self.experiment.baseline is not None:
             return self.experiment.baseline.prompt

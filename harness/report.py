@@ -173,6 +173,8 @@ def print_analysis(console: Console, analysis: Analysis) -> None:
         for name, verdict in analysis.verdicts.items():
             if verdict.more_items:
                 console.print(f"{name}: undecided; to decide, {verdict.more_items}")
+    for line in sequential_lines(analysis):
+        console.print(line)
     if analysis.agreement:
         console.print(agreement_table(analysis))
     if analysis.policies:
@@ -184,6 +186,19 @@ def print_analysis(console: Console, analysis: Analysis) -> None:
     console.print(f"[bold]{recommendation_line(analysis)}[/]")
     for warning in analysis.warnings:
         console.print(f"[bold yellow]WARNING[/] {warning}")
+
+
+def sequential_lines(analysis: Analysis) -> list[str]:
+    """How a sequential gate ended, then each candidate's deciding look (empty for a fixed design)."""
+    outcome = analysis.sequential
+    if outcome is None:
+        return []
+    lines = [outcome.summary()]
+    for name, decision in outcome.decisions.items():
+        at = outcome.decided_at.get(name)
+        when = f"decided at look {at}" if at else "not decided"
+        lines.append(f"{name}: {when}, {decision.n_pairs} pairs, {decision.status}: {decision.reason}")
+    return lines
 
 
 def agreement_table(analysis: Analysis) -> Table:
@@ -344,6 +359,8 @@ def markdown_report(
             + f"{p.n_excluded} | {'–' if base else _fmt(p.mdd, '.4f')} | {'yes' if variant in analysis.pareto else ''}"
             f" | **{verdict.status}**: {verdict.reason} |"
         )
+    if analysis.sequential is not None:
+        lines += ["", "## Sequential gate", "", *(f"- {line}" for line in sequential_lines(analysis))]
     if analysis.agreement:
         lines += [
             "",

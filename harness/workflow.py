@@ -19,7 +19,7 @@ from rich.console import Console
 
 from harness.analysis import Analysis, MetricInfo, analyze, attach_routing
 from harness.cache import ResponseCache
-from harness.config import ConfigError, Experiment
+from harness.config import ConfigError, Experiment, SequentialConfig
 from harness.estimate import VariantEstimate
 from harness.exit_codes import EXIT_BUDGET, EXIT_INCOMPLETE, EXIT_OK
 from harness.levers import attach_levers
@@ -53,6 +53,8 @@ class RunOptions:
     confirm: Callable[[str], bool] | None = None
     """Asks a person before spending above `budget.confirm_above_usd` (the CLI's prompt at a terminal);
     None where nobody can answer, and then such a run stops with a config error."""
+    sequential: SequentialConfig | None = None
+    """Run in stages and stop once the gate is decided (`harness.stages`); the gate sets it."""
 
 
 @dataclass
@@ -181,13 +183,23 @@ def _execute(
     pool = ModelPool.for_experiment(experiment, cache, read_cache=not options.refresh, max_usd=max_usd)
     estimates = show_estimate(plan, console, cache if not options.refresh else None, tracker, set(ready))
     confirm_spend(plan, estimates, options)
-    result = run_plan(plan, console=console, exclude=set(ready), pool=pool)
-    records = [r.model_copy(update={"cache_hit": True}) for name in ready for r in ready[name]] + result.records
+    sequential = None
+    if options.sequential is not None:
+        from harness.stages import run_stages
+
+        staged = run_stages(
+            plan, console, pool, ready, options.sequential, estimates, lambda p, rs: _score(p, rs, pool, console)
+        )
+        result, records, sequential = staged.result, staged.records, staged.outcome
+    else:
+        result = run_plan(plan, console=console, exclude=set(ready), pool=pool)
+        records = [r.model_copy(update={"cache_hit": True}) for name in ready for r in ready[name]] + result.records
     console.print(
         f"{result.calls_made} calls made, {result.cache_hits} served from the response cache, "
         f"${result.spent_usd:.4f} spent"
     )
-    _score(plan, records, pool, console)
+    if sequential is None:
+        _score(plan, records, pool, console)
     status = RunStatus(
         calls_made=result.calls_made,
         cache_hits=result.cache_hits,
@@ -195,6 +207,7 @@ def _execute(
         spent_usd=pool.budget.spent,
         eval_cost_usd=sum(r.eval_cost_usd for r in records),
         budget_exhausted=pool.budget.exhausted,
+        sequential=sequential.summary() if sequential is not None else "",
     )
     if status.budget_exhausted:
         console.print(
@@ -203,7 +216,7 @@ def _execute(
         )
     summaries = summarize(plan, records)
     metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
-    analysis = analyze(summaries, records, metrics, plan.baseline, experiment.gate, experiment.analysis)
+    analysis = analyze(summaries, records, metrics, plan.baseline, experiment.gate, experiment.analysis, sequential)
     if experiment.routing is not None:
         _simulate_routing(plan, analysis, summaries, records, metrics)
     attach_levers(

@@ -118,6 +118,8 @@ def _log_run_locked(
                 "harness.dataset_fingerprint": plan.eval_set.fingerprint,
             }
         )
+        if analysis is not None and analysis.sequential is not None:
+            mlflow.set_tag("harness.sequential", analysis.sequential.summary())
         if experiment.description:
             mlflow.set_tag("mlflow.note.content", experiment.description)
         _log_config(mlflow, experiment)
@@ -138,6 +140,7 @@ def _log_run_locked(
                     if analysis is not None
                     else {}
                 ),
+                **(analysis.sequential.metrics() if analysis is not None and analysis.sequential else {}),
             }
         )
         for variant, summary in zip(plan.variants, summaries, strict=True):
@@ -257,6 +260,9 @@ def log_analysis(
             values[f"mdd.{metric}"] = paired.mdd
     if variant in analysis.levers:
         values.update(analysis.levers[variant].metrics())
+    if analysis.sequential is not None and variant in analysis.sequential.decided_at:
+        values["sequential.decided_at_look"] = float(analysis.sequential.decided_at[variant])
+        values["sequential.pairs_used"] = float(analysis.sequential.decisions[variant].n_pairs)
     monthly = {s.variant: s.monthly_cost_usd for s in summaries or []}
     if analysis.baseline in monthly and variant in monthly:
         values["monthly_savings_vs_baseline_usd"] = monthly[analysis.baseline] - monthly[variant]

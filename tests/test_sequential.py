@@ -1,0 +1,191 @@
+"""The sequential gate: boundaries against published values, looks on constructed data, and the staged
+gate end to end (calls of later stages never made, dollars not spent, MLflow, step summary, resume)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import base_config, fake_model, write_project
+from tests.fake_server import FakeModelServer
+from tests.test_cli import harness
+
+PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
+ITEMS = [{"id": f"i{n}", "document": f"Document {n} is about topic {n}.", "reference": f"topic {n}"} for n in range(60)]
+
+
+def test_boundaries_match_published_lan_demets_values() -> None:
+    """Jennison & Turnbull (2000), table 7.6 / Lan & DeMets (1983): five equally spaced looks at one-sided
+    alpha 0.025. O'Brien-Fleming-type: 4.877, 3.357, 2.680, 2.290, 2.031; Pocock-type about 2.44 to 2.39."""
+    from harness.sequential import boundaries
+
+    obf = boundaries(5, 0.025, "obrien-fleming")
+    assert np.allclose(obf, [4.877, 3.357, 2.680, 2.290, 2.031], atol=0.006), obf
+    pocock = boundaries(5, 0.025, "pocock")
+    assert np.allclose(pocock, [2.438, 2.427, 2.410, 2.397, 2.386], atol=0.006), pocock
+
+
+def test_boundaries_spend_exactly_alpha_under_no_difference() -> None:
+    """Brownian paths (seeded) cross the boundaries with total probability alpha, and at look 1 with
+    alpha(1/K); a fixed z of 1.645 at every look would cross far more often."""
+    from harness.sequential import boundaries, spent
+
+    rng = np.random.default_rng(7)
+    paths = np.cumsum(rng.normal(size=(200_000, 5)), axis=1) / np.sqrt(np.arange(1, 6))
+    for spending in ("pocock", "obrien-fleming"):
+        bounds = np.array(boundaries(5, 0.05, spending))
+        crossed = (paths >= bounds).any(axis=1).mean()
+        assert abs(crossed - 0.05) < 0.002, (spending, crossed)
+        assert abs((paths[:, 0] >= bounds[0]).mean() - spent(0.2, 0.05, spending)) < 0.002
+    assert (paths >= 1.645).any(axis=1).mean() > 0.1
+
+
+def test_identical_outputs_at_a_look_bound_the_loss_by_n_alone() -> None:
+    """40 pairs, none differing, at look 1 of 5 (Pocock, alpha 0.05): c1 = 2.176, the look's level is
+    Phi(2.176) = 0.9852, so the lower bound is -(1 - 0.0148^(1/40)) = -0.100; a margin of 0.05 is not shown,
+    0.11 is."""
+    from harness.sequential import boundaries, look
+
+    bounds = boundaries(5, 0.05, "pocock")
+    level = 1 - (1 - 0.9852) ** (1 / 40)
+    decision = look(np.zeros(40), 0, bounds, 0.05, 1.0, 0.1)
+    assert decision.status == "continue"
+    assert decision.lower == pytest.approx(-level, abs=0.001)
+    assert look(np.zeros(40), 0, bounds, 0.11, 1.0, 0.1).status == "pass"
+
+
+def test_a_clear_regression_stops_with_fail_and_a_hopeless_one_is_futile() -> None:
+    from harness.sequential import boundaries, look
+
+    bounds = boundaries(4, 0.05, "pocock")
+    rng = np.random.default_rng(3)
+    worse = rng.normal(-0.3, 0.2, 50)
+    assert look(worse, 0, bounds, 0.05, 1.0, 0.1).status == "fail"
+    assert look(worse, 0, bounds, 0.05, 1.0, 0.0).status == "fail"  # the fail needs no futility rule
+    flat = rng.normal(-0.05, 2.0, 50)  # noisy around -margin: neither side is reachable under this trend
+    decision = look(flat, 2, bounds, 0.05, 1.0, 0.5)
+    assert decision.status == "futile" and "out of reach" in decision.reason
+    assert look(flat, 2, bounds, 0.05, 1.0, 0.0).status == "continue"  # futility 0 never stops
+    assert look(flat, 3, bounds, 0.05, 1.0, 0.5).status == "undecided"  # the last look decides or not
+
+
+def test_schedule_and_order_are_fixed_by_the_seed() -> None:
+    from harness.sequential import item_order, schedule
+
+    assert schedule(200, 5) == [40, 80, 120, 160, 200]
+    assert schedule(7, 3) == [3, 5, 7]
+    assert schedule(2, 5) == [1, 2]
+    ids = [str(i) for i in range(50)]
+    assert item_order(ids, 1) == item_order(ids, 1) != ids
+    assert sorted(item_order(ids, 1)) == sorted(ids)
+
+
+def _project(tmp_path: Path, server: FakeModelServer, candidate_answer: str | None, **overrides: Any) -> Path:
+    """A baseline that answers with the reference (but on items ending in 7) and a candidate that answers
+    `candidate_answer` (as the baseline when None), both priced, on 60 items."""
+    references = {item["document"]: item["reference"] for item in ITEMS}
+
+    def answer(request: dict[str, Any]) -> str:
+        text = request["messages"][-1]["content"]
+        reference = next(r for d, r in references.items() if d in text)
+        if request["model"] == "cand" and candidate_answer is not None:
+            return candidate_answer
+        return "zebra" if reference.endswith("7") else reference  # both miss some items: no ceiling
+
+    server.answer = answer
+    config = base_config(
+        [fake_model(server, "base", price=PRICE), fake_model(server, "cand", price=PRICE)],
+        baseline={"model": "openai/base", "prompt": "terse"},
+        scorers=["exact_match"],
+        gate={"metric": "exact_match", "margin": 0.2, "sequential": {"looks": 5}},
+        **overrides,
+    )
+    return write_project(tmp_path, config, items=ITEMS)
+
+
+def test_a_regression_stops_at_the_first_look_and_never_calls_later_stages(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    path = _project(tmp_path, model_server, "zebra", epochs=2, params={"temperature": 0.7, "max_tokens": 16})
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = harness("gate", str(path), "--yes", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    # 12 items x 2 variants x 2 epochs at look 1; the other 48 items are never sent
+    assert len(model_server.requests) == 12 * 2 * 2
+    assert "stopped early at look 1 of 5, 12 of 60 items used" in result.stdout
+    not_spent = float(re.search(r"about \$([0-9.]+) not spent", result.stdout).group(1))
+    spent = float(re.search(r"items used, \$([0-9.]+) spent", result.stdout).group(1))
+    assert spent > 0 and not_spent == pytest.approx(4 * spent, rel=0.3)  # 48 items left of 60, same calls
+    assert "stopped early at look 1 of 5" in summary.read_text()
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    parent = mlflow.search_runs(
+        experiment_names=["test-exp"], filter_string="tags.`harness.kind` = 'experiment'", output_format="list"
+    )[0]
+    assert parent.data.metrics["sequential.items_used"] == 12
+    assert parent.data.metrics["sequential.stopped_at_look"] == 1
+    assert parent.data.metrics["sequential.usd_not_spent"] == pytest.approx(not_spent, abs=1e-4)
+    assert "stopped early" in parent.data.tags["harness.sequential"]
+    fixed = harness("gate", str(path), "--fixed", "--yes", "--no-tracking", cwd=tmp_path)
+    assert fixed.returncode == 1, fixed.stdout  # the fixed design agrees
+
+
+def test_an_equivalent_candidate_passes_before_the_last_look_and_a_rerun_is_free(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    """Identical answers: 24 pairs bound the loss by 1 - (1 - Phi(2.142))^(1/24) = 0.158 < 0.2 at look 2."""
+    path = _project(tmp_path, model_server, None)
+    first = harness("gate", str(path), "--no-tracking", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "stopped early at look 2 of 5, 24 of 60 items used" in first.stdout
+    assert len(model_server.requests) == 24 * 2
+    again = harness("gate", str(path), "--no-tracking", cwd=tmp_path)
+    assert again.returncode == 0 and "0 calls made, 48 served from the response cache" in again.stdout
+    assert len(model_server.requests) == 24 * 2
+
+
+def test_sequential_with_several_candidates_splits_alpha_and_drops_decided_ones(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    """A third model that fails is dropped after look 1; the equivalent one goes on until it passes."""
+    references = {item["document"]: item["reference"] for item in ITEMS}
+
+    def answer(request: dict[str, Any]) -> str:
+        text = request["messages"][-1]["content"]
+        reference = next(r for d, r in references.items() if d in text)
+        return "zebra" if request["model"] == "bad" or reference.endswith("7") else reference
+
+    model_server.answer = answer
+    config = base_config(
+        [fake_model(model_server, n, price=PRICE) for n in ("base", "cand", "bad")],
+        baseline={"model": "openai/base", "prompt": "terse"},
+        scorers=["exact_match"],
+        gate={"metric": "exact_match", "margin": 0.2, "sequential": {"looks": 5}},
+    )
+    path = write_project(tmp_path, config, items=ITEMS)
+    result = harness("gate", str(path), "--no-tracking", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "alpha 0.025 per candidate" in result.stdout
+    bad = [r for r in model_server.requests if r["model"] == "bad"]
+    assert len(bad) == 12
+    assert re.search(r"openai/cand:terse: decided at look \d, \d+ pairs, pass", result.stdout), result.stdout
+
+
+def test_the_budget_running_out_mid_stage_is_undecided_not_a_pass(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    """A cap that covers the first stage only: the candidate is not decided and no call passes the cap."""
+    path = _project(tmp_path, model_server, None, budget={"max_usd": 0.0007})
+    result = harness("gate", str(path), "--no-tracking", "--yes", cwd=tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "GATE UNDECIDED" in result.stdout
+    spent = float(re.search(r"\$([0-9.]+) spent", result.stdout).group(1))
+    assert spent <= 0.0007 and math.isfinite(spent)
