@@ -14,7 +14,7 @@ import numpy as np
 
 from harness.config import AnalysisConfig, GateConfig, RoutingConfig
 from harness.frontier import Point, Recommendation, pareto_front, recommend
-from harness.records import Record
+from harness.records import NOT_A_LABEL, Record
 from harness.routing import PolicyResult, Routing, resolve, simulate
 from harness.stats import (
     PairedResult,
@@ -155,7 +155,23 @@ def analyze(
     if sequential is None:  # a sequential design sized itself; its looks say what they resolved
         result.warnings += _power_warnings(result)
     result.agreement = scorer_agreement(records, [m.name for m in metrics])
+    result.warnings += _label_warnings(ran)
     return result
+
+
+def _label_warnings(summaries: list[VariantSummary]) -> list[str]:
+    """A classifier whose answers are mostly not labels is a prompt or parsing problem, not a weak model:
+    its accuracy says nothing about the model, so say so (`accuracy`'s not_a_label aggregate)."""
+    out = []
+    for s in summaries:
+        for key, share in s.quality.items():
+            if key.endswith(f".{NOT_A_LABEL}") and share >= 0.1:
+                out.append(
+                    f"{s.variant}: {share:.0%} of its answers are not one of the labels ({key}); they count as "
+                    "wrong, so its accuracy measures the prompt or the answer format more than the model: ask for "
+                    "the label alone, or give accuracy the labels"
+                )
+    return out
 
 
 def scorer_agreement(records: list[Record], metrics: list[str]) -> list[Agreement]:

@@ -84,3 +84,8 @@ class Record(BaseModel):
     def ok(self) -> bool:
         """True when the call produced an output to score."""
         return self.error is None
+
+
+NOT_A_LABEL = "not_a_label"
+"""The `accuracy` aggregate holding the share of outputs outside the label set (lower is better); the
+analysis warns on it."""

@@ -91,6 +91,34 @@ def test_accuracy_and_macro_f1_match_sklearn() -> None:
     assert scorer.aggregate(outputs, items)["macro_f1"] == pytest.approx(expected)
 
 
+def test_accuracy_counts_answers_that_are_no_label_and_the_analysis_warns() -> None:
+    """4 answers: one a sentence, one a label the references lack. Against the references' labels
+    {positive, negative} 2 of 4 are no label; against the given labels (neutral included) 1 of 4."""
+    from harness.analysis import MetricInfo, analyze
+    from harness.config import AnalysisConfig, GateConfig
+    from harness.records import Record
+    from harness.summary import VariantSummary
+
+    items = [item(r) for r in ("positive", "positive", "negative", "negative")]
+    outputs = ["Positive", "I think it is positive.", "negative", "neutral"]
+    assert make("accuracy").aggregate(outputs, items)["not_a_label"] == 0.5
+    given = make("accuracy", labels=["positive", "negative", "neutral"])
+    assert given.aggregate(outputs, items)["not_a_label"] == 0.25
+    assert make("accuracy").aggregate(["positive", "negative"], items[1:3])["not_a_label"] == 0.0
+    records = [
+        Record.model_construct(variant=v, item_id=str(i), error=None, scores={"accuracy": float(i % 2)})
+        for v in ("a", "b")
+        for i in range(6)
+    ]
+    summaries = [
+        VariantSummary("a", "m", "p", n_items=6, quality={"accuracy": 0.5, "accuracy.not_a_label": 0.0}),
+        VariantSummary("b", "m", "p", n_items=6, quality={"accuracy": 0.5, "accuracy.not_a_label": 1.0}),
+    ]
+    analysis = analyze(summaries, records, [MetricInfo("accuracy", "binary")], "a", GateConfig(), AnalysisConfig())
+    warned = [w for w in analysis.warnings if "not one of the labels" in w]
+    assert len(warned) == 1 and warned[0].startswith("b: 100% of its answers")
+
+
 def test_errored_records_are_not_scored_as_zero() -> None:
     from harness.records import RecordError
 

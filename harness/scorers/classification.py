@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from harness.datasets import Item
+from harness.records import NOT_A_LABEL
 from harness.scorers._registry import ScorerParts, scorer
 from harness.scorers.text import normalizer, references
 
 
 @scorer("accuracy", kind="binary", needs_reference=True)
-def accuracy(case_sensitive: bool = False, strip_punctuation: bool = True) -> ScorerParts:
-    """1 when the output is the reference label (normalised); the aggregate adds macro-F1.
+def accuracy(
+    case_sensitive: bool = False, strip_punctuation: bool = True, labels: list[str] | None = None
+) -> ScorerParts:
+    """1 when the output is the reference label (normalised); the aggregate adds macro-F1 and the share of
+    outputs that are no label at all.
 
     Macro-F1 averages per-label F1 over the labels that occur in the references, so a model that
     predicts only the majority label scores low even when accuracy looks fine. Outputs outside the
-    label set count as wrong for their true label. Example: `accuracy: {strip_punctuation: true}`.
+    label set count as wrong for their true label, and `not_a_label` says how many there were: a prompt
+    whose answers are sentences, not labels, is a broken prompt, not a weak model. The label set is
+    `labels` when given, else every reference label of the eval. Example: `accuracy: {labels: [yes, no]}`.
     """
     normalize = normalizer(case_sensitive, strip_punctuation)
+    given = {normalize(label) for label in labels or []}
 
     def predicted(output: str) -> str:
         return normalize(output.strip().strip("`'\""))
@@ -26,7 +33,9 @@ def accuracy(case_sensitive: bool = False, strip_punctuation: bool = True) -> Sc
     def aggregate(outputs: list[str], items: list[Item]) -> dict[str, float]:
         truth = [normalize(references(i)[0]) for i in items]
         guess = [predicted(o) for o in outputs]
-        return {"macro_f1": macro_f1(truth, guess)}
+        known = given or {normalize(r) for i in items for r in references(i)}
+        outside = sum(g not in known for g in guess) / len(guess) if guess else float("nan")
+        return {"macro_f1": macro_f1(truth, guess), NOT_A_LABEL: outside}
 
     return ScorerParts(score, aggregate)
 
