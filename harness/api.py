@@ -25,7 +25,9 @@ from harness.tracking.read import StoredRun
 from harness.workflow import RunOptions, RunOutcome, execute, write_outputs
 
 if TYPE_CHECKING:
+    from harness.estimate import DecisionSize
     from harness.levers import VariantLevers
+    from harness.plan import Plan
 
 
 def load_experiment(config: Experiment | str | Path, limit: int | None = None) -> Experiment:
@@ -187,6 +189,44 @@ def gate(
     outcome = execute(plan, console or Console(stderr=True), options, prior)
     result = decide(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
     return GateOutcome(result, outcome, baseline, candidates)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """The items the gate's decisions need, sized from an earlier run (`estimate`)."""
+
+    run_id: str | None
+    sizes: list[DecisionSize] = field(default_factory=list)
+    note: str = ""
+    """Why nothing could be sized, when nothing was."""
+
+
+def size_decisions(plan: Plan, pilot: str | None = None) -> Sizing:
+    """How many items each candidate's gate decision needs at this config's margin and confidence (80%
+    power) and what they would cost, from `pilot` or the newest earlier run of the baseline and a candidate.
+    No model call: the run's records are re-analysed under this config's gate."""
+    from harness.estimate import decision_sizes
+    from harness.tracking.read import pilot_run
+
+    if plan.baseline is None:
+        return Sizing(None, note="no baseline is configured, so there is no gate decision to size")
+    baseline, candidates = gate_variants(plan, None)
+    run_id = pilot or pilot_run(plan, baseline, candidates)
+    if run_id is None:
+        return Sizing(
+            None,
+            note="no earlier run of the baseline and a candidate to size the decision from: run a pilot "
+            "(e.g. --limit 30), then estimate again",
+        )
+    stored = load_run(run_id, _uri(plan))
+    rebuilt = analyze_stored(stored.manifest, stored.records, stored.items, gate=plan.experiment.gate)
+    analysis = rebuilt.analysis
+    if analysis.baseline != baseline:
+        return Sizing(run_id, note=f"run {run_id} has another baseline ({analysis.baseline}), not {baseline}")
+    if analysis.metric not in analysis.paired:
+        return Sizing(run_id, note=f"run {run_id} has no scores on {analysis.metric}")
+    sizes = decision_sizes(plan, baseline, sorted(candidates), stored.records, analysis)
+    return Sizing(run_id, sizes, "" if sizes else f"run {run_id} has no candidate of this config")
 
 
 def _uri(plan: Any) -> str:

@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     estimate.add_argument("config", type=Path)
     estimate.add_argument("--limit", type=int, default=None)
     estimate.add_argument("--no-cache", action="store_true", help="count cached calls as new")
+    estimate.add_argument(
+        "--pilot", default=None, metavar="RUN_ID", help="size the gate's decision from this run (default: the newest)"
+    )
     estimate.set_defaults(handler=_cmd_estimate)
     reprice = sub.add_parser("reprice", help="recompute a stored run's costs under current or given prices")
     reprice.add_argument("run_id")
@@ -234,6 +237,11 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     cache = open_cache(experiment, RunOptions(use_cache=not args.no_cache))
     show_estimate(plan, console, cache, tracking=True)
     console.print(f"at concurrency {experiment.concurrency}; cached calls cost nothing and take no time")
+    from harness.api import size_decisions
+    from harness.report import decision_size_lines
+
+    for line in decision_size_lines(size_decisions(plan, args.pilot), experiment.gate, len(plan.eval_set.items)):
+        console.print(line)
     return EXIT_OK
 
 

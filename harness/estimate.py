@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from harness.cache import ResponseCache
 from harness.plan import Plan
 from harness.pool import ModelPool, requested_tier
-from harness.records import Usage
+from harness.records import Record, Usage
 from harness.runner import model_concurrency, variant_output_limit
+
+if TYPE_CHECKING:
+    from harness.analysis import Analysis
 
 
 @dataclass(frozen=True)
@@ -129,3 +133,57 @@ def expected_wall_seconds(plan: Plan, estimates: list[VariantEstimate]) -> float
         else:
             shared += seconds
     return max([shared / plan.experiment.concurrency, *serial.values()])
+
+
+@dataclass(frozen=True)
+class DecisionSize:
+    """How many items the gate's decision on one candidate needs, sized from an earlier run of it."""
+
+    candidate: str
+    pilot_pairs: int
+    pilot_mdd: float
+    """The minimum detectable difference the earlier run's items reached (80% power)."""
+    items: int | None
+    """Items at which the margin is detectable at 80% power; None when the run gives no estimate."""
+    usd_per_item: float
+    """Candidate and baseline together, per item (every sample, scoring included), as the run paid."""
+    pilot_verdict: str = ""
+    """The earlier run's own verdict under this gate: pass or fail means its items already decided."""
+
+    @property
+    def usd(self) -> float | None:
+        return None if self.items is None else self.items * self.usd_per_item
+
+
+def decision_sizes(
+    plan: Plan, baseline: str, candidates: list[str], records: list[Record], analysis: Analysis
+) -> list[DecisionSize]:
+    """From an earlier run's records and its analysis under this config's gate (margin, confidence): the
+    items each candidate's decision needs and their cost at the dollars per item that run paid."""
+    per_item = _usd_per_item(records)
+    paired = analysis.paired.get(analysis.metric, {})
+    out = []
+    for name in candidates:
+        result = paired.get(name)
+        if result is None or baseline not in per_item or name not in per_item:
+            continue
+        out.append(
+            DecisionSize(
+                name,
+                result.n_pairs,
+                result.mdd,
+                result.items_for_margin,
+                per_item[name] + per_item[baseline],
+                analysis.verdicts[name].status if name in analysis.verdicts else "",
+            )
+        )
+    return out
+
+
+def _usd_per_item(records: list[Record]) -> dict[str, float]:
+    spent: dict[str, float] = defaultdict(float)
+    items: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        spent[r.variant] += r.cost_usd + r.eval_cost_usd
+        items[r.variant].add(r.item_id)
+    return {name: spent[name] / len(ids) for name, ids in items.items() if ids}

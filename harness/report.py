@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -11,6 +12,10 @@ from harness.analysis import Analysis
 from harness.estimate import VariantEstimate
 from harness.manifest import RunStatus
 from harness.summary import VariantSummary
+
+if TYPE_CHECKING:
+    from harness.api import Sizing
+    from harness.config import GateConfig
 
 
 def _fmt(value: float, spec: str) -> str:
@@ -410,6 +415,32 @@ def _md_results(summaries: list[VariantSummary], baseline: str | None) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def decision_size_lines(sizing: Sizing, gate: GateConfig, n_items: int) -> list[str]:
+    """What the gate's decisions need, per candidate, from an earlier run (`estimate`)."""
+    if not sizing.sizes:
+        return [f"decision size: {sizing.note}"] if sizing.note else []
+    lines = [
+        f"decision size from run {sizing.run_id} (margin {gate.margin:g}, confidence {gate.confidence:.0%}, 80% power; "
+        f"this config has {n_items:,} items):"
+    ]
+    for size in sizing.sizes:
+        seen = f"{size.pilot_pairs} pairs there detect {size.pilot_mdd:.4f}"
+        if size.items is None or size.usd is None:
+            lines.append(f"  {size.candidate}: no estimate ({seen})")
+            continue
+        enough = "enough" if size.items <= n_items else f"add about {size.items - n_items:,}"
+        cost = (
+            f"about ${size.usd:,.2f} for it and the baseline at ${size.usd_per_item:.6f} per item"
+            if size.usd_per_item
+            else "at no cost (both are free)"
+        )
+        decided = (
+            f"; that run's items already show {size.pilot_verdict}" if size.pilot_verdict in ("pass", "fail") else ""
+        )
+        lines.append(f"  {size.candidate}: about {size.items:,} items ({enough}), {cost} ({seen}{decided})")
+    return lines
 
 
 def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None) -> Table:

@@ -161,6 +161,8 @@ class PairedResult:
     """One-sided p-value for "the candidate is at least as good" (small: shown worse)."""
     items_needed: int | None = None
     """Paired items at which the margin becomes detectable at 80% power (None: no margin, or no estimate)."""
+    items_for_margin: int | None = None
+    """The same, possibly fewer than n_pairs: what a new run of these variants needs (`estimate`)."""
 
 
 def paired_comparisons(
@@ -221,7 +223,8 @@ def paired_comparisons(
                 p_worse = 1.0
             if not np.any(d != 0):
                 mdd = max(mdd if math.isfinite(mdd) else 0.0, score_range * one)
-        needed = items_needed(n, mdd, margin, confidence, score_range, identical=n > 0 and not np.any(d != 0))
+        for_margin = items_for_margin(n, mdd, margin, confidence, score_range, n > 0 and not np.any(d != 0))
+        needed = None if for_margin is None else max(n, for_margin)
         results.append(
             PairedResult(
                 n_pairs=n,
@@ -237,15 +240,16 @@ def paired_comparisons(
                 p_noninferior=p_ni,
                 p_worse=p_worse,
                 items_needed=needed if v != baseline else None,
+                items_for_margin=for_margin if v != baseline else None,
             )
         )
     return results
 
 
-def items_needed(
+def items_for_margin(
     n: int, mdd: float, margin: float, confidence: float, score_range: float, identical: bool
 ) -> int | None:
-    """Paired items at which `margin` is the minimum detectable difference.
+    """Paired items at which `margin` is the minimum detectable difference, from n items that detect `mdd`.
 
     The MDD shrinks as 1/sqrt(n), so n x (MDD / margin)^2 (Chow, Shao & Wang 2008, section 3.2); where no
     pair has differed yet, the exact bound for 0 events instead: the n with (1 - margin/range)^n below
@@ -255,9 +259,9 @@ def items_needed(
         return None
     if identical:
         if margin >= score_range:
-            return n
-        return max(n, math.ceil(math.log(1 - confidence) / math.log(1 - margin / score_range)))
-    return max(n, math.ceil(n * (mdd / margin) ** 2))
+            return 1
+        return math.ceil(math.log(1 - confidence) / math.log(1 - margin / score_range))
+    return max(2, math.ceil(n * (mdd / margin) ** 2))
 
 
 def holm(p_values: dict[str, float], alpha: float) -> set[str]:

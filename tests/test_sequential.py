@@ -189,3 +189,40 @@ def test_the_budget_running_out_mid_stage_is_undecided_not_a_pass(
     assert "GATE UNDECIDED" in result.stdout
     spent = float(re.search(r"\$([0-9.]+) spent", result.stdout).group(1))
     assert spent <= 0.0007 and math.isfinite(spent)
+
+
+def test_estimate_sizes_the_decision_from_a_pilot_run(tmp_path: Path, model_server: FakeModelServer) -> None:
+    """A pilot of 20 items where the candidate misses 4 the baseline gets: paired differences four -1 and
+    sixteen 0 (sd 0.4104); at margin 0.2, 95% and 80% power the decision needs
+    ceil(((z.95 + z.80) x sd / margin)^2) = 27 items, at 2 calls x (10 x $1e-6 + 5 x $2e-6) per item."""
+    from scipy.stats import norm
+
+    references = {item["document"]: item["reference"] for item in ITEMS}
+
+    def answer(request: dict[str, Any]) -> str:
+        reference = next(r for d, r in references.items() if d in request["messages"][-1]["content"])
+        missed = request["model"] == "cand" and reference in ("topic 0", "topic 1", "topic 2", "topic 3")
+        return "zebra" if missed or reference == "topic 19" else reference
+
+    model_server.answer = answer
+    config = base_config(
+        [fake_model(model_server, "base", price=PRICE), fake_model(model_server, "cand", price=PRICE)],
+        baseline={"model": "openai/base", "prompt": "terse"},
+        scorers=["exact_match"],
+        gate={"metric": "exact_match", "margin": 0.2},
+    )
+    path = write_project(tmp_path, config, items=ITEMS)
+    before = harness("estimate", str(path), cwd=tmp_path)
+    assert before.returncode == 0 and "run a pilot" in before.stdout, before.stdout + before.stderr
+    pilot = harness("run", str(path), "--limit", "20", cwd=tmp_path)
+    assert pilot.returncode == 0, pilot.stdout + pilot.stderr
+    result = harness("estimate", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    diffs = np.array([-1.0] * 4 + [0.0] * 16)
+    needed = math.ceil(((norm.ppf(0.95) + norm.ppf(0.8)) * diffs.std(ddof=1) / 0.2) ** 2)
+    per_item = 2 * (10 * 1e-6 + 5 * 2e-6)
+    line = next(x for x in result.stdout.splitlines() if "openai/cand:terse: about" in x)
+    assert f"about {needed} items (enough)" in line, line
+    assert f"about ${needed * per_item:,.2f}" in line and f"${per_item:.6f} per item" in line, line
+    assert "20 pairs there" in line
+    assert "decision size from run" in result.stdout

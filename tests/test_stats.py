@@ -251,10 +251,11 @@ def test_five_identical_candidates_rarely_any_fails_under_holm() -> None:
 def test_an_undecided_verdict_says_how_many_items_and_dollars_the_decision_needs() -> None:
     """0/40 both ways at margin 0.02: (1 - 0.02)^n < 0.05 first at n = 149, so 109 more items; at $0.01 per
     item for the candidate and $0.03 for the baseline (this run's records), $4.36."""
-    from harness.stats import items_needed
+    from harness.stats import items_for_margin
 
-    assert items_needed(40, 0.0722, 0.02, 0.95, 1.0, identical=True) == 149
-    assert items_needed(100, 0.04, 0.02, 0.95, 1.0, identical=False) == 400, "MDD shrinks as 1/sqrt(n)"
+    assert items_for_margin(40, 0.0722, 0.02, 0.95, 1.0, identical=True) == 149
+    assert items_for_margin(100, 0.04, 0.02, 0.95, 1.0, identical=False) == 400, "MDD shrinks as 1/sqrt(n)"
+    assert items_for_margin(100, 0.01, 0.02, 0.95, 1.0, identical=False) == 25, "a pilot can show fewer suffice"
     records = []
     for name, cost in (("base", 0.03), ("cand", 0.01)):
         for r in _records(name, np.zeros(40)):

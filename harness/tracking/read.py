@@ -96,3 +96,29 @@ def _artifact_text(mlflow: Any, run_id: str, name: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=tmp)
         return Path(path).read_text(encoding="utf-8")
+
+
+def pilot_run(plan: Plan, baseline: str, candidates: set[str]) -> str | None:
+    """The newest finished run of this experiment that has records of the baseline and of a candidate:
+    the pilot `estimate` sizes the decision from (among the 20 newest runs)."""
+    uri = tracking_uri(plan.experiment)
+    mlflow = open_store(uri)
+    found = mlflow.get_experiment_by_name(plan.experiment.name)
+    if found is None:
+        return None
+    client = mlflow.MlflowClient()
+    parents = client.search_runs(
+        [found.experiment_id],
+        filter_string="tags.`harness.kind` = 'experiment'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    for parent in parents:
+        children = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`harness.status` = 'finished'",
+        )
+        names = {c.info.run_name for c in children}
+        if baseline in names and names & candidates:
+            return parent.info.run_id
+    return None

@@ -83,6 +83,7 @@ def open_store(uri: str) -> Any:
     from harness.offline import apply_offline_defaults
 
     apply_offline_defaults()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading a run back prints no bars
     import logging
 
     import mlflow
