@@ -321,13 +321,15 @@ def _print_notes(console: Console, stored: StoredRun, rebuilt: Rebuilt) -> None:
 
 def _cmd_route(args: argparse.Namespace) -> int:
     from harness.api import load_run, route
-    from harness.report import policy_table
+    from harness.report import policy_notes, policy_table
     from harness.tracking.write import add_policy_runs
 
     console = _console()
     stored = load_run(args.run_id, args.tracking_uri)
     rebuilt = route(stored, _routing_config(args, stored.manifest.routing))
     console.print(policy_table(rebuilt.analysis))
+    for note in policy_notes(rebuilt.analysis):
+        console.print(f"  {note}")
     files = _republish(args, stored, rebuilt)
     add_policy_runs(stored.run_id, stored.uri, rebuilt.analysis)
     console.print(

@@ -334,7 +334,10 @@ class CheckConfig(StrictModel):
     """Another variant's answer must be the same (normalised); that variant's call is paid too."""
     score: str | None = None
     """A reference-free scorer of the run (a judge with its own rubric); its cost is counted."""
-    min_score: float = 0.5
+    min_score: float | Literal["auto"] = 0.5
+    """`auto`: the cheapest threshold recovering `target_pgr` of the weak-to-strong gap, chosen on one half
+    of the items and reported on the other (cross-fitting, `harness.routing.cross_fitted`)."""
+    target_pgr: float = Field(default=0.8, gt=0, le=1)
 
 
 class PolicyConfig(StrictModel):
@@ -363,6 +366,8 @@ class PolicyConfig(StrictModel):
         check = self.check.model_dump(exclude_defaults=True) if self.check else {}
         if self.check and self.check.score:
             check["min_score"] = self.check.min_score
+            if self.check.min_score == "auto":
+                check["target_pgr"] = self.check.target_pgr
         return "cascade(" + ",".join(f"{k}={v}" for k, v in check.items()) + ")"
 
 
@@ -588,8 +593,15 @@ def load_config(path: str | Path) -> Experiment:
 
 def _to_config_error(path: Path, exc: ValidationError) -> ConfigError:
     """Turn pydantic's first error into one actionable line."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    err = errors[0]
     loc = [p for p in err["loc"] if p not in ("function-after", "function-before")]
+    branches = [e for e in errors if tuple(e["loc"][:-1]) == tuple(err["loc"][:-1]) and e["loc"] != ()]
+    if len(branches) > 1 and all(e["type"].endswith(("_parsing", "_type", "literal_error")) for e in branches):
+        # A value that fits no member of a union (min_score: a number or auto): name the field, not a member.
+        got = err.get("input")
+        allowed = " or ".join(e["msg"].removeprefix("Input should be ").split(",")[0] for e in branches)
+        return ConfigError(path, _format_loc(loc[:-1]), f"got {got!r}", f"use {allowed}")
     field = _format_loc(loc)
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])

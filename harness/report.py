@@ -184,6 +184,8 @@ def print_analysis(console: Console, analysis: Analysis) -> None:
         console.print(agreement_table(analysis))
     if analysis.policies:
         console.print(policy_table(analysis))
+        for note in policy_notes(analysis):
+            console.print(f"  {note}")
     if analysis.levers:
         console.print(lever_table(analysis))
     elif analysis.estimates:
@@ -236,6 +238,11 @@ def policy_rows(analysis: Analysis) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def policy_notes(analysis: Analysis) -> list[str]:
+    """How each fitted policy was fitted (a cross-fitted threshold), under the policy table."""
+    return [f"{p.name}: {p.note}" for p in analysis.policies if p.note]
 
 
 def policy_table(analysis: Analysis) -> Table:
@@ -392,6 +399,7 @@ def markdown_report(
             "|" + "---|" * len(POLICY_HEADER),
         ]
         lines += ["| " + " | ".join(row) + " |" for row in policy_rows(analysis)]
+        lines += ["", *(f"- {note}" for note in policy_notes(analysis))] if policy_notes(analysis) else []
     lines += ["", "## Levers: the same outputs bought otherwise", ""]
     if analysis.levers:
         header = lever_header(analysis)

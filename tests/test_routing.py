@@ -179,3 +179,40 @@ def test_run_reports_configured_policies_and_route_adds_more_without_calls(
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "routing.policies[0].chain: 'nope' is not a variant that ran" in bad.stderr
+
+
+def test_an_auto_threshold_is_the_cheapest_reaching_the_target() -> None:
+    """Escalating w answers judged below t: t=0.6 sends i2 (PGR 0.4), t=0.8 also i3 (0.6), t=0.9 also i4
+    (1.0, $9 a item), t=inf everything ($11.5). Target 0.8: 0.9; target 0.5: 0.8, cheaper than 0.9."""
+    from harness.routing import build_table, choose_threshold
+
+    table = build_table(RECORDS, "q", ["w", "s", "w2"])
+    check = CheckConfig(score="judge", min_score="auto", target_pgr=0.8)
+    assert choose_threshold(table, ["w", "s"], check, "w", "s") == 0.9
+    lower = check.model_copy(update={"target_pgr": 0.5})
+    assert choose_threshold(table, ["w", "s"], lower, "w", "s") == 0.8
+
+
+def test_a_noise_judge_looks_useful_in_sample_and_no_better_than_random_cross_fitted() -> None:
+    """A judge whose score is noise cannot route. Chosen and scored on the same items, the threshold always
+    appears to recover the targeted half of the gap; cross-fitted, the cascade recovers it in proportion
+    to the items it escalates (a coin), and misses the target in a good share of runs."""
+    import numpy as np
+
+    cross_pgr, vs_coin = [], []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        weak_quality = (rng.random(200) < 0.5).astype(float)
+        records = []
+        for i, (quality, judge) in enumerate(zip(weak_quality, rng.random(200), strict=True)):
+            records.append(record("w", f"i{i}", float(quality), 1.0, "weak answer", judge=float(judge)))
+            records.append(record("s", f"i{i}", 1.0, 10.0, "strong answer"))
+        check = CheckConfig(score="judge", min_score="auto", target_pgr=0.5)
+        (result,) = simulate(records, "q", "w", "s", [PolicyConfig(kind="cascade", check=check)], 200, seed)
+        assert result.in_sample is not None and "cross-fitting" in result.note
+        weak = weak_quality.mean()
+        assert (result.in_sample[0] - weak) / (1.0 - weak) >= 0.5, "in sample the target always seems met"
+        cross_pgr.append(result.pgr)
+        vs_coin.append(result.pgr - result.strong_share)
+    assert abs(np.mean(vs_coin)) < 0.03, "out of sample, a noise judge routes like a coin"
+    assert np.mean(np.array(cross_pgr) < 0.5) >= 0.25, cross_pgr
