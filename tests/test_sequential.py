@@ -226,3 +226,62 @@ def test_estimate_sizes_the_decision_from_a_pilot_run(tmp_path: Path, model_serv
     assert f"about ${needed * per_item:,.2f}" in line and f"${per_item:.6f} per item" in line, line
     assert "20 pairs there" in line
     assert "decision size from run" in result.stdout
+
+
+def test_sequential_gate_on_a_judge_against_a_stored_baseline(tmp_path: Path, model_server: FakeModelServer) -> None:
+    """The seams: the gate metric is a paid judge, the baseline comes from a stored run (--against), and
+    the stages still stop early: the stored baseline costs nothing and the judge grades only what ran."""
+    import mlflow
+
+    references = {item["document"]: item["reference"] for item in ITEMS}
+
+    def answer(request: dict[str, Any]) -> str:
+        text = request["messages"][-1]["content"]
+        if request["model"] == "judge":
+            return "Score: 1" if "Candidate: zebra" in text else "Score: 5"
+        reference = next(r for d, r in references.items() if d in text)
+        return "zebra" if request["model"] == "cand" or reference.endswith("7") else reference
+
+    model_server.answer = answer
+    judge = {"model": fake_model(model_server, "judge", price=PRICE), "rubric": "prompts/judges/r.j2", "scale": [1, 5]}
+    config = base_config(
+        [fake_model(model_server, "base", price=PRICE), fake_model(model_server, "cand", price=PRICE)],
+        baseline={"model": "openai/base", "prompt": "terse"},
+        scorers=[{"llm_judge": judge}],
+        gate={"metric": "llm_judge", "margin": 0.1},
+    )
+    path = write_project(tmp_path, config, items=ITEMS)
+    (tmp_path / "prompts" / "judges").mkdir()
+    (tmp_path / "prompts" / "judges" / "r.j2").write_text(
+        "{% block user %}Reference: {{ reference }}\nCandidate: {{ output }}\nScore: N (1-5).{% endblock %}"
+    )
+    stored = harness("run", str(path), "--yes", cwd=tmp_path)
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    run_id = mlflow.search_runs(
+        experiment_names=["test-exp"], filter_string="tags.`harness.kind` = 'experiment'", output_format="list"
+    )[0].info.run_id
+    before = len(model_server.requests)
+    result = harness(
+        "gate",
+        str(path),
+        "--candidate",
+        "openai/cand",
+        "--against",
+        run_id,
+        "--sequential",
+        "--refresh",
+        "--yes",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    new = model_server.requests[before:]
+    assert {r["model"] for r in new} == {"cand", "judge"}, "the stored baseline is not called again"
+    called = [r["messages"][-1]["content"] for r in new if r["model"] == "cand"]
+    assert len(called) == 12, "look 1 only"
+    stage = {item["reference"] for item in ITEMS if any(item["document"] in text for text in called)}
+    judged = {
+        r["messages"][-1]["content"].split("\n")[0].removeprefix("Reference: ") for r in new if r["model"] == "judge"
+    }
+    assert judged == stage, "the judge grades the stage's items (both sides), nothing beyond"
+    assert "stopped early at look 1 of 5, 12 of 60 items used" in result.stdout
