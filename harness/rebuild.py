@@ -77,6 +77,11 @@ def analyze_stored(
         {v.name: v.shared_prefix_tokens for v in manifest.variants},
         rpd,
     )
+    if manifest.status.sequential:
+        notes.append(
+            "this run was a sequential gate, stopped by its looks (see 'as run'); the verdicts here are the fixed "
+            "design's on the items it used, not the gate's decision"
+        )
     return Rebuilt(summaries, analysis, notes)
 
 

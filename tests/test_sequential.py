@@ -285,3 +285,21 @@ def test_sequential_gate_on_a_judge_against_a_stored_baseline(tmp_path: Path, mo
     }
     assert judged == stage, "the judge grades the stage's items (both sides), nothing beyond"
     assert "stopped early at look 1 of 5, 12 of 60 items used" in result.stdout
+
+
+def test_report_of_a_sequential_gate_says_its_verdicts_are_not_the_gates(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    import mlflow
+
+    path = _project(tmp_path, model_server, "zebra")
+    assert harness("gate", str(path), "--yes", cwd=tmp_path).returncode == 1
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    run_id = mlflow.search_runs(
+        experiment_names=["test-exp"], filter_string="tags.`harness.kind` = 'experiment'", output_format="list"
+    )[0].info.run_id
+    report = harness("report", run_id, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert report.returncode == 0, report.stdout + report.stderr
+    text = " ".join(report.stdout.split())
+    assert "as run: sequential gate" in text and "stopped early at look 1 of 5" in text
+    assert "not the gate's decision" in text
