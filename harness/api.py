@@ -198,7 +198,7 @@ class Sizing:
     run_id: str | None
     sizes: list[DecisionSize] = field(default_factory=list)
     note: str = ""
-    """Why nothing could be sized, when nothing was."""
+    """Why nothing could be sized, or against what the sizes were taken when not the configured baseline."""
 
 
 def size_decisions(plan: Plan, pilot: str | None = None) -> Sizing:
@@ -211,7 +211,7 @@ def size_decisions(plan: Plan, pilot: str | None = None) -> Sizing:
     if plan.baseline is None:
         return Sizing(None, note="no baseline is configured, so there is no gate decision to size")
     baseline, candidates = gate_variants(plan, None)
-    run_id = pilot or pilot_run(plan, baseline, candidates)
+    run_id = pilot or pilot_run(plan, baseline, candidates) or pilot_run(plan, None, candidates | {baseline})
     if run_id is None:
         return Sizing(
             None,
@@ -221,12 +221,15 @@ def size_decisions(plan: Plan, pilot: str | None = None) -> Sizing:
     stored = load_run(run_id, _uri(plan))
     rebuilt = analyze_stored(stored.manifest, stored.records, stored.items, gate=plan.experiment.gate)
     analysis = rebuilt.analysis
-    if analysis.baseline != baseline:
-        return Sizing(run_id, note=f"run {run_id} has another baseline ({analysis.baseline}), not {baseline}")
-    if analysis.metric not in analysis.paired:
+    if analysis.metric not in analysis.paired or analysis.baseline is None:
         return Sizing(run_id, note=f"run {run_id} has no scores on {analysis.metric}")
+    note = ""
+    if analysis.baseline != baseline:  # the configured baseline did not run there (no key): as its analysis did
+        note = f"{baseline} did not run there; sized against that run's reference {analysis.baseline}"
+        candidates = ({baseline} | candidates) - {analysis.baseline}
+        baseline = analysis.baseline
     sizes = decision_sizes(plan, baseline, sorted(candidates), stored.records, analysis)
-    return Sizing(run_id, sizes, "" if sizes else f"run {run_id} has no candidate of this config")
+    return Sizing(run_id, sizes, note if sizes else f"run {run_id} has no candidate of this config")
 
 
 def _uri(plan: Any) -> str:

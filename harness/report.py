@@ -433,6 +433,8 @@ def decision_size_lines(sizing: Sizing, gate: GateConfig, n_items: int) -> list[
         f"decision size from run {sizing.run_id} (margin {gate.margin:g}, confidence {gate.confidence:.0%}, 80% power; "
         f"this config has {n_items:,} items):"
     ]
+    if sizing.note:
+        lines.append(f"  ({sizing.note})")
     for size in sizing.sizes:
         seen = f"{size.pilot_pairs} pairs there detect {size.pilot_mdd:.4f}"
         if size.items is None or size.usd is None:

@@ -303,3 +303,23 @@ def test_report_of_a_sequential_gate_says_its_verdicts_are_not_the_gates(
     text = " ".join(report.stdout.split())
     assert "as run: sequential gate" in text and "stopped early at look 1 of 5" in text
     assert "not the gate's decision" in text
+
+
+def test_estimate_sizes_against_the_runs_reference_when_the_baseline_never_ran(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    """A configured cloud baseline without its key is skipped; the pilot's analysis compared against the
+    best variant that ran, and so does the sizing, saying so."""
+    model_server.answer = lambda request: "topic 1" if request["model"] == "base" else "zebra"
+    config = base_config(
+        [fake_model(model_server, "base", price=PRICE), fake_model(model_server, "cand", price=PRICE), "gpt-4o-mini"],
+        baseline={"model": "gpt-4o-mini", "prompt": "terse"},
+        scorers=["rouge"],
+        gate={"margin": 0.05},
+    )
+    path = write_project(tmp_path, config, items=ITEMS[:20])
+    assert harness("run", str(path), "--yes", cwd=tmp_path).returncode == 0
+    result = harness("estimate", str(path), cwd=tmp_path)
+    text = " ".join(result.stdout.split())
+    assert "gpt-4o-mini:terse did not run there; sized against that run's reference openai/base:terse" in text, text
+    assert "openai/cand:terse: about" in text

@@ -98,9 +98,10 @@ def _artifact_text(mlflow: Any, run_id: str, name: str) -> str:
         return Path(path).read_text(encoding="utf-8")
 
 
-def pilot_run(plan: Plan, baseline: str, candidates: set[str]) -> str | None:
-    """The newest finished run of this experiment that has records of the baseline and of a candidate:
-    the pilot `estimate` sizes the decision from (among the 20 newest runs)."""
+def pilot_run(plan: Plan, baseline: str | None, candidates: set[str]) -> str | None:
+    """The newest finished run of this experiment that has records of the baseline and of a candidate
+    (with no baseline: of two candidates): the pilot `estimate` sizes the decision from (among the 20
+    newest runs)."""
     uri = tracking_uri(plan.experiment)
     mlflow = open_store(uri)
     found = mlflow.get_experiment_by_name(plan.experiment.name)
@@ -119,6 +120,6 @@ def pilot_run(plan: Plan, baseline: str, candidates: set[str]) -> str | None:
             filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`harness.status` = 'finished'",
         )
         names = {c.info.run_name for c in children}
-        if baseline in names and names & candidates:
+        if (baseline in names and names & candidates) or (baseline is None and len(names & candidates) >= 2):
             return parent.info.run_id
     return None
