@@ -594,6 +594,9 @@ def load_config(path: str | Path) -> Experiment:
 def _to_config_error(path: Path, exc: ValidationError) -> ConfigError:
     """Turn pydantic's first error into one actionable line."""
     errors = exc.errors()
+    # A misspelt required key (`scorer:`) is both "unknown key" and "missing": the unknown key, with its
+    # did-you-mean, is the one that says what to fix.
+    errors = sorted(errors, key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
     loc = [p for p in err["loc"] if p not in ("function-after", "function-before")]
     branches = [e for e in errors if tuple(e["loc"][:-1]) == tuple(err["loc"][:-1]) and e["loc"] != ()]

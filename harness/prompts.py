@@ -5,7 +5,17 @@ Template format (documented in README): a Jinja2 file with up to two blocks,
     {% block system %}You are a careful summariser.{% endblock %}
     {% block user %}Summarise: {{ document }}{% endblock %}
 
-A file with no blocks is the user message as a whole. StrictUndefined turns a variable missing from the
+A file with no blocks is the user message as a whole. Multi-turn prompts (few-shot examples as
+user/assistant pairs) use a `messages` block and call `turn(role, text)` for each message:
+
+    {% block messages %}
+    {{ turn("system", "Label the sentiment.") }}
+    {% for ex in examples[:shots] %}{{ turn("user", ex.text) }}{{ turn("assistant", ex.label) }}{% endfor %}
+    {{ turn("user", text) }}
+    {% endblock %}
+
+Turns are collected as values, never parsed out of rendered text, so an item containing "assistant:" or
+a role marker cannot forge a turn. StrictUndefined turns a variable missing from the
 dataset into an error at render time, and every item is rendered before the first model call, so the
 mistake costs nothing. Templates render in Jinja2's immutable sandbox: a template that reaches for Python
 internals (`cycler.__init__.__globals__`) is a config error, not a shell command in a CI job holding keys.
@@ -56,6 +66,8 @@ class PromptTemplate:
     def render(self, variables: dict[str, Any]) -> Messages:
         """Chat messages for one item; raises jinja2 errors on undefined variables."""
         blocks = self.template.blocks
+        if "messages" in blocks:
+            return self._turns(variables)
         if "system" not in blocks and "user" not in blocks:
             return [{"role": "user", "content": self.template.render(variables).strip()}]
         context = self.template.new_context(variables)
@@ -66,6 +78,41 @@ class PromptTemplate:
                 if text:
                     messages.append({"role": role, "content": text})
         return messages
+
+    def _turns(self, variables: dict[str, Any]) -> Messages:
+        """The `messages` block's turns, in the order `turn()` was called, checked as chat APIs want them."""
+        blocks = self.template.blocks
+        if "system" in blocks or "user" in blocks:
+            raise TurnError("a template with a messages block has no system or user block; use turn() for both")
+        turns: Messages = []
+
+        def turn(role: str, content: Any) -> str:
+            if role not in ROLES:
+                raise TurnError(f"turn role {role!r} is not one of {', '.join(ROLES)}")
+            text = str(content).strip()
+            if not text:
+                raise TurnError(f"a {role} turn is empty")
+            turns.append({"role": role, "content": text})
+            return ""
+
+        context = self.template.new_context({**variables, "turn": turn})
+        stray = "".join(blocks["messages"](context)).strip()
+        if stray:
+            raise TurnError(f"text outside turn() in the messages block: {stray[:60]!r}")
+        if not turns:
+            return turns
+        if any(t["role"] == "system" for t in turns[1:]):
+            raise TurnError("a system turn may only come first")
+        if turns[-1]["role"] != "user":
+            raise TurnError(f"the last turn is {turns[-1]['role']}; the model answers a user turn")
+        return turns
+
+
+ROLES = ("system", "user", "assistant")
+
+
+class TurnError(jinja2.TemplateRuntimeError):
+    """A `messages` block whose turns no chat API would accept."""
 
 
 def _rebuild(name: str, path: Path, source: str, variables: dict[str, Any]) -> PromptTemplate:
@@ -158,6 +205,13 @@ def render_checked(template: PromptTemplate, variables: dict[str, Any], item_id:
             f"template variable {exc.message}",
             f"use one of the dataset columns or constants: {available}",
         ) from None
+    except TurnError as exc:
+        raise ConfigError(
+            str(template.path),
+            f"item {item_id}",
+            f"chat turns: {exc.message}",
+            'write each message as {{ turn("user", text) }} (system first, user last, assistant between)',
+        ) from None
     except SecurityError as exc:
         raise ConfigError(
             str(template.path),
@@ -180,7 +234,7 @@ def render_checked(template: PromptTemplate, variables: dict[str, Any], item_id:
             str(template.path),
             f"item {item_id}",
             "template rendered no text",
-            "put the prompt in a {% block user %} or in the file body",
+            "put the prompt in a {% block user %}, in the file body, or in turn() calls",
         )
     return messages
 
