@@ -12,11 +12,12 @@ import argparse
 import contextlib
 import math
 import os
+import re
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from harness.exit_codes import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
 from harness.offline import apply_offline_defaults
@@ -96,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     _spending_flags(run)
     run.set_defaults(handler=_cmd_run)
+    init = sub.add_parser("init", help="write a first experiment (config and prompt) for a dataset file")
+    init.add_argument("dataset", type=Path, help="a .jsonl, .json, .csv or .parquet file")
+    init.add_argument("--name", default=None, help="experiment name (default: the file's name)")
+    init.add_argument("--reference", default=None, help="the column holding the expected output")
+    init.add_argument("--input", default=None, help="the column the prompt shows the model")
+    init.set_defaults(handler=_cmd_init)
     estimate = sub.add_parser("estimate", help="print min / expected / max cost and wall time without any call")
     estimate.add_argument("config", type=Path)
     estimate.add_argument("--limit", type=int, default=None)
@@ -224,6 +231,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     console.print(f"done in {time.perf_counter() - started:.1f} s")
     _incomplete(outcome.incomplete)
     return outcome.exit_code
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from harness.scaffold import preview, propose, write_experiment
+
+    console = _console()
+    proposal = propose(args.dataset, args.reference, args.input)
+    table = Table(title=f"{args.dataset}: {len(proposal.rows)} rows", title_justify="left")
+    for column in proposal.columns:
+        table.add_column(column)
+    for row in preview(proposal):
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        f"input <- column '{proposal.input}', reference <- column '{proposal.reference}'"
+        + (f", id <- column '{proposal.id}'" if proposal.id else ", id: the row number")
+    )
+    what = {"labels": f"{len(proposal.labels)} labels", "numbers": "numbers", "text": "free text"}[proposal.kind]
+    console.print(f"the references are {what}: scorers {', '.join(_names(proposal.scorers))}")
+    name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", args.dataset.stem).strip("-.") or "experiment"
+    config, prompt = write_experiment(proposal, args.dataset, name, Path.cwd())
+    console.print(f"wrote {config} and {prompt}; next: python -m harness run {config.relative_to(Path.cwd())}")
+    return EXIT_OK
+
+
+def _names(scorers: list[Any]) -> list[str]:
+    return [s if isinstance(s, str) else next(iter(s)) for s in scorers]
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:

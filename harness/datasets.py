@@ -113,35 +113,40 @@ def _load_rows(experiment: Experiment, cfg: DatasetConfig) -> tuple[list[dict[st
             ) from None
         return [dict(r) for r in ds], f"hub:{cfg.hub}"
     assert cfg.path is not None
-    path = experiment.resolve(cfg.path)
+    return read_rows(experiment.resolve(cfg.path), file, "dataset.path"), str(cfg.path)
+
+
+def read_rows(path: Path, file: Path | str, field: str) -> list[dict[str, Any]]:
+    """The rows of a local JSON Lines, JSON, CSV or Parquet file; errors name `file` and `field` (the
+    config that points at it, or the command line for `init`)."""
     if not path.is_file():
         raise ConfigError(
             file,
-            "dataset.path",
+            field,
             f"no such file {path}",
             "give a path relative to the project root (e.g. evals/scitldr/test.jsonl)",
         )
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ConfigError(
-            file, "dataset.path", f"unsupported file type '{path.suffix}'", f"use one of {', '.join(sorted(_FORMATS))}"
+            file, field, f"unsupported file type '{path.suffix}'", f"use one of {', '.join(sorted(_FORMATS))}"
         )
     if fmt != "parquet":
         _check_utf8(path, file)
         if not path.read_bytes().strip():
-            return [], str(cfg.path)
+            return []
     if fmt == "json":
-        return _json_rows(path, file), str(cfg.path)
+        return _json_rows(path, file)
     try:
         ds = _datasets().load_dataset(fmt, data_files=str(path), split="train")
     except Exception as exc:
         raise ConfigError(
-            file, "dataset.path", f"cannot read {path}: {_first_line(exc)}", "check the file is valid " + fmt.upper()
+            file, field, f"cannot read {path}: {_first_line(exc)}", "check the file is valid " + fmt.upper()
         ) from None
-    return [dict(r) for r in ds], str(cfg.path)
+    return [dict(r) for r in ds]
 
 
-def _json_rows(path: Path, config_file: Path) -> list[dict[str, Any]]:
+def _json_rows(path: Path, config_file: Path | str) -> list[dict[str, Any]]:
     """Rows of a JSON Lines file or a JSON array of objects, read as they are.
 
     Read with the json module rather than `datasets`: importing `datasets` (pandas, pyarrow) costs about
@@ -174,7 +179,7 @@ def _json_rows(path: Path, config_file: Path) -> list[dict[str, Any]]:
     return [row for _, row in rows]
 
 
-def _check_utf8(path: Path, config_file: Path) -> None:
+def _check_utf8(path: Path, config_file: Path | str) -> None:
     try:
         path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
