@@ -619,7 +619,7 @@ def _to_config_error(path: Path, exc: ValidationError) -> ConfigError:
             fix = f"allowed keys: {', '.join(allowed)}"
         return ConfigError(path, field, f"unknown key '{key}'", fix)
     if err["type"] == "missing":
-        return ConfigError(path, field, "required field is missing", "add it (see README, 'Config')")
+        return ConfigError(path, field, "required field is missing", "add it (see docs/config.md)")
     message = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     shown = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
@@ -648,7 +648,7 @@ def _fix_for(error_type: str) -> str:
         "too_short": "give at least one entry",
         "literal_error": "use one of the allowed values",
         "finite_number": "use a finite number (not .nan or .inf)",
-    }.get(error_type, "see README, 'Config'")
+    }.get(error_type, "see docs/config.md")
 
 
 def _format_loc(loc: list[Any]) -> str:

@@ -1,6 +1,6 @@
 """Prompt templates: Jinja2 with StrictUndefined, rendered into chat messages, hashed and counted.
 
-Template format (documented in README): a Jinja2 file with up to two blocks,
+Template format (documented in docs/config.md): a Jinja2 file with up to two blocks,
 
     {% block system %}You are a careful summariser.{% endblock %}
     {% block user %}Summarise: {{ document }}{% endblock %}

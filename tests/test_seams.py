@@ -8,7 +8,6 @@ compared with a new eval, key checks, exit codes, stored-run commands, scorer ki
 from __future__ import annotations
 
 import io
-import json
 import shlex
 import socket
 from pathlib import Path
@@ -417,18 +416,6 @@ def test_a_run_where_every_call_failed_exits_4(tmp_path: Path, model_server: Fak
     assert result.returncode == EXIT_INCOMPLETE, result.stdout + result.stderr
     assert "every one of the 3 calls failed" in result.stderr
     assert "Recommendation: " not in result.stdout or "No recommendation" in result.stdout
-
-
-def test_readme_python_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Python API", 1)[1]
-    code = section.split("```python", 1)[1].split("```", 1)[0]
-    write_project(tmp_path, base_config(["local/lead", "local/lead-2"]))
-    monkeypatch.chdir(tmp_path)
-    namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md (Python API)", "exec"), namespace)
-    assert namespace["outcome"].exit_code == 0
-    assert json.dumps(namespace["rebuilt"].analysis.metric)
 
 
 def test_routing_names_are_checked_before_any_call_and_never_fail_a_paid_run(
