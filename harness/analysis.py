@@ -140,7 +140,7 @@ def analyze(
         result.paired[info.name] = dict(zip(names, comparisons, strict=True))
     by_name = {s.variant: s for s in ran}
     passing, failing = _family_decisions(result, names, gate)
-    stuck = _floor_or_ceiling(records, names, metric)
+    stuck = floor_or_ceiling(records, names, metric)
     for name in names:
         result.verdicts[name] = _verdict(name, result, by_name, gate, passing, failing, stuck)
     _add_cost_of_more_items(result, records, names, len(item_ids))
@@ -276,7 +276,7 @@ def _family_decisions(analysis: Analysis, names: list[str], gate: GateConfig) ->
     return passing, failing
 
 
-def _floor_or_ceiling(records: list[Record], names: list[str], metric: str) -> str | None:
+def floor_or_ceiling(records: list[Record], names: list[str], metric: str) -> str | None:
     """A warning when every scored item of every variant has the same score: the metric cannot tell the
     variants apart (all at its floor or ceiling), so no verdict may rest on it."""
     values = {r.scores.get(metric) for r in records if r.variant in names and r.scores.get(metric) is not None}

@@ -228,7 +228,7 @@ def size_decisions(plan: Plan, pilot: str | None = None) -> Sizing:
         note = f"{baseline} did not run there; sized against that run's reference {analysis.baseline}"
         candidates = ({baseline} | candidates) - {analysis.baseline}
         baseline = analysis.baseline
-    sizes = decision_sizes(plan, baseline, sorted(candidates), stored.records, analysis)
+    sizes = decision_sizes(baseline, sorted(candidates), stored.records, analysis)
     return Sizing(run_id, sizes, note if sizes else f"run {run_id} has no candidate of this config")
 
 

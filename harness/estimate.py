@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from harness.cache import ResponseCache
 from harness.plan import Plan
 from harness.pool import ModelPool, requested_tier
-from harness.records import Record, Usage
+from harness.records import Record, Usage, usd_per_item
 from harness.runner import model_concurrency, variant_output_limit
 
 if TYPE_CHECKING:
@@ -156,11 +156,11 @@ class DecisionSize:
 
 
 def decision_sizes(
-    plan: Plan, baseline: str, candidates: list[str], records: list[Record], analysis: Analysis
+    baseline: str, candidates: list[str], records: list[Record], analysis: Analysis
 ) -> list[DecisionSize]:
     """From an earlier run's records and its analysis under this config's gate (margin, confidence): the
     items each candidate's decision needs and their cost at the dollars per item that run paid."""
-    per_item = _usd_per_item(records)
+    per_item = usd_per_item(records)
     paired = analysis.paired.get(analysis.metric, {})
     out = []
     for name in candidates:
@@ -178,12 +178,3 @@ def decision_sizes(
             )
         )
     return out
-
-
-def _usd_per_item(records: list[Record]) -> dict[str, float]:
-    spent: dict[str, float] = defaultdict(float)
-    items: dict[str, set[str]] = defaultdict(set)
-    for r in records:
-        spent[r.variant] += r.cost_usd + r.eval_cost_usd
-        items[r.variant].add(r.item_id)
-    return {name: spent[name] / len(ids) for name, ids in items.items() if ids}

@@ -89,3 +89,14 @@ class Record(BaseModel):
 NOT_A_LABEL = "not_a_label"
 """The `accuracy` aggregate holding the share of outputs outside the label set (lower is better); the
 analysis warns on it."""
+
+
+def usd_per_item(records: list[Record]) -> dict[str, float]:
+    """Dollars per item by variant, every sample and its scoring included, as the records were billed:
+    what more items (`estimate`) or the items a sequential gate never ran would cost."""
+    spent: dict[str, float] = {}
+    items: dict[str, set[str]] = {}
+    for r in records:
+        spent[r.variant] = spent.get(r.variant, 0.0) + r.cost_usd + r.eval_cost_usd
+        items.setdefault(r.variant, set()).add(r.item_id)
+    return {name: spent[name] / len(ids) for name, ids in items.items()}

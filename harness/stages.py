@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 from rich.console import Console
 
-from harness.analysis import score_arrays, score_range
+from harness.analysis import floor_or_ceiling, score_arrays, score_range
 from harness.config import ConfigError, SequentialConfig
 from harness.estimate import VariantEstimate
 from harness.plan import Plan
 from harness.pool import ModelPool
-from harness.records import Record
+from harness.records import Record, usd_per_item
 from harness.runner import RunResult, run_plan
 from harness.sequential import Look, SequentialOutcome, boundaries, item_order, look, schedule
 
@@ -114,13 +114,12 @@ def decide(
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     spread = score_range(sums, counts)
-    seen = means[~np.isnan(means)]
-    stuck = seen.size > 0 and bool(np.all(seen == seen[0]))
+    stuck = floor_or_ceiling(records, names, metric) is not None  # the verdict's own rule
     out = {}
     for v, name in enumerate(candidates, start=1):
         both = (counts[v] > 0) & (counts[0] > 0)
         decision = look(means[v][both] - means[0][both], index, bounds, gate.margin, spread, futility)
-        if stuck and decision.status == "pass":  # a metric at its floor or ceiling never passes (analysis)
+        if stuck and decision.status == "pass":  # a metric at its floor or ceiling never passes
             last = index == len(bounds) - 1
             decision = replace(decision, status="undecided" if last else "continue")
         out[name] = decision
@@ -142,13 +141,10 @@ def _not_spent(
     scoring) cost so far, else at the estimate's expected dollars per item."""
     if not n_items:
         return 0.0
-    paid = dict.fromkeys(ran_items, 0.0)
-    for r in records:
-        if r.variant in paid:
-            paid[r.variant] += r.cost_usd + r.eval_cost_usd
+    paid = usd_per_item(records)
     expected = {e.variant: e.expected_usd / n_items for e in estimates}
     out = 0.0
     for name, ran in ran_items.items():
-        per_item = paid[name] / ran if ran else expected.get(name, 0.0)
+        per_item = paid.get(name, 0.0) if ran else expected.get(name, 0.0)
         out += per_item * (n_items - ran)
     return out if math.isfinite(out) else 0.0
