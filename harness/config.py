@@ -415,6 +415,9 @@ class Experiment(StrictModel):
     """A longer answer is recorded as an error (ResponseTooLarge) instead of being scored and stored."""
     tracking_uri: str | None = None
     """MLflow tracking URI; `MLFLOW_TRACKING_URI` wins, else `sqlite:///mlruns/mlflow.db`."""
+    traces: bool | int = True
+    """Each record as an MLflow trace of its variant's run (scores as assessments): true for every record,
+    false for none, N for the first N items of each variant. Runs, metrics and `report` are unaffected."""
 
     # Where the config was read from; set by load_config, not by users.
     source_path: Path = Field(default=Path("."), exclude=True)
@@ -424,6 +427,13 @@ class Experiment(StrictModel):
     @classmethod
     def _params_in_range(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_call_params(value)
+
+    @field_validator("traces")
+    @classmethod
+    def _traces_not_negative(cls, value: bool | int) -> bool | int:
+        if not isinstance(value, bool) and value < 0:
+            raise ValueError("must be true, false or a number of items per variant (0 or more)")
+        return value
 
     @field_validator("prompts", mode="before")
     @classmethod

@@ -79,6 +79,8 @@ class Record(BaseModel):
     """Dollars scorers (judges) spent grading this record, apart from `cost_usd`, the variant's own cost."""
     score_errors: dict[str, str] = Field(default_factory=dict)
     """Scorer name to the reason it could not score this output."""
+    rationales: dict[str, str] = Field(default_factory=dict)
+    """Scorer name to why it gave its value (a judge's reply, trimmed); logged with the score in MLflow."""
 
     @property
     def ok(self) -> bool:

@@ -69,6 +69,8 @@ def _attach(record: Record, name: str, result: float | Scored) -> None:
     if isinstance(result, Scored):
         record.scores[name] = None if result.value is None else float(result.value)
         record.eval_cost_usd += result.cost_usd
+        if result.rationale:
+            record.rationales[name] = result.rationale
         if result.value is None:
             record.score_errors[name] = result.detail or "the scorer returned no value"
     else:

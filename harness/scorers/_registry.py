@@ -32,6 +32,8 @@ class Scored(NamedTuple):
     cost_usd: float = 0.0
     """Dollars the scorer spent, accounted apart from the variant's own cost."""
     detail: str = ""
+    rationale: str = ""
+    """Why the scorer gave this value (a judge's reply), shown beside the score in MLflow's trace view."""
 
 
 class ScoreFn(Protocol):

@@ -95,7 +95,7 @@ def llm_judge(
                 continue
             value = parse_score(reply.text, bounds)
             detail = "" if value is not None else f"unparseable verdict: {reply.text.strip()[-120:]!r}"
-            results.append(Scored(value, reply.cost_usd, detail))
+            results.append(Scored(value, reply.cost_usd, detail, reply.text.strip()[-2000:]))
         return results
 
     def score(output: str, item: Item) -> Scored:

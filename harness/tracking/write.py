@@ -22,6 +22,7 @@ from harness.records import Record
 from harness.secrets import redact, redact_tree, redact_url, remember_tree, scrub
 from harness.summary import VariantSummary
 from harness.tracking.store import open_store, store_lock, tracking_uri
+from harness.tracking.traces import log_traces
 
 RECORDS_ARTIFACT = "records.jsonl"
 TABLE_ARTIFACT = "records_table.json"
@@ -147,7 +148,10 @@ def _log_run_locked(
             child = client.create_run(
                 experiment_id, start_time=start_ms, run_name=variant.name, tags={"mlflow.parentRunId": parent_id}
             )
-            _log_variant(mlflow, child.info.run_id, plan, variant, summary, by_variant.get(variant.name, []))
+            variant_records = by_variant.get(variant.name, [])
+            _log_variant(mlflow, child.info.run_id, plan, variant, summary, variant_records)
+            if not variant.skipped:
+                log_traces(mlflow, experiment_id, child.info.run_id, plan, variant, variant_records, start_ms)
             if analysis is not None:
                 log_analysis(client, child.info.run_id, variant.name, analysis, summaries)
         if analysis is not None:
@@ -316,15 +320,22 @@ def _log_variant(
             "harness.kind": "variant",
             "harness.status": status,
             "harness.baseline": str(variant.name == plan.baseline).lower(),
+            "mlflow.runType": "genai_evaluate",  # listed on the experiment's Evaluation runs page
         }
         if variant.skipped:
             tags["harness.skip_reason"] = variant.skipped
         mlflow.set_tags(_scrubbed(tags))
         if variant.skipped:
             return
-        mlflow.log_metrics(summary.metrics())
+        mlflow.log_metrics({**summary.metrics(), **_evaluation_metrics(summary)})
         if records:
             _log_records(mlflow, records)
+
+
+def _evaluation_metrics(summary: VariantSummary) -> dict[str, float]:
+    """Each scorer's mean under the name MLflow's own evaluation logs (`<scorer>/mean`), which its
+    Evaluation runs page shows as columns."""
+    return {f"{name}/mean": value for name, value in summary.quality.items() if math.isfinite(value)}
 
 
 def _log_records(mlflow: Any, records: list[Record]) -> None:

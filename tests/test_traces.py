@@ -1,0 +1,102 @@
+"""Records as MLflow traces with assessments, in a real temporary sqlite store and through a real server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+from rich.console import Console
+
+from harness.config import load_config
+from harness.preflight import prepare
+from harness.runner import run_plan
+from harness.scorers import score_records
+from harness.summary import summarize
+from harness.tracking import load_records, log_run, tracking_uri
+from tests.conftest import ITEMS, base_config, fake_model, write_project
+from tests.fake_server import FakeModelServer, Usage
+
+PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
+SECRET = "sk-test-SECRET-0123456789"
+
+
+def run_and_log(tmp_path: Path, server: FakeModelServer, **overrides: object) -> tuple[object, str]:
+    server.usage = Usage(prompt_tokens=50, completion_tokens=10)
+    server.answer = lambda request: "cats purr " + SECRET if "Dogs" in str(request) else "cats purr"
+    models = [
+        fake_model(server, name="fake-a", price=PRICE, params={"api_key": SECRET}),
+        fake_model(server, name="fake-b", price=PRICE),
+    ]
+    config = base_config(models, scorers=["rouge", "exact_match"], **overrides)
+    experiment = load_config(write_project(tmp_path, config))
+    plan = prepare(experiment)
+    records = run_plan(plan, console=Console(file=io.StringIO())).records
+    score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers)
+    run_id = log_run(plan, records, summarize(plan, records))
+    mlflow.set_tracking_uri(tracking_uri(experiment))
+    return plan, run_id
+
+
+def child_runs(parent_id: str) -> dict[str, object]:
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def test_each_record_is_a_trace_of_its_variant_run(tmp_path: Path, model_server: FakeModelServer) -> None:
+    plan, parent_id = run_and_log(tmp_path, model_server)
+    children = child_runs(parent_id)
+    assert set(children) == {v.name for v in plan.variants}
+    for run in children.values():
+        assert run.data.tags["mlflow.runType"] == "genai_evaluate"
+        assert "rouge/mean" in run.data.metrics
+        traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+        assert len(traces) == len(ITEMS)
+        by_item = {t.info.trace_metadata["harness.item_id"]: t for t in traces}
+        assert set(by_item) == {row["id"] for row in ITEMS}
+        trace = by_item[ITEMS[0]["id"]]
+        assert trace.info.token_usage == {"input_tokens": 50, "output_tokens": 10, "total_tokens": 60}
+        assert trace.info.trace_metadata["mlflow.trace.cost"]
+        cost = json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"]
+        assert cost == pytest.approx(50 * 1e-6 + 10 * 2e-6)
+        span = trace.data.spans[0]
+        assert span.span_type == "LLM"
+        assert span.inputs["messages"][-1]["role"] == "user"
+        assert span.outputs == "cats purr"
+        assert span.attributes["harness.attempts"] == 1
+        names = {a.name: a for a in trace.info.assessments}
+        assert set(names) == {"rouge", "exact_match", "expected_response"}
+        assert names["expected_response"].expectation.value == ITEMS[0]["reference"]
+        record = next(
+            r for r in load_records(run.info.run_id, mlflow.get_tracking_uri()) if r.item_id == ITEMS[0]["id"]
+        )
+        assert names["rouge"].feedback.value == pytest.approx(record.scores["rouge"])
+
+
+def test_secrets_never_reach_traces(tmp_path: Path, model_server: FakeModelServer) -> None:
+    _, parent_id = run_and_log(tmp_path, model_server)
+    db = Path(os.environ.get("MLFLOW_TRACKING_URI", "").removeprefix("sqlite:///") or tmp_path / "mlruns/mlflow.db")
+    assert db.is_file()
+    assert SECRET.encode() not in db.read_bytes()
+    traces = mlflow.search_traces(
+        locations=[next(iter(child_runs(parent_id).values())).info.experiment_id], return_type="list"
+    )
+    assert any("***" in str(t.data.spans[0].outputs) for t in traces)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(False, 0), (1, 1), (0, 0)])
+def test_traces_switch_caps_or_turns_them_off(
+    tmp_path: Path, model_server: FakeModelServer, setting: bool | int, expected: int
+) -> None:
+    _, parent_id = run_and_log(tmp_path, model_server, traces=setting)
+    for run in child_runs(parent_id).values():
+        traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+        assert len(traces) == expected
+        assert len(load_records(run.info.run_id, mlflow.get_tracking_uri())) == len(
+            ITEMS
+        )  # the records artifact stays whole
