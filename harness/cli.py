@@ -169,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--tracking-uri", default=None)
     route.set_defaults(handler=_cmd_route)
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 over the tracking store")
+    ui.add_argument("config", nargs="?", default=None, help="an experiment config: print the link to its runs")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument(
         "--backend-store-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db"
@@ -417,15 +418,20 @@ def _republish(args: argparse.Namespace, stored: StoredRun, rebuilt: Rebuilt) ->
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from harness.tracking.store import stored_run_uri
+    from harness.secrets import redact_url
+    from harness.tracking.store import experiment_page, stored_run_uri
 
     if not 1 <= args.port <= 65535:
         from harness.config import ConfigError
 
         raise ConfigError("command line", "--port", f"{args.port} is not a TCP port", "give 1-65535, e.g. 5000")
-    uri = stored_run_uri(args.backend_store_uri)
+    from harness.config import load_config
+
+    name = load_config(Path(args.config)).name if args.config else None
+    uri = stored_run_uri(args.backend_store_uri, Path(args.config).resolve().parent if args.config else None)
     if uri.startswith(("http://", "https://", "databricks")):
-        print(f"the tracking store is a server already: open {uri} in a browser", file=sys.stderr)
+        print(f"the tracking store is a server already: {redact_url(uri)}", file=sys.stderr)
+        print(experiment_page(uri, uri, name), file=sys.stderr)
         return EXIT_OK
     command = [
         sys.executable,
@@ -442,6 +448,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith("sqlite:///"):
         artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
         command += ["--default-artifact-root", artifacts.resolve().as_uri()]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} over {uri} (Ctrl-C stops it)", file=sys.stderr)
+    address = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI on {address} over {redact_url(uri)} (Ctrl-C stops it)", file=sys.stderr)
+    print(experiment_page(address, uri, name), file=sys.stderr)
     os.execv(sys.executable, command)
     return EXIT_OK  # pragma: no cover - execv does not return

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -495,3 +497,33 @@ def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None)
         style="bold",
     )
     return table
+
+
+IMAGE_LINK = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")
+
+
+def html_report(markdown_text: str, folder: Path) -> str:
+    """The report as one self-contained HTML page with its plots inside. Why: MLflow's artifact viewer
+    shows no images in markdown but renders an HTML artifact, so this is the page that shows the
+    frontier without opening another file."""
+    import base64
+    import html
+
+    from markdown_it import MarkdownIt
+
+    def inline(match: re.Match[str]) -> str:
+        path = folder / match.group(2)
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(IMAGE_LINK.sub(inline, markdown_text))
+    title = html.escape(markdown_text.splitlines()[0].lstrip("# ") if markdown_text else "report")
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>'
+        + title
+        + "</title><style>body{font-family:system-ui,sans-serif;margin:1.5em;line-height:1.4}"
+        "img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "</style></head><body>\n" + body + "</body></html>\n"
+    )

@@ -7,6 +7,7 @@ the CLI calls the API. Questions to the user come in through `RunOptions.confirm
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import tempfile
 import time
@@ -28,7 +29,7 @@ from harness.plan import Plan
 from harness.pool import ModelPool
 from harness.records import Record
 from harness.runner import RunResult
-from harness.secrets import scrub
+from harness.secrets import redact_url, scrub
 from harness.summary import VariantSummary, summarize
 from harness.tracking_process import TrackingError, TrackingProcess, portable
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 PLOT_NAME = "frontier.png"
 REPORT_NAME = "report.md"
+HTML_REPORT_NAME = "report.html"
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,20 @@ def _track(outcome: RunOutcome, tracker: TrackingProcess, started_at: float, con
     from harness.tracking.store import tracking_uri
 
     uri = tracking_uri(plan.experiment)
-    console.print(f"MLflow: run [bold]{outcome.run_id}[/] in {uri} (see it with: python -m harness ui)")
+    source = plan.experiment.source_path
+    shown = shlex.quote(_relative(source)) if source.is_file() else ""
+    console.print(
+        f"MLflow: run [bold]{outcome.run_id}[/] in {redact_url(uri)} "
+        f"(see it with: python -m harness ui {shown}".rstrip()
+        + ")"
+    )
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def scorer_error_warnings(records: list[Record], scorers: list[Scorer]) -> list[str]:
@@ -447,7 +462,7 @@ def write_outputs(
 ) -> list[Path]:
     """The frontier plot and the markdown report, written into `folder`."""
     from harness.plots import frontier_plot, plottable
-    from harness.report import markdown_report
+    from harness.report import html_report, markdown_report
 
     files = []
     plot = None
@@ -460,4 +475,7 @@ def write_outputs(
         encoding="utf-8",
     )
     files.append(report)
+    page = folder / HTML_REPORT_NAME
+    page.write_text(html_report(report.read_text(encoding="utf-8"), folder), encoding="utf-8")
+    files.append(page)
     return files

@@ -121,3 +121,30 @@ def store_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def experiment_page(address: str, uri: str, name: str | None = None) -> str:
+    """Where to click: the experiment's Evaluation runs page (variants side by side, with Overview and
+    Traces beside it) under `address`. The experiment is `name`, else the one run most recently."""
+    from harness.secrets import redact_url
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # an unreachable server answers at once
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        client = open_store(uri).MlflowClient(tracking_uri=uri)
+        if name is not None:
+            found = client.get_experiment_by_name(name)
+        else:
+            runs = client.search_runs(
+                [e.experiment_id for e in client.search_experiments(max_results=1000)],
+                max_results=1,
+                order_by=["attributes.start_time DESC"],
+            )
+            found = client.get_experiment(runs[0].info.experiment_id) if runs else None
+    except Exception as exc:  # the link is a convenience; the server or UI still starts
+        return f"could not read the experiments in {redact_url(uri)}: {type(exc).__name__}"
+    if found is None:
+        what = f"no experiment named {name!r}" if name else "no runs"
+        return f"{what} in {redact_url(uri)} yet: run `python -m harness run CONFIG` first"
+    base = redact_url(address).rstrip("/")
+    return f"experiment {found.name}: {base}/#/experiments/{found.experiment_id}/evaluation-runs"

@@ -121,13 +121,13 @@ def _log_run_locked(
         )
         if analysis is not None and analysis.sequential is not None:
             mlflow.set_tag("harness.sequential", analysis.sequential.summary())
-        if experiment.description:
-            mlflow.set_tag("mlflow.note.content", experiment.description)
+        note = _description(experiment.description, analysis)
+        if note:
+            mlflow.set_tag("mlflow.note.content", note)
         _log_config(mlflow, experiment)
         mlflow.log_text(scrub(RunManifest.of(plan, run_status).model_dump_json(indent=1)), MANIFEST_ARTIFACT)
         mlflow.log_text(scrub("".join(i.model_dump_json() + "\n" for i in plan.eval_set.items)), ITEMS_ARTIFACT)
-        for path in artifacts or []:
-            mlflow.log_artifact(str(path))
+        _log_outputs(mlflow, artifacts or [])
         total = sum(s.cost_total_usd for s in summaries)
         mlflow.log_metrics(
             {
@@ -157,6 +157,32 @@ def _log_run_locked(
         if analysis is not None:
             log_policies(client, experiment_id, parent_id, analysis)
         return parent.info.run_id
+
+
+def _description(description: str, analysis: Analysis | None) -> str:
+    """The parent run's description: the recommendation and its reason in one line, then the config's."""
+    from harness.report import recommendation_line
+
+    lines = [recommendation_line(analysis)] if analysis is not None else []
+    if description:
+        lines.append(description.strip())
+    return scrub("\n\n".join(lines))
+
+
+def _log_outputs(mlflow: Any, paths: list[Path]) -> None:
+    """The report, its HTML page and its plot. MLflow's markdown viewer shows no images, so the report's
+    copy in MLflow points at `report.html`, where the viewer shows the plot inside the report."""
+    from harness.report import IMAGE_LINK
+
+    for path in paths:
+        if path.suffix == ".md":
+            text = IMAGE_LINK.sub(
+                r"*\1: the plot is inside report.html (beside this file) and in \2.*",
+                path.read_text(encoding="utf-8"),
+            )
+            mlflow.log_text(text, path.name)
+        else:
+            mlflow.log_artifact(str(path))
 
 
 def _scrubbed(values: dict[str, Any]) -> dict[str, str]:

@@ -1,0 +1,195 @@
+"""The MLflow UI over a store a small run filled, rendered by headless Chromium (the DOM after the page's
+scripts ran): Overview, Traces, Evaluation runs, the compare view of two variants, and the parent run."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ITEMS, REPO, base_config, fake_model, write_project
+from tests.fake_server import FakeModelServer, Usage
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
+
+# $0.0005 in + $0.0002 out per call: each paid variant costs $0.0021 over the three items.
+PRICE = {"input_cost_per_token": 1e-5, "output_cost_per_token": 2e-5}
+
+
+@dataclass
+class UI:
+    address: str
+    root: Path
+    experiment_id: str
+    link: str
+    runs: dict[str, str]
+    """Run name to run id."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
+    root = tmp_path_factory.mktemp("ui")
+    server = FakeModelServer().start()
+    server.usage = Usage(prompt_tokens=50, completion_tokens=10)
+    server.answer = lambda request: "cats purr" if "Cats" in str(request) else "no idea"
+    models = [
+        fake_model(server, name="big", price=PRICE),
+        fake_model(server, name="small", price=PRICE),
+    ]
+    config = base_config(models, scorers=["rouge"], baseline={"model": "openai/big", "prompt": "terse"})
+    path = write_project(root, config)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(path), "--yes"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    server.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"python -m harness ui {path}" in done.stdout.replace("\n", "") or "harness ui" in done.stdout
+    port = _free_port()
+    log = root / "ui.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "harness", "ui", str(path), "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        address = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{address}/health", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"harness ui did not serve: {log.read_text()}")
+                time.sleep(0.5)
+        found = re.search(r"experiment test-exp: (\S+)", log.read_text())
+        assert found, log.read_text()
+        with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
+            runs = dict(db.execute("select name, run_uuid from runs").fetchall())
+            (experiment_id,) = db.execute("select experiment_id from experiments where name='test-exp'").fetchone()
+        yield UI(address, root, str(experiment_id), found.group(1), runs)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def page_text(url: str) -> str:
+    """The visible text of `url` once its scripts ran (headless Chromium, virtual time)."""
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    ).stdout
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.DOTALL)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
+
+
+def test_ui_prints_the_link_to_the_experiment(ui: UI) -> None:
+    assert ui.link == f"{ui.address}/#/experiments/{ui.experiment_id}/evaluation-runs"
+
+
+def test_overview_charts_usage_cost_and_quality(ui: UI) -> None:
+    text = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}")
+    assert f"Traces {2 * len(ITEMS)}" in text  # one trace per item and variant
+    assert "Token Usage 360 (300 input, 60 output)" in text
+    assert "$0.0042 Total Cost" in text  # the traces' costs, summed by MLflow
+    assert "openai/big" in text and "openai/small" in text
+    quality = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/overview/quality")
+    assert re.search(r"rouge \d+ 0\.33", quality), quality[:2000]
+
+
+def test_traces_page_lists_every_item_with_scores(ui: UI) -> None:
+    text = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/traces")
+    for row in ITEMS:
+        assert row["document"] in text
+    assert "harness.variant: openai/big:terse" in text
+    assert "harness.variant: openai/small:terse" in text
+    assert "rouge" in text and "expected_response" in text
+
+
+def test_evaluation_runs_and_compare_view_show_items_side_by_side(ui: UI) -> None:
+    text = page_text(ui.link)
+    assert "openai/big:terse" in text and "openai/small:terse" in text
+    assert "rouge/mean" in text
+    big, small = ui.runs["openai/big:terse"], ui.runs["openai/small:terse"]
+    compare = page_text(f"{ui.link}?selectedRunUuid={big}&compareToRunUuid={small}")
+    assert "Comparing" in compare and "openai/small:terse" in compare
+    assert "Expected output" in compare
+    assert compare.count("cats purr") >= 3  # both answers and the reference on the same row
+    for row in ITEMS:
+        assert row["document"] in compare
+
+
+def test_parent_run_says_what_to_pick_and_shows_the_frontier(ui: UI) -> None:
+    parent = ui.runs["test-exp"]
+    overview = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}")
+    assert "Recommendation: keep openai/big:terse" in overview  # the description, one line
+    page = f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}/artifacts/report.html"
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            page,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    ).stdout
+    assert 'class="mlflow-html-iframe"' in dom  # the viewer renders the HTML report in place
+    artifacts = ui.root / "mlruns" / "artifacts" / parent / "artifacts"
+    report = (artifacts / "report.html").read_text(encoding="utf-8")
+    inlined = re.search(r'<img src="data:image/png;base64,([^"]+)"', report)
+    assert inlined and base64.b64decode(inlined.group(1)) == (artifacts / "frontier.png").read_bytes()
+    markdown = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}/artifacts/report.md")
+    assert "](frontier.png)" not in markdown and "inside report.html" in markdown
