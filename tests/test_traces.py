@@ -5,12 +5,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 from rich.console import Console
 
+import harness
 from harness.config import load_config
 from harness.preflight import prepare
 from harness.runner import run_plan
@@ -97,6 +103,62 @@ def test_traces_switch_caps_or_turns_them_off(
     for run in child_runs(parent_id).values():
         traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
         assert len(traces) == expected
-        assert len(load_records(run.info.run_id, mlflow.get_tracking_uri())) == len(
-            ITEMS
-        )  # the records artifact stays whole
+        records = load_records(run.info.run_id, mlflow.get_tracking_uri())
+        assert len(records) == len(ITEMS)  # the records artifact stays whole
+    stored = harness.load_run(parent_id)  # report, route and reprice read records, not traces
+    rebuilt = harness.analyze(stored)
+    assert {s.variant: s.n_items for s in rebuilt.summaries} == {v.name: len(ITEMS) for v in stored.manifest.variants}
+    assert harness.reprice(stored).rebuilt.summaries[0].cost_total_usd > 0
+
+
+def test_traces_reach_a_tracking_server(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through MLflow's client (not the SQL fast path): the same traces and assessments on a real server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        _, parent_id = run_and_log(tmp_path / "project", model_server)
+        assert mlflow.get_tracking_uri() == url
+        for run in child_runs(parent_id).values():
+            traces = mlflow.search_traces(
+                locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list"
+            )
+            assert len(traces) == len(ITEMS)
+            trace = traces[0]
+            assert trace.info.token_usage["total_tokens"] == 60
+            assert {a.name for a in trace.info.assessments} == {"rouge", "exact_match", "expected_response"}
+            assert trace.data.spans[0].span_type == "LLM"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -17,14 +17,16 @@ public client calls are used, several at a time.
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from harness.datasets import Item
 from harness.plan import Plan, Variant
 from harness.records import Record
-from harness.secrets import scrub
+from harness.secrets import scrubber
 
 CHUNK = 1000
 """Traces per transaction on a SQL store (and per `log_spans` request on a server)."""
@@ -50,7 +52,8 @@ def log_traces(
     if not chosen:
         return 0
     items = {item.id: item for item in plan.eval_set.items}
-    built = [_build(plan, variant, record, items, experiment_id, run_id, start_ms) for record in chosen]
+    scrub = scrubber()
+    built = [_build(plan, variant, record, items, experiment_id, run_id, start_ms, scrub) for record in chosen]
     store = mlflow.MlflowClient()._tracking_client.store
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
@@ -71,6 +74,7 @@ def _build(
     experiment_id: str,
     run_id: str,
     start_ms: int,
+    scrub: Callable[[str], str],
 ) -> tuple[Any, dict[str, Any]]:
     """A record as MLflow's `TraceInfo` (with its assessments) and the dict of its one span."""
     from mlflow.entities import AssessmentSource, Expectation, Feedback, TraceInfo, TraceLocation, TraceState
@@ -230,11 +234,7 @@ def _bulk_insert(store: Any, experiment_id: str, built: list[tuple[Any, dict[str
         row_tags[location.key] = location.value
         row_tags[TraceTagKey.SPANS_LOCATION] = "TRACKING_STORE"
         tags.extend({"request_id": trace_id, "key": k, "value": v} for k, v in row_tags.items())
-        for assessment in info.assessments:
-            row = SqlAssessments.from_mlflow_entity(assessment)
-            row.experiment_id = int(experiment_id)
-            row.trace_timestamp_ms = info.request_time
-            assessments.append({c.key: getattr(row, c.key) for c in SqlAssessments.__table__.columns})
+        assessments.extend(_assessment_row(a, int(experiment_id), info.request_time) for a in info.assessments)
         parsed = Span.from_dict(span)
         attributes = span["attributes"]
         cost = json.loads(attributes.get("mlflow.llm.cost", "{}"))
@@ -264,6 +264,40 @@ def _bulk_insert(store: Any, experiment_id: str, built: list[tuple[Any, dict[str
         if assessments:
             session.execute(insert(SqlAssessments.__table__), assessments)
         session.execute(insert(SqlSpan.__table__), spans)
+
+
+def _assessment_row(assessment: Any, experiment_id: int, trace_time_ms: int) -> dict[str, Any]:
+    """The row `SqlAssessments.from_mlflow_entity` builds, as a plain dict (no ORM object per score)."""
+    from mlflow.store.tracking.utils.trace_analytics import assessment_aggregate
+    from mlflow.tracing.utils import generate_assessment_id
+
+    feedback = assessment.feedback
+    value = feedback.value if feedback is not None else assessment.expectation.value
+    error = feedback.error if feedback is not None else None
+    aggregate, numeric = assessment_aggregate(value)
+    now = int(time.time() * 1000)
+    return {
+        "assessment_id": generate_assessment_id(),
+        "trace_id": assessment.trace_id,
+        "name": assessment.name,
+        "assessment_type": "feedback" if feedback is not None else "expectation",
+        "value": json.dumps(value),
+        "error": json.dumps(error.to_dictionary()) if error else None,
+        "created_timestamp": now,
+        "last_updated_timestamp": now,
+        "source_type": assessment.source.source_type,
+        "source_id": assessment.source.source_id,
+        "run_id": assessment.run_id,
+        "span_id": None,
+        "rationale": assessment.rationale,
+        "overrides": None,
+        "valid": True,
+        "assessment_metadata": None,
+        "experiment_id": experiment_id,
+        "trace_timestamp_ms": trace_time_ms,
+        "aggregate_value": aggregate,
+        "is_numeric_value": numeric,
+    }
 
 
 def _through_client(experiment_id: str, built: list[tuple[Any, dict[str, Any]]]) -> None:

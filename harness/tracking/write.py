@@ -19,7 +19,7 @@ from harness.manifest import ITEMS_ARTIFACT, MANIFEST_ARTIFACT, RunManifest, Run
 from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
-from harness.secrets import redact, redact_tree, redact_url, remember_tree, scrub
+from harness.secrets import redact, redact_tree, redact_url, remember_tree, scrub, scrubber
 from harness.summary import VariantSummary
 from harness.tracking.store import open_store, store_lock, tracking_uri
 from harness.tracking.traces import log_traces
@@ -366,6 +366,7 @@ def _evaluation_metrics(summary: VariantSummary) -> dict[str, float]:
 
 def _log_records(mlflow: Any, records: list[Record]) -> None:
     """Records twice: exact JSONL for later commands, and a table the MLflow UI can show."""
+    scrub = scrubber()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / RECORDS_ARTIFACT
         path.write_text(scrub("".join(r.model_dump_json() + "\n" for r in records)), encoding="utf-8")
