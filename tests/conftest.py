@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,3 +92,15 @@ def base_config(models: list[Any], **overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+def stop_server(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    """Stop a server started with `start_new_session=True` and every process it spawned (the MLflow
+    server runs uvicorn workers and job consumers that outlive a plain terminate)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, base_config, fake_model, write_project
+from tests.conftest import REPO, base_config, fake_model, stop_server, write_project
 from tests.fake_server import FakeModelServer
 
 
@@ -99,6 +99,7 @@ def test_ui_serves_the_store(tmp_path: Path) -> None:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         body = None
@@ -115,5 +116,4 @@ def test_ui_serves_the_store(tmp_path: Path) -> None:
                 time.sleep(0.5)
         assert body is not None and body["experiment"]["name"] == "test-exp"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)

@@ -23,14 +23,16 @@ from harness.runner import run_plan
 from harness.scorers import score_records
 from harness.summary import summarize
 from harness.tracking import load_records, log_run, tracking_uri
-from tests.conftest import ITEMS, base_config, fake_model, write_project
+from tests.conftest import ITEMS, base_config, fake_model, stop_server, write_project
 from tests.fake_server import FakeModelServer, Usage
 
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 SECRET = "sk-test-SECRET-0123456789"
 
 
-def run_and_log(tmp_path: Path, server: FakeModelServer, **overrides: object) -> tuple[object, str]:
+def run_and_log(
+    tmp_path: Path, server: FakeModelServer, items: list[dict[str, str]] | None = None, **overrides: object
+) -> tuple[object, str]:
     server.usage = Usage(prompt_tokens=50, completion_tokens=10)
     server.answer = lambda request: "cats purr " + SECRET if "Dogs" in str(request) else "cats purr"
     models = [
@@ -38,7 +40,7 @@ def run_and_log(tmp_path: Path, server: FakeModelServer, **overrides: object) ->
         fake_model(server, name="fake-b", price=PRICE),
     ]
     config = base_config(models, scorers=["rouge", "exact_match"], **overrides)
-    experiment = load_config(write_project(tmp_path, config))
+    experiment = load_config(write_project(tmp_path, config, items=items))
     plan = prepare(experiment)
     records = run_plan(plan, console=Console(file=io.StringIO())).records
     score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers)
@@ -135,6 +137,7 @@ def test_traces_reach_a_tracking_server(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
         cwd=tmp_path,
     )
     try:
@@ -160,5 +163,44 @@ def test_traces_reach_a_tracking_server(
             assert {a.name for a in trace.info.assessments} == {"rouge", "exact_match", "expected_response"}
             assert trace.data.spans[0].span_type == "LLM"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
+
+
+def test_a_judges_reply_is_the_rationale_and_an_unparseable_verdict_an_error(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    from harness.workflow import RunOptions, run_experiment
+    from tests.test_judge import answers, judge_config, project
+
+    model_server.answer = answers({"cats": "Faithful.\nScore: 5", "dogs": "Close.\nScore: 4", "birds": "Hmm."})
+    experiment = load_config(project(tmp_path, judge_config(model_server, tmp_path)))
+    outcome = run_experiment(experiment, Console(file=io.StringIO(), width=200), RunOptions(assume_yes=True))
+    mlflow.set_tracking_uri(tracking_uri(experiment))
+    run = next(iter(child_runs(outcome.run_id).values()))
+    traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    judged = {
+        t.info.trace_metadata["harness.item_id"]: next(a for a in t.info.assessments if a.name == "llm_judge")
+        for t in traces
+    }
+    assert judged["b"].feedback.value == 0.75
+    assert judged["b"].rationale == "Close.\nScore: 4"
+    assert judged["b"].source.source_type == "LLM_JUDGE"
+    assert judged["c"].feedback.value is None
+    assert "unparseable verdict" in judged["c"].feedback.error.error_message
+
+
+def test_hostile_items_and_outputs_still_trace(tmp_path: Path, model_server: FakeModelServer) -> None:
+    long_id = "ü" * 3000 + "/../\x00?"
+    items = [
+        {"id": long_id, "document": "<script>alert(1)</script> 🐈 \u202e", "reference": "cats purr"},
+        {"id": "plain", "document": "Cats purr.", "reference": ""},
+    ]
+    _, parent_id = run_and_log(tmp_path, model_server, items=items, epochs=2, params={"temperature": 0.7, "max_tokens": 16})
+    for run in child_runs(parent_id).values():
+        traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+        assert len(traces) == 2 * len(items)  # every sample of every item
+        names = {t.info.tags["mlflow.traceName"] for t in traces}
+        assert "plain#0" in names and "plain#1" in names
+        long_one = next(t for t in traces if t.info.trace_metadata["harness.item_id"].startswith("ü"))
+        assert long_one.info.trace_metadata["harness.item_id"] == long_id[:1000]
+        assert "<script>" in long_one.data.spans[0].inputs["messages"][-1]["content"]

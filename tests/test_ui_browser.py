@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ITEMS, REPO, base_config, fake_model, write_project
+from tests.conftest import ITEMS, REPO, base_config, fake_model, stop_server, write_project
 from tests.fake_server import FakeModelServer, Usage
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -86,6 +86,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            start_new_session=True,
         )
     try:
         address = f"http://127.0.0.1:{port}"
@@ -105,8 +106,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
             (experiment_id,) = db.execute("select experiment_id from experiments where name='test-exp'").fetchone()
         yield UI(address, root, str(experiment_id), found.group(1), runs)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_server(process)
 
 
 def page_text(url: str) -> str:

@@ -17,6 +17,7 @@ public client calls are used, several at a time.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from harness.secrets import scrubber
 CHUNK = 1000
 """Traces per transaction on a SQL store (and per `log_spans` request on a server)."""
 PREVIEW_CHARS = 1000
+NAME_CHARS = 1000
+"""Item ids and variant names in trace tags and metadata (MLflow's columns hold 4,000 to 8,000)."""
 
 
 def traced_records(plan: Plan, records: list[Record]) -> list[Record]:
@@ -89,6 +92,7 @@ def _build(
     cost = {"total_cost": record.cost_usd}
     duration_ms = max(1, round(record.latency_s * 1000))
     name = record.item_id if plan.experiment.epochs == 1 else f"{record.item_id}#{record.sample}"
+    name, item_id, variant_name = name[:NAME_CHARS], record.item_id[:NAME_CHARS], variant.name[:NAME_CHARS]
     model = variant.model.model
     attributes = {
         SpanAttributeKey.REQUEST_ID: trace_id,
@@ -127,6 +131,8 @@ def _build(
     assessments: list[Any] = []
     for scorer, value in record.scores.items():
         error = record.score_errors.get(scorer)
+        if value is not None and not math.isfinite(value):  # a custom scorer's NaN: no valid JSON value
+            value, error = None, f"not a finite number: {value}"
         if value is None and not error:
             continue  # the call failed: nothing was graded
         kind = "LLM_JUDGE" if scorer in record.rationales else "CODE"
@@ -160,10 +166,10 @@ def _build(
             TRACE_SCHEMA_VERSION_KEY: "3",
             TraceMetadataKey.TOKEN_USAGE: json.dumps(usage),
             TraceMetadataKey.COST: json.dumps(cost),
-            "harness.variant": variant.name,
-            "harness.item_id": record.item_id,
+            "harness.variant": variant_name,
+            "harness.item_id": item_id,
         },
-        tags={TraceTagKey.TRACE_NAME: name, "harness.variant": variant.name},
+        tags={TraceTagKey.TRACE_NAME: name, "harness.variant": variant_name},
         assessments=assessments,
     )
     return info, span
