@@ -195,7 +195,9 @@ def test_hostile_items_and_outputs_still_trace(tmp_path: Path, model_server: Fak
         {"id": long_id, "document": "<script>alert(1)</script> 🐈 \u202e", "reference": "cats purr"},
         {"id": "plain", "document": "Cats purr.", "reference": ""},
     ]
-    _, parent_id = run_and_log(tmp_path, model_server, items=items, epochs=2, params={"temperature": 0.7, "max_tokens": 16})
+    _, parent_id = run_and_log(
+        tmp_path, model_server, items=items, epochs=2, params={"temperature": 0.7, "max_tokens": 16}
+    )
     for run in child_runs(parent_id).values():
         traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
         assert len(traces) == 2 * len(items)  # every sample of every item
