@@ -206,3 +206,23 @@ def test_hostile_items_and_outputs_still_trace(tmp_path: Path, model_server: Fak
         long_one = next(t for t in traces if t.info.trace_metadata["harness.item_id"].startswith("ü"))
         assert long_one.info.trace_metadata["harness.item_id"] == long_id[:1000]
         assert "<script>" in long_one.data.spans[0].inputs["messages"][-1]["content"]
+
+
+def test_a_cached_rerun_traces_no_spending(tmp_path: Path, model_server: FakeModelServer) -> None:
+    from harness.workflow import RunOptions, run_experiment
+
+    model_server.usage = Usage(prompt_tokens=50, completion_tokens=10)
+    config = base_config([fake_model(model_server, name="fake-a", price=PRICE)])
+    experiment = load_config(write_project(tmp_path, config))
+    quiet = Console(file=io.StringIO(), width=200)
+    first = run_experiment(experiment, quiet, RunOptions(assume_yes=True))
+    second = run_experiment(experiment, quiet, RunOptions(assume_yes=True))
+    assert second.result.calls_made == 0
+    mlflow.set_tracking_uri(tracking_uri(experiment))
+    for outcome, spent in ((first, 50 * 1e-6 + 10 * 2e-6), (second, 0.0)):
+        run = next(iter(child_runs(outcome.run_id).values()))
+        traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+        assert len(traces) == len(ITEMS)
+        for trace in traces:
+            assert json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(spent)
+            assert trace.data.spans[0].attributes["harness.cost_usd"] == pytest.approx(50 * 1e-6 + 10 * 2e-6)

@@ -89,7 +89,7 @@ def _build(
     inputs = {"messages": [{"role": m["role"], "content": scrub(str(m["content"]))} for m in messages]}
     output = None if record.output is None else scrub(record.output)
     usage = _usage(record)
-    cost = {"total_cost": record.cost_usd}
+    cost = {"total_cost": 0.0 if record.cache_hit else record.cost_usd}  # what this call spent: charts sum it
     duration_ms = max(1, round(record.latency_s * 1000))
     name = record.item_id if plan.experiment.epochs == 1 else f"{record.item_id}#{record.sample}"
     name, item_id, variant_name = name[:NAME_CHARS], record.item_id[:NAME_CHARS], variant.name[:NAME_CHARS]
@@ -108,6 +108,8 @@ def _build(
         "harness.sample": record.sample,
         "harness.attempts": record.attempts,
         "harness.cache_hit": record.cache_hit,
+        "harness.cost_usd": record.cost_usd,  # the call's price, cached or not (what the analysis uses)
+        "harness.eval_cost_usd": record.eval_cost_usd,
         "harness.price_source": record.price_source,
     }
     if record.error is not None:
