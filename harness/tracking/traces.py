@@ -16,6 +16,7 @@ public client calls are used, several at a time.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -54,19 +55,21 @@ def log_traces(
     chosen = traced_records(plan, records)
     if not chosen:
         return 0
-    items = {item.id: item for item in plan.eval_set.items}
-    scrub = scrubber()
-    built = [_build(plan, variant, record, items, experiment_id, run_id, start_ms, scrub) for record in chosen]
-    store = mlflow.MlflowClient()._tracking_client.store
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    for start in range(0, len(built), CHUNK):
-        chunk = built[start : start + CHUNK]
+    items = {item.id: item for item in plan.eval_set.items}
+    scrub = scrubber()
+    store = mlflow.MlflowClient()._tracking_client.store
+    for start in range(0, len(chosen), CHUNK):  # built a chunk at a time: memory stays flat at any size
+        chunk = [
+            _build(plan, variant, record, items, experiment_id, run_id, start_ms, scrub)
+            for record in chosen[start : start + CHUNK]
+        ]
         if isinstance(store, SqlAlchemyStore):
             _bulk_insert(store, experiment_id, chunk)
         else:
             _through_client(experiment_id, chunk)
-    return len(built)
+    return len(chosen)
 
 
 def _build(
@@ -193,14 +196,11 @@ def _usage(record: Record) -> dict[str, int]:
 
 
 def _b64(raw: bytes) -> str:
-    import base64
-
     return base64.b64encode(raw).decode()
 
 
 def _bulk_insert(store: Any, experiment_id: str, built: list[tuple[Any, dict[str, Any]]]) -> None:
     """The rows MLflow's `start_trace` then `log_spans` would write, for many traces in one transaction."""
-    from mlflow.entities.span import Span
     from mlflow.store.tracking.dbmodels.models import (
         SqlAssessments,
         SqlSpan,
@@ -211,7 +211,6 @@ def _bulk_insert(store: Any, experiment_id: str, built: list[tuple[Any, dict[str
     from mlflow.store.tracking.sqlalchemy_store import PROMOTED_TRACE_METADATA_KEYS
     from mlflow.store.tracking.utils.trace_analytics import analytics_columns_from_metadata
     from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
-    from mlflow.tracing.utils import encode_span_id
     from sqlalchemy import insert
 
     experiment = store.get_experiment(experiment_id)
@@ -243,18 +242,17 @@ def _bulk_insert(store: Any, experiment_id: str, built: list[tuple[Any, dict[str
         row_tags[TraceTagKey.SPANS_LOCATION] = "TRACKING_STORE"
         tags.extend({"request_id": trace_id, "key": k, "value": v} for k, v in row_tags.items())
         assessments.extend(_assessment_row(a, int(experiment_id), info.request_time) for a in info.assessments)
-        parsed = Span.from_dict(span)
         attributes = span["attributes"]
         cost = json.loads(attributes.get("mlflow.llm.cost", "{}"))
         spans.append(
             {
                 "trace_id": trace_id,
                 "experiment_id": int(experiment_id),
-                "span_id": encode_span_id(parsed._span.context.span_id),
+                "span_id": base64.b64decode(span["span_id"]).hex(),
                 "parent_span_id": None,
                 "name": span["name"],
                 "type": "LLM",
-                "status": parsed.status.status_code.value,
+                "status": span["status"]["code"].removeprefix("STATUS_CODE_"),
                 "start_time_unix_nano": span["start_time_unix_nano"],
                 "end_time_unix_nano": span["end_time_unix_nano"],
                 "content": json.dumps(span, ensure_ascii=False),
