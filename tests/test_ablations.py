@@ -124,6 +124,7 @@ def test_variants_that_render_the_same_prompt_share_one_paid_call(
     assert {r.output for r in outcome.records} == {"a fake answer."}
 
 
+@pytest.mark.slow
 def test_shipped_ablation_runs_offline_and_orders_prompt_lengths(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,7 @@ def harness(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     )
 
 
+@pytest.mark.slow
 def test_run_end_to_end_with_real_smollm2(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.answer = lambda request: "cats purr"
     models = [
@@ -88,6 +89,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_ui_serves_the_store(tmp_path: Path) -> None:
     path = write_project(tmp_path, base_config(["local/lead"]))
     assert harness("run", str(path), cwd=tmp_path).returncode == 0

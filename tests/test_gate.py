@@ -44,6 +44,7 @@ def test_gate_passes_an_equivalent_swap(tmp_path: Path, monkeypatch: pytest.Monk
     assert "GATE PASS" in text and "| local/lead:longer |" in text
 
 
+@pytest.mark.slow
 def test_gate_fails_a_planted_regression_and_the_baseline_comes_from_cache(tmp_path: Path) -> None:
     path = gate_project(tmp_path)
     first = harness("gate", str(path), "--candidate", "local/lead:longer", cwd=tmp_path)
@@ -69,6 +70,7 @@ def test_gate_usage_errors_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "is the baseline" in result.stderr
 
 
+@pytest.mark.slow
 def test_gate_against_a_stored_run(tmp_path: Path) -> None:
     import mlflow
 

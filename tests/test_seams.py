@@ -63,6 +63,7 @@ def test_plan_resolves_variants_after_vars_expansion(tmp_path: Path) -> None:
     assert candidates == {"local/lead:truncated(doc_tokens=4)"}
 
 
+@pytest.mark.slow
 def test_gate_decides_on_an_ablation_variant(tmp_path: Path) -> None:
     path = ablation_project(tmp_path)
     result = cli("gate", str(path), "--candidate", "local/lead:truncated(doc_tokens=4)", cwd=tmp_path)
@@ -205,6 +206,7 @@ def two_prompt_project(
     return write_project(root, config, items=items, templates=templates)
 
 
+@pytest.mark.slow
 def test_gate_against_refuses_another_eval_other_prompts_and_missing_items(tmp_path: Path) -> None:
     path = two_prompt_project(tmp_path)
     assert cli("run", str(path), cwd=tmp_path).returncode == 0
@@ -263,6 +265,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_unreachable_tracking_server_exits_4_and_keeps_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = two_prompt_project(tmp_path, baseline="local/lead-2")  # local/lead is better: the gate would pass
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed_port()}")

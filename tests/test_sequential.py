@@ -191,6 +191,7 @@ def test_the_budget_running_out_mid_stage_is_undecided_not_a_pass(
     assert spent <= 0.0007 and math.isfinite(spent)
 
 
+@pytest.mark.slow
 def test_estimate_sizes_the_decision_from_a_pilot_run(tmp_path: Path, model_server: FakeModelServer) -> None:
     """A pilot of 20 items where the candidate misses 4 the baseline gets: paired differences four -1 and
     sixteen 0 (sd 0.4104); at margin 0.2, 95% and 80% power the decision needs
@@ -228,6 +229,7 @@ def test_estimate_sizes_the_decision_from_a_pilot_run(tmp_path: Path, model_serv
     assert "decision size from run" in result.stdout
 
 
+@pytest.mark.slow
 def test_sequential_gate_on_a_judge_against_a_stored_baseline(tmp_path: Path, model_server: FakeModelServer) -> None:
     """The seams: the gate metric is a paid judge, the baseline comes from a stored run (--against), and
     the stages still stop early: the stored baseline costs nothing and the judge grades only what ran."""

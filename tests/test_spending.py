@@ -54,6 +54,7 @@ def test_rerun_is_served_from_cache_at_no_cost(tmp_path: Path, model_server: Fak
     assert "20 cached" in second.stdout
 
 
+@pytest.mark.slow
 def test_no_cache_and_refresh_call_again(tmp_path: Path, model_server: FakeModelServer) -> None:
     path = project(tmp_path, model_server)
     assert harness("run", str(path), "--no-tracking", cwd=tmp_path).returncode == 0
@@ -130,6 +131,7 @@ def test_interrupt_exits_cleanly_and_keeps_what_finished(
     assert "served from the response cache" in resumed.stdout
 
 
+@pytest.mark.slow
 def test_budget_cap_is_never_exceeded(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.usage = Usage(prompt_tokens=40, completion_tokens=16)
     model_server.delay_s = 0.2

@@ -229,6 +229,7 @@ def test_holm_by_hand() -> None:
     assert holm({"a": 0.2}, 0.05) == set()
 
 
+@pytest.mark.slow
 def test_five_identical_candidates_rarely_any_fails_under_holm() -> None:
     """The family-wise error: with five candidates identical to the baseline, the chance that any of them
     fails is at most alpha under Holm, and well above it without a correction."""

@@ -113,6 +113,7 @@ def test_traces_switch_caps_or_turns_them_off(
     assert harness.reprice(stored).rebuilt.summaries[0].cost_total_usd > 0
 
 
+@pytest.mark.slow
 def test_traces_reach_a_tracking_server(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

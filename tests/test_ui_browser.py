@@ -26,7 +26,10 @@ from tests.fake_server import FakeModelServer, Usage
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
     raise RuntimeError("HARNESS_REQUIRE_BROWSER=1 but no chromium on PATH: apt-get install chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)"),
+]
 
 # $0.0005 in + $0.0002 out per call: each paid variant costs $0.0021 over the three items.
 PRICE = {"input_cost_per_token": 1e-5, "output_cost_per_token": 2e-5}
