@@ -404,14 +404,17 @@ def estimates_for(
     from harness.tracking import variant_history
 
     history = {}
-    try:
-        if isinstance(tracking, TrackingProcess):
-            history = tracking.call(variant_history, portable(plan))
-        elif tracking:
-            history = variant_history(plan)
-    except Exception as exc:  # history only sharpens the estimate; never stop a run for it
-        warnings_out.append(f"no history from MLflow for the estimate ({scrub(str(exc))[:200]})")
-    estimates = [e for e in estimate_plan(plan, cache, history) if e.variant not in (exclude or set())]
+    estimates = [e for e in estimate_plan(plan, cache, {}) if e.variant not in (exclude or set())]
+    if any(e.calls > 0 for e in estimates):  # history sharpens only the calls still to make
+        try:
+            if isinstance(tracking, TrackingProcess):
+                history = tracking.call(variant_history, portable(plan))
+            elif tracking:
+                history = variant_history(plan)
+        except Exception as exc:  # history only sharpens the estimate; never stop a run for it
+            warnings_out.append(f"no history from MLflow for the estimate ({scrub(str(exc))[:200]})")
+    if history:
+        estimates = [e for e in estimate_plan(plan, cache, history) if e.variant not in (exclude or set())]
     wall = expected_wall_seconds(plan, estimates)
     return estimates + estimate_scorers(plan, exclude), wall
 

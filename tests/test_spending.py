@@ -239,3 +239,30 @@ def test_scorer_calls_are_costed_apart_from_the_variants(tmp_path: Path, model_s
     assert summary.eval_cost_usd == pytest.approx(20 * 110 * 5e-6)
     assert summary.quality["tests.custom_scorers:judged_brevity"] == 1.0
     assert len(model_server.requests) == 40
+
+
+def test_a_fully_cached_rerun_does_not_wait_for_history(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """History only sharpens the estimate of calls still to make; with none left, MLflow is not asked."""
+    import io
+
+    from rich.console import Console
+
+    import harness.tracking
+    from harness.cache import ResponseCache
+    from harness.config import load_config
+    from harness.preflight import prepare
+    from harness.workflow import RunOptions, estimates_for, run_experiment
+
+    experiment = load_config(project(tmp_path, model_server))
+    run_experiment(experiment, Console(file=io.StringIO()), RunOptions(assume_yes=True, tracking=False))
+    asked: list[str] = []
+    monkeypatch.setattr(harness.tracking, "variant_history", lambda plan: asked.append("history") or {})
+    plan = prepare(experiment)
+    cache = ResponseCache(experiment.root / experiment.cache.path)
+    estimates, _ = estimates_for(plan, cache, True)
+    names = {v.name for v in plan.runnable}
+    assert asked == [] and all(e.calls == 0 and e.cached > 0 for e in estimates if e.variant in names)
+    estimates_for(plan, None, True)  # no cache: every call is still to make
+    assert asked == ["history"]
