@@ -94,13 +94,18 @@ def serve(read_fd: int, write_fd: int) -> None:
             try:
                 function, args = pickle.load(receive)
             except EOFError:
-                return
+                break
             try:
                 reply = (True, function(*args))
             except Exception as exc:  # reported to the parent, which raises it there
                 reply = (False, f"{type(exc).__name__}: {exc}")
             pickle.dump(reply, send, protocol=pickle.HIGHEST_PROTOCOL)
             send.flush()
+    # Every write above was synchronous and is committed; the interpreter's own shutdown (MLflow's and
+    # SQLAlchemy's exit hooks) would only keep the parent waiting in `close` for about a second.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def portable(plan: Plan) -> Plan:
