@@ -15,16 +15,21 @@ from rich.console import Console
 from harness.config import load_config
 from harness.workflow import RunOptions, run_experiment
 from tests.conftest import REPO, base_config, fake_model, write_project
-from tests.fake_server import FAULT_KINDS, FakeModelServer
+from tests.fake_server import FAULT_KINDS, FakeModelServer, Fault
 from tests.test_cli import harness
 
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 
 
-def test_500_items_at_20_percent_faults_lose_nothing(tmp_path: Path, model_server: FakeModelServer) -> None:
+def test_500_items_at_20_percent_faults_lose_nothing(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     items = [{"id": f"i{n}", "document": f"Item {n} says {n}.", "reference": f"item {n}"} for n in range(500)]
+    # The timeout sits well below the slow fault and well above a normal answer, even on a loaded machine
+    # (parallel test workers): an answer that arrives after the client gave up is billed twice by any server.
+    monkeypatch.setitem(FAULT_KINDS, "slow", Fault(kind="slow", delay_s=5.0))
     model_server.inject_faults(0.2, list(FAULT_KINDS), seed=7)
-    config = base_config([fake_model(model_server, price=PRICE)], concurrency=32, timeout_s=0.8, max_retries=5)
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=32, timeout_s=2.5, max_retries=5)
     path = write_project(tmp_path, config, items=items)
     console = Console(file=io.StringIO(), width=250)
     outcome = run_experiment(load_config(path), console, RunOptions())

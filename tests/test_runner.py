@@ -78,8 +78,8 @@ def test_server_errors_retried_then_recorded(tmp_path: Path, model_server: FakeM
 
 
 def test_timeout_recorded_as_error_not_dropped(tmp_path: Path, model_server: FakeModelServer) -> None:
-    model_server.fail_next(Fault(status=200, delay_s=3))
-    config = base_config([fake_model(model_server, price=PRICE)], concurrency=1, timeout_s=0.5, max_retries=0)
+    model_server.fail_next(Fault(status=200, delay_s=5))  # far past the timeout, which a loaded machine meets
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=1, timeout_s=2.0, max_retries=0)
     path = write_project(tmp_path, config)
     records = run(path)
     assert [r.item_id for r in records] == ["a", "b", "c"]
