@@ -22,7 +22,7 @@ from harness.gating import GateResult, decide, gate_variants
 from harness.rebuild import Rebuilt, analyze_stored, comparable_records
 from harness.records import Record
 from harness.tracking.read import StoredRun
-from harness.workflow import RunOptions, RunOutcome, execute, write_outputs
+from harness.workflow import RunOptions, RunOutcome, discard_early, execute, prepare_tracked, write_outputs
 
 if TYPE_CHECKING:
     from harness.estimate import DecisionSize
@@ -58,10 +58,8 @@ def run(
 ) -> RunOutcome:
     """Run every variant of an experiment: validate, estimate, call (cache first, within budget), score,
     analyse, print to `console` (stderr by default) and track in MLflow. See `RunOutcome.exit_code`."""
-    from harness.preflight import prepare
-
     options = options or RunOptions()
-    plan = prepare(load_experiment(experiment, limit), strict=options.strict)
+    plan = prepare_tracked(load_experiment(experiment, limit), options, strict=options.strict)
     return execute(plan, console or Console(stderr=True), options)
 
 
@@ -170,7 +168,6 @@ def gate(
     `sequential` True decides in stages (the config's `gate.sequential`, else its defaults), False in one
     fixed design, None as the config says."""
     from harness.config import SequentialConfig
-    from harness.preflight import prepare
 
     options = options or RunOptions(strict=True)
     loaded = load_experiment(experiment, limit)
@@ -178,14 +175,18 @@ def gate(
     if sequential is not None:
         configured = (configured or SequentialConfig()) if sequential else None
     options = replace(options, sequential=configured)
-    full = prepare(loaded, strict=False)
-    baseline, candidates = gate_variants(full, candidate)
-    plan = full.select({baseline, *candidates}, strict=options.strict)
-    prior = None
-    if against:
-        stored = load_run(against, _uri(plan))
-        base = plan.resolve(baseline)
-        prior = {baseline: comparable_records(stored.manifest, stored.records, plan, base, stored.run_id)}
+    full = prepare_tracked(loaded, options, strict=False)
+    try:
+        baseline, candidates = gate_variants(full, candidate)
+        plan = full.select({baseline, *candidates}, strict=options.strict)
+        prior = None
+        if against:
+            stored = load_run(against, _uri(plan))
+            base = plan.resolve(baseline)
+            prior = {baseline: comparable_records(stored.manifest, stored.records, plan, base, stored.run_id)}
+    except BaseException:
+        discard_early()
+        raise
     outcome = execute(plan, console or Console(stderr=True), options, prior)
     result = decide(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
     return GateOutcome(result, outcome, baseline, candidates)

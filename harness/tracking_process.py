@@ -50,10 +50,24 @@ class TrackingProcess:
         os.close(from_child_w)
         self._send = os.fdopen(to_child_w, "wb")
         self._receive = os.fdopen(from_child_r, "rb")
+        self._pending = 0
+
+    def start(self, function: Callable[..., Any], *args: Any) -> None:
+        """`function(*args)` in the child without waiting: work that only warms the child (imports, the
+        store's schema check) overlaps what the parent does meanwhile. Its result is never read."""
+        try:
+            pickle.dump((function, args), self._send, protocol=pickle.HIGHEST_PROTOCOL)
+            self._send.flush()
+        except BrokenPipeError:
+            return  # the next `call` reports the exit
+        self._pending += 1
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """`function(*args)` in the child (a module-level function, picklable arguments)."""
         try:
+            for _ in range(self._pending):  # replies to `start`: a failed warm-up shows again in this call
+                pickle.load(self._receive)
+            self._pending = 0
             pickle.dump((function, args), self._send, protocol=pickle.HIGHEST_PROTOCOL)
             self._send.flush()
             ok, value = pickle.load(self._receive)

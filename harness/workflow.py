@@ -130,13 +130,50 @@ def run_experiment(
     `only` restricts the variants (checked for keys under `options.strict`); `prior` supplies a
     variant's records directly (a stored baseline).
     """
+    options = options or RunOptions()
+    plan = prepare_tracked(experiment, options, strict=options.strict and only is None)
+    if only is not None:
+        try:
+            plan = plan.select(only, strict=options.strict)
+        except BaseException:
+            discard_early()
+            raise
+    return execute(plan, console, options, prior)
+
+
+_EARLY: dict[str, TrackingProcess] = {}
+"""Tracking processes started before `prepare`, by store, waiting for `execute` to take them over."""
+
+
+def prepare_tracked(experiment: Experiment, options: RunOptions, strict: bool) -> Plan:
+    """`prepare`, with the tracking process started first: its MLflow import and store check (about 3 s)
+    overlap the preparation (litellm's import, token counts), not the end of the run."""
     from harness.preflight import prepare
 
-    options = options or RunOptions()
-    plan = prepare(experiment, strict=options.strict and only is None)
-    if only is not None:
-        plan = plan.select(only, strict=options.strict)
-    return execute(plan, console, options, prior)
+    uri = None
+    if options.tracking:
+        from harness.tracking.store import check_store, tracking_uri, warm
+
+        uri = tracking_uri(experiment)
+        try:
+            check_store(uri)
+        except ConfigError:
+            uri = None  # `execute` refuses the store, before any call
+        else:
+            _EARLY[uri] = TrackingProcess()
+            _EARLY[uri].start(warm, uri)
+    try:
+        return prepare(experiment, strict=strict)
+    except BaseException:
+        if uri is not None and uri in _EARLY:
+            _EARLY.pop(uri).close()
+        raise
+
+
+def discard_early() -> None:
+    """Stop tracking processes started for a run that will not happen (refused after `prepare`)."""
+    while _EARLY:
+        _EARLY.popitem()[1].close()
 
 
 def execute(
@@ -159,7 +196,15 @@ def execute(
 
         check_store(tracking_uri(plan.experiment))
     cache = open_cache(plan.experiment, options)
-    tracker = TrackingProcess() if options.tracking else None
+    tracker = None
+    if options.tracking:
+        from harness.tracking.store import warm
+
+        uri = tracking_uri(plan.experiment)
+        tracker = _EARLY.pop(uri, None)
+        if tracker is None:
+            tracker = TrackingProcess()
+            tracker.start(warm, uri)
     try:
         return _execute(plan, console, options, prior or {}, started_at, tracker, cache)
     finally:

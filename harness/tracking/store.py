@@ -148,3 +148,13 @@ def experiment_page(address: str, uri: str, name: str | None = None) -> str:
         return f"{what} in {redact_url(uri)} yet: run `python -m harness run CONFIG` first"
     base = redact_url(address).rstrip("/")
     return f"experiment {found.name}: {base}/#/experiments/{found.experiment_id}/evaluation-runs"
+
+
+def warm(uri: str) -> None:
+    """What every run's logging needs first, done while the run prepares and calls: MLflow's import,
+    the store's schema check and the plotting library (each about a second here)."""
+    open_store(uri)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
