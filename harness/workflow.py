@@ -181,31 +181,32 @@ def execute(
 ) -> RunOutcome:
     """Run a prepared plan: the sequence every command shares.
 
-    MLflow work runs in a tracking process started first, so its import overlaps the estimate. A
-    tracking failure loses nothing: the records are in the response cache, the report is written under
+    MLflow work runs in a tracking process, started before preparation when `prepare_tracked` prepared
+    the plan (else here), so its import and store check overlap the work before the calls. A tracking
+    failure loses nothing: the records are in the response cache, the report is written under
     `reports/` and the outcome says what failed.
     """
     started_at = time.time()
-    if not plan.runnable:
-        skipped = "; ".join(f"{v.name}: {v.skipped}" for v in plan.variants)
-        raise ConfigError(
-            plan.experiment.source_path, "models", f"no variant can run ({skipped})", "export the keys they need"
-        )
-    if options.tracking:
-        from harness.tracking.store import check_store, tracking_uri
-
-        check_store(tracking_uri(plan.experiment))
-    cache = open_cache(plan.experiment, options)
     tracker = None
     if options.tracking:
-        from harness.tracking.store import warm
+        from harness.tracking.store import tracking_uri
 
-        uri = tracking_uri(plan.experiment)
-        tracker = _EARLY.pop(uri, None)
-        if tracker is None:
-            tracker = TrackingProcess()
-            tracker.start(warm, uri)
+        tracker = _EARLY.pop(tracking_uri(plan.experiment), None)
     try:
+        if not plan.runnable:
+            skipped = "; ".join(f"{v.name}: {v.skipped}" for v in plan.variants)
+            raise ConfigError(
+                plan.experiment.source_path, "models", f"no variant can run ({skipped})", "export the keys they need"
+            )
+        if options.tracking:
+            from harness.tracking.store import check_store, warm
+
+            uri = tracking_uri(plan.experiment)
+            check_store(uri)
+            if tracker is None:
+                tracker = TrackingProcess()
+                tracker.start(warm, uri)
+        cache = open_cache(plan.experiment, options)
         return _execute(plan, console, options, prior or {}, started_at, tracker, cache)
     finally:
         if tracker is not None:
