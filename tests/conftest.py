@@ -104,3 +104,19 @@ def stop_server(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> Non
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def wait_for_health(address: str, process: subprocess.Popen[bytes] | subprocess.Popen[str], what: str) -> None:
+    """Wait until the MLflow server at `address` answers /health; fail with `what` if it exits or stalls."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{address}/health", timeout=2):
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{what} did not serve")
+            time.sleep(0.5)

@@ -8,8 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -23,7 +21,7 @@ from harness.runner import run_plan
 from harness.scorers import score_records
 from harness.summary import summarize
 from harness.tracking import load_records, log_run, tracking_uri
-from tests.conftest import ITEMS, base_config, fake_model, stop_server, write_project
+from tests.conftest import ITEMS, base_config, fake_model, stop_server, wait_for_health, write_project
 from tests.fake_server import FakeModelServer, Usage
 
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
@@ -143,14 +141,7 @@ def test_traces_reach_a_tracking_server(
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
+        wait_for_health(url, server, "mlflow server")
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         _, parent_id = run_and_log(tmp_path / "project", model_server)
         assert mlflow.get_tracking_uri() == url

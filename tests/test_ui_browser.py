@@ -12,15 +12,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ITEMS, REPO, base_config, fake_model, stop_server, write_project
+from tests.conftest import ITEMS, REPO, base_config, fake_model, stop_server, wait_for_health, write_project
 from tests.fake_server import FakeModelServer, Usage
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -93,15 +91,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
         )
     try:
         address = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{address}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"harness ui did not serve: {log.read_text()}")
-                time.sleep(0.5)
+        wait_for_health(address, process, f"harness ui ({log})")
         found = re.search(r"experiment test-exp: (\S+)", log.read_text())
         assert found, log.read_text()
         with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
@@ -112,25 +102,16 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
         stop_server(process)
 
 
+def dump_dom(url: str) -> str:
+    """The DOM of `url` once its scripts ran (headless Chromium, virtual time)."""
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    command += ["--virtual-time-budget=20000", "--dump-dom", url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False).stdout
+
+
 def page_text(url: str) -> str:
-    """The visible text of `url` once its scripts ran (headless Chromium, virtual time)."""
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=20000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    ).stdout
-    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.DOTALL)
+    """The visible text of `url` once its scripts ran."""
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dump_dom(url), flags=re.DOTALL)
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
 
 
@@ -175,22 +156,7 @@ def test_parent_run_says_what_to_pick_and_shows_the_frontier(ui: UI) -> None:
     overview = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}")
     assert "Recommendation: keep openai/big:terse" in overview  # the description, one line
     page = f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}/artifacts/report.html"
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=20000",
-            "--dump-dom",
-            page,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    ).stdout
+    dom = dump_dom(page)
     assert 'class="mlflow-html-iframe"' in dom  # the viewer renders the HTML report in place
     artifacts = ui.root / "mlruns" / "artifacts" / parent / "artifacts"
     report = (artifacts / "report.html").read_text(encoding="utf-8")
