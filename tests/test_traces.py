@@ -218,3 +218,23 @@ def test_a_cached_rerun_traces_no_spending(tmp_path: Path, model_server: FakeMod
         for trace in traces:
             assert json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(spent)
             assert trace.data.spans[0].attributes["harness.cost_usd"] == pytest.approx(50 * 1e-6 + 10 * 2e-6)
+
+
+def test_ablation_variants_trace_their_own_rendered_prompt(tmp_path: Path, model_server: FakeModelServer) -> None:
+    templates = {"terse": "{% block user %}Summarise in {{ words }} words: {{ document }}{% endblock %}"}
+    model_server.usage = Usage(prompt_tokens=50, completion_tokens=10)
+    config = base_config([fake_model(model_server, name="fake-a", price=PRICE)], vars={"words": [5, 50]})
+    experiment = load_config(write_project(tmp_path, config, templates=templates))
+    plan = prepare(experiment)
+    records = run_plan(plan, console=Console(file=io.StringIO())).records
+    score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers)
+    parent_id = log_run(plan, records, summarize(plan, records))
+    mlflow.set_tracking_uri(tracking_uri(experiment))
+    runs = child_runs(parent_id)
+    assert len(runs) == 2
+    for name, run in runs.items():
+        words = "50" if "words=50" in name else "5"
+        traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+        assert len(traces) == len(ITEMS)
+        for trace in traces:
+            assert trace.data.spans[0].inputs["messages"][-1]["content"].startswith(f"Summarise in {words} words:")
