@@ -87,16 +87,17 @@ def main() -> None:
             server.wait()
     base = results["tracking off"]["wall"]
     calls = 2 * args.items
-    print(f"{args.items:,} items x 2 variants ({calls:,} calls), {args.latency * 1000:.0f} ms latency, "
-          f"concurrency {args.concurrency}")
+    print(
+        f"{args.items:,} items x 2 variants ({calls:,} calls), {args.latency * 1000:.0f} ms latency, "
+        f"concurrency {args.concurrency}"
+    )
     print(f"{'side':<18} {'wall':>8} {'vs off':>7} {'tracking cpu':>13} {'errors':>6}")
     for label, result in results.items():
         print(
             f"{label:<18} {result['wall']:>7.1f}s {result['wall'] / base:>6.2f}x "
             f"{result['tracking_cpu']:>12.1f}s {result['errors']:>6}"
         )
-    print(f"target: traces (default) <= 1.25x tracking off; "
-          f"measured {results['traces (default)']['wall'] / base:.2f}x")
+    print(f"target: traces (default) <= 1.25x tracking off; measured {results['traces (default)']['wall'] / base:.2f}x")
 
 
 if __name__ == "__main__":

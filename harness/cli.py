@@ -95,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="a model without its API key is an error, not a skip")
     run.add_argument("--limit", type=int, default=None, help="override dataset.limit for a quick look")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="call only the I-th of N disjoint parts of the items into the shared cache (a CI matrix); "
+        "the run without --shard then makes no calls and logs the whole",
+    )
     _spending_flags(run)
     run.set_defaults(handler=_cmd_run)
     init = sub.add_parser("init", help="write a first experiment (config and prompt) for a dataset file")
@@ -195,6 +202,7 @@ def _options(args: argparse.Namespace, strict: bool) -> RunOptions:
             "command line", "--max-usd", f"must be a positive number of dollars (got {args.max_usd:g})", "e.g. 5"
         )
     return RunOptions(
+        shard=_shard(getattr(args, "shard", None)),
         strict=strict,
         tracking=not getattr(args, "no_tracking", False),
         use_cache=not args.no_cache,
@@ -203,6 +211,18 @@ def _options(args: argparse.Namespace, strict: bool) -> RunOptions:
         assume_yes=args.yes,
         confirm=_ask if sys.stdin.isatty() else None,
     )
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """`--shard I/N` as (I, N), 1 <= I <= N."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None or not (1 <= int(match[1]) <= int(match[2])):
+        from harness.config import ConfigError
+
+        raise ConfigError("command line", "--shard", f"must be I/N with 1 <= I <= N (got {text!r})", "e.g. --shard 2/4")
+    return int(match[1]), int(match[2])
 
 
 def _ask(question: str) -> bool:

@@ -305,12 +305,29 @@ class BudgetConfig(StrictModel):
     """Ask before a run whose estimated maximum cost is above this (`--yes` skips the question)."""
 
 
+CACHE_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 class CacheConfig(StrictModel):
     """The response cache that makes re-runs free and interrupted runs resumable."""
 
     enabled: bool = True
     path: str = "mlruns/responses.sqlite"
-    """Relative to the project root; `HARNESS_CACHE` overrides it (a shared path for a team)."""
+    """SQLite file, relative to the project root: one machine's processes share it (never a network
+    file system). `HARNESS_CACHE` (a path or a redis:// URL) overrides `path` and `url`."""
+    url: str | None = None
+    """A Redis server shared by a team's machines and CI jobs (`redis://[:password@]host:6379/0`,
+    `rediss://` for TLS); takes the place of `path`."""
+    lease_s: float = Field(default=30.0, gt=0, le=3600)
+    """How long a claim on a call in flight lasts unless renewed (every lease_s / 3 while the call runs):
+    how long other processes wait for a crashed one on another machine (on the same machine, not at all)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(CACHE_URL_SCHEMES):
+            raise ValueError("the cache url must start with redis://, rediss:// or unix:// (a Redis server)")
+        return value
 
 
 class TrafficConfig(StrictModel):

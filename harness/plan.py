@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +133,17 @@ class Plan:
         by_id = {item.id: item for item in self.eval_set.items}
         eval_set = self.eval_set.model_copy(update={"items": [by_id[i] for i in ids]})
         return dataclasses.replace(self, eval_set=eval_set)
+
+    def shard(self, index: int, count: int) -> Plan:
+        """The `index`-th (1-based) of `count` disjoint parts of the items, together all of them.
+
+        Items are ranked by a hash of their id, not by position, so a part is the same on every machine and
+        every run of the same dataset, and parts differ in size by one item at most. All samples of an item
+        (epochs) stay in one part.
+        """
+        ranked = sorted(self.eval_set.items, key=lambda item: hashlib.sha256(item.id.encode()).hexdigest())
+        chosen = {item.id for item in ranked[index - 1 :: count]}
+        return self.with_items([item.id for item in self.eval_set.items if item.id in chosen])
 
     def _default_prompt(self) -> str | None:
         if self.experiment.baseline is not None:

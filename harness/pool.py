@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +160,7 @@ class ModelPool:
         self._hits: dict[str, CachedResponse] = {}
         self._limits: dict[str, int] = {}
         self._state: _LoopState | None = None
+        self._started = time.time()
 
     @classmethod
     def for_experiment(
@@ -300,33 +302,83 @@ class ModelPool:
         )
 
     async def _call(self, spec: CallSpec, state: _LoopState) -> Completion:
+        """Claim the call in the cache, then pay for it; when another process holds the claim, wait for
+        its answer (outside any slot) instead of paying twice."""
+        while True:
+            # The model's own limit is taken first, so a call queued behind a one-slot local model neither
+            # holds a global slot nor counts its wait as latency (or as a timeout).
+            async with self._slots(spec.model, state):
+                taken = self._claim(spec)
+                if isinstance(taken, CachedResponse):
+                    return self._served(spec, taken)
+                if taken:
+                    try:
+                        return await self._paid_call(spec, state)
+                    finally:
+                        if self.cache is not None:
+                            self.cache.release(spec.key)  # no-op once the answer is stored
+            answer = await self._await_claim(spec)
+            if answer is not None:
+                return self._served(spec, answer)
+
+    def _claim(self, spec: CallSpec) -> CachedResponse | bool:
+        """True when this process may call; an answer another process stored meanwhile; False while
+        another process is calling."""
+        if self.cache is None:
+            return True
+        if not self.cache.claim(spec.key):
+            return False
+        answer = self._fresh(self.cache.get(spec.key))
+        if answer is not None:
+            self.cache.release(spec.key)
+            return answer
+        return True
+
+    async def _await_claim(self, spec: CallSpec) -> CachedResponse | None:
+        """Wait while another process holds the call's claim: its answer, or None once the claim is gone
+        without one (its call failed or it died), and this process may claim the call itself."""
+        assert self.cache is not None
+        pause = 0.05
+        while True:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            answer = self._fresh(self.cache.get(spec.key))
+            if answer is not None:
+                return answer
+            if not self.cache.claimed_elsewhere(spec.key):
+                return None
+
+    def _fresh(self, answer: CachedResponse | None) -> CachedResponse | None:
+        """A stored answer this run may use: any, or under --refresh only one stored since the run began."""
+        if answer is None or (not self.read_cache and answer.created < self._started):
+            return None
+        return answer
+
+    async def _paid_call(self, spec: CallSpec, state: _LoopState) -> Completion:
         from harness.providers import call_model
 
-        # The model's own limit is taken first, so a call queued behind a one-slot local model neither
-        # holds a global slot nor counts its wait as latency (or as a timeout).
-        async with self._slots(spec.model, state):
-            worst = self.worst_case_usd(spec)
-            if not await self._reserve(worst, state):
-                self.counts.not_run += 1
-                return Completion(not_run=True)
-            cost = worst  # what an interrupted call counts as: it may have been billed
-            try:
-                params = sample_params(spec.model, spec.params, spec.sample)
-                result = await call_model(spec.model, spec.messages, params, self.timeout_s, self.max_retries)
-                self._check_size(result)
-                usage, source = result.usage, spec.price.source
-                if result.output is not None and not result.usage_reported:
-                    usage = self._estimated_usage(spec, result.output)
-                    source += ESTIMATED_USAGE
-                if not result.usage_reported:
-                    usage = usage.model_copy(update={"service_tier": requested_tier(spec.params)})
-                bill = spec.price.bill(usage, result.latency_s, usage.service_tier)
-                cost = bill.total
-                if result.error is not None and result.error.type == "ImplausibleUsage":
-                    # Reported usage that cannot be true is never trusted: the call counts at its worst case.
-                    cost, source = worst, source + " (usage implausible: counted at the call's worst case)"
-            finally:
-                self._settle(worst, cost, state)
+        worst = self.worst_case_usd(spec)
+        if not await self._reserve(worst, state):
+            self.counts.not_run += 1
+            return Completion(not_run=True)
+        cost = worst  # what an interrupted call counts as: it may have been billed
+        try:
+            params = sample_params(spec.model, spec.params, spec.sample)
+            result = await call_model(spec.model, spec.messages, params, self.timeout_s, self.max_retries)
+            self._check_size(result)
+            usage, source = result.usage, spec.price.source
+            if result.output is not None and not result.usage_reported:
+                usage = self._estimated_usage(spec, result.output)
+                source += ESTIMATED_USAGE
+            if not result.usage_reported:
+                usage = usage.model_copy(update={"service_tier": requested_tier(spec.params)})
+            bill = spec.price.bill(usage, result.latency_s, usage.service_tier)
+            cost = bill.total
+            if result.error is not None and result.error.type == "ImplausibleUsage":
+                # Reported usage that cannot be true is never trusted: the call counts at its worst case.
+                cost, source = worst, source + " (usage implausible: counted at the call's worst case)"
+        finally:
+            self._settle(worst, cost, state)
         self.counts.calls_made += 1
         self.counts.errors += result.error is not None
         if self.cache is not None and result.error is None and result.output is not None:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from harness.analysis import Analysis, MetricInfo, analyze, attach_routing
-from harness.cache import ResponseCache
-from harness.config import ConfigError, Experiment, SequentialConfig
+from harness.cache import ResponseCache, SqliteCache
+from harness.config import CACHE_URL_SCHEMES, ConfigError, Experiment, SequentialConfig
 from harness.estimate import VariantEstimate
 from harness.exit_codes import EXIT_BUDGET, EXIT_INCOMPLETE, EXIT_OK
 from harness.levers import attach_levers
@@ -57,6 +57,15 @@ class RunOptions:
     None where nobody can answer, and then such a run stops with a config error."""
     sequential: SequentialConfig | None = None
     """Run in stages and stop once the gate is decided (`harness.stages`); the gate sets it."""
+    shard: tuple[int, int] | None = None
+    """(I, N): call and score only the I-th of N parts of the items (`Plan.shard`), into the shared cache,
+    under 1/N of the budget cap; never tracked. The same run without a shard then makes no call and logs
+    the whole analysis."""
+
+    @property
+    def tracked(self) -> bool:
+        """Whether the run logs to MLflow: a shard never does (the assembling run logs the whole)."""
+        return self.tracking and self.shard is None
 
 
 @dataclass
@@ -97,24 +106,53 @@ class RunOutcome:
 
 
 def open_cache(experiment: Experiment, options: RunOptions) -> ResponseCache | None:
-    """The response cache at `HARNESS_CACHE`, else the config's path; None with --no-cache."""
+    """The response cache: `HARNESS_CACHE` (a path or a redis:// URL), else `cache.url`, else `cache.path`;
+    None with --no-cache. Opened (and a Redis server reached) before any call."""
     if not options.use_cache or not experiment.cache.enabled:
         return None
-    override = os.environ.get("HARNESS_CACHE")
-    path = Path(override) if override else experiment.resolve(experiment.cache.path)
-    field = "HARNESS_CACHE" if override else "cache.path"
+    override = os.environ.get("HARNESS_CACHE", "").strip()
+    location = override or experiment.cache.url
+    field = "HARNESS_CACHE" if override else "cache.url"
+    lease = experiment.cache.lease_s
+    if location and location.startswith(CACHE_URL_SCHEMES):
+        return _open_redis(experiment, location, field, lease)
+    if location and "://" in location:
+        raise ConfigError(
+            experiment.source_path,
+            field,
+            f"{redact_url(location)} is neither a file path nor a Redis URL",
+            "give a path such as mlruns/responses.sqlite, or redis://host:6379/0",
+        )
+    path = Path(location) if location else experiment.resolve(experiment.cache.path)
+    field = field if location else "cache.path"
     if path.is_dir():
         raise ConfigError(
             experiment.source_path, field, f"{path} is a folder", "give a file path, e.g. mlruns/responses.sqlite"
         )
     try:
-        return ResponseCache(path)
+        return SqliteCache(path, lease)
     except (sqlite3.Error, OSError) as exc:
         raise ConfigError(
             experiment.source_path,
             field,
             f"cannot open the response cache {path} ({exc})",
             "give a new file or an existing cache",
+        ) from None
+
+
+def _open_redis(experiment: Experiment, url: str, field: str, lease_s: float) -> ResponseCache:
+    from harness.redis_cache import RedisCache
+    from harness.secrets import remember, url_secrets
+
+    remember(url_secrets(url))
+    try:
+        return RedisCache(url, lease_s)
+    except Exception as exc:  # redis-py raises ConnectionError, AuthenticationError, ValueError for a bad URL
+        raise ConfigError(
+            experiment.source_path,
+            field,
+            f"cannot reach the Redis cache at {redact_url(url)} ({scrub(f'{type(exc).__name__}: {exc}')})",
+            "start the server or fix the URL (redis://[:password@]host:6379/0), or run with --no-cache",
         ) from None
 
 
@@ -151,7 +189,7 @@ def prepare_tracked(experiment: Experiment, options: RunOptions, strict: bool) -
     from harness.preflight import prepare
 
     uri = None
-    if options.tracking:
+    if options.tracked:
         from harness.tracking.store import check_store, tracking_uri, warm
 
         uri = tracking_uri(experiment)
@@ -188,7 +226,10 @@ def execute(
     """
     started_at = time.time()
     tracker = None
-    if options.tracking:
+    cache = None
+    if options.shard is not None:
+        plan = _shard(plan, options, console)
+    if options.tracked:
         from harness.tracking.store import tracking_uri
 
         tracker = _EARLY.pop(tracking_uri(plan.experiment), None)
@@ -198,7 +239,7 @@ def execute(
             raise ConfigError(
                 plan.experiment.source_path, "models", f"no variant can run ({skipped})", "export the keys they need"
             )
-        if options.tracking:
+        if options.tracked:
             from harness.tracking.store import check_store, warm
 
             uri = tracking_uri(plan.experiment)
@@ -209,8 +250,40 @@ def execute(
         cache = open_cache(plan.experiment, options)
         return _execute(plan, console, options, prior or {}, started_at, tracker, cache)
     finally:
+        if cache is not None:
+            cache.close()  # releases claims still held (an interrupted run), so no other process waits for them
         if tracker is not None:
             tracker.close()
+
+
+def _shard(plan: Plan, options: RunOptions, console: Console) -> Plan:
+    """The plan's part for `options.shard`, refused where a shard could not work."""
+    assert options.shard is not None
+    index, count = options.shard
+    experiment = plan.experiment
+    if not (1 <= index <= count):
+        raise ConfigError("command line", "--shard", f"{index}/{count} is not a part", "give I/N with 1 <= I <= N")
+    if options.sequential is not None:
+        raise ConfigError(
+            "command line",
+            "--shard",
+            "a sequential gate looks at all items in stages, so it cannot run as shards",
+            "run the shards with `run --shard I/N`, then `gate` (it makes no calls)",
+        )
+    if not options.use_cache or not experiment.cache.enabled:
+        raise ConfigError(
+            experiment.source_path,
+            "cache.enabled",
+            "a shard's answers reach the assembling run only through the response cache, which is off",
+            "drop --no-cache (and set cache.enabled: true); share it with cache.url or HARNESS_CACHE",
+        )
+    total = len(plan.eval_set.items)
+    part = plan.shard(index, count)
+    console.print(
+        f"shard {index}/{count}: {len(part.eval_set.items)} of {total} items, {1 / count:.0%} of any budget cap, "
+        "not tracked (the run without --shard assembles and logs the whole)"
+    )
+    return part
 
 
 def _execute(
@@ -226,6 +299,8 @@ def _execute(
 
     experiment = plan.experiment
     max_usd = options.max_usd if options.max_usd is not None else experiment.budget.max_usd
+    if max_usd is not None and options.shard is not None:
+        max_usd /= options.shard[1]  # N shards together never pass the cap
     check_budget_bounds(plan, max_usd)
     _announce(plan, console, ready)
     pool = ModelPool.for_experiment(experiment, cache, read_cache=not options.refresh, max_usd=max_usd)
@@ -274,11 +349,18 @@ def _execute(
         {v.name: plan.shared_prefix_tokens(v) for v in plan.runnable},
         experiment.traffic.requests_per_day if experiment.traffic else None,
     )
+    outcome = RunOutcome(plan, records, summaries, analysis, None, result, status)
+    if options.shard is not None:
+        where = cache.describe() if cache is not None else "the response cache"
+        console.print(
+            f"shard {options.shard[0]}/{options.shard[1]} done: its answers and scores are in {where}. Once every "
+            "shard is done, run the same command without --shard: it makes no calls and logs the whole analysis."
+        )
+        return outcome
     from harness.report import print_analysis, print_results
 
     print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
     print_analysis(console, analysis)
-    outcome = RunOutcome(plan, records, summaries, analysis, None, result, status)
     if tracker is not None:
         _track(outcome, tracker, started_at, console)
     return outcome

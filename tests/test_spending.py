@@ -250,7 +250,7 @@ def test_a_fully_cached_rerun_does_not_wait_for_history(
     from rich.console import Console
 
     import harness.tracking
-    from harness.cache import ResponseCache
+    from harness.cache import SqliteCache
     from harness.config import load_config
     from harness.preflight import prepare
     from harness.workflow import RunOptions, estimates_for, run_experiment
@@ -260,7 +260,7 @@ def test_a_fully_cached_rerun_does_not_wait_for_history(
     asked: list[str] = []
     monkeypatch.setattr(harness.tracking, "variant_history", lambda plan: asked.append("history") or {})
     plan = prepare(experiment)
-    cache = ResponseCache(experiment.root / experiment.cache.path)
+    cache = SqliteCache(experiment.root / experiment.cache.path)
     estimates, _ = estimates_for(plan, cache, True)
     names = {v.name for v in plan.runnable}
     assert asked == [] and all(e.calls == 0 and e.cached > 0 for e in estimates if e.variant in names)
