@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,15 @@ def check_store(uri: str, field: str = "MLFLOW_TRACKING_URI") -> None:
             field,
             f"'{scheme}' is not a tracking store MLflow knows",
             "use sqlite:///path/mlflow.db, postgresql+psycopg2://..., http(s)://server, or unset it",
+        )
+    if uri.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg") is None:
+        from harness.secrets import redact_url
+
+        raise ConfigError(
+            redact_url(uri),
+            field,
+            "plain postgresql:// makes SQLAlchemy 2 load psycopg 3, which is not installed",
+            "name the driver harness installs: postgresql+psycopg2://user:password@host:5432/mlflow",
         )
     if scheme != "sqlite":
         return
