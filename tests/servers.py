@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,11 +81,13 @@ def start_postgres(folder: Path) -> Iterator[str]:
     initdb, postgres, createdb = _pg_bin("initdb"), _pg_bin("postgres"), _pg_bin("createdb")
     if initdb is None or postgres is None or createdb is None:
         _absent("postgresql")
-    folder.mkdir(parents=True, exist_ok=True)
     as_user: list[str] = []
     if os.geteuid() == 0:
+        # postgres refuses root and cannot enter pytest's root-only folders: a folder of its own in /tmp.
+        folder = Path(tempfile.mkdtemp(prefix="harness-postgres-"))
         shutil.chown(folder, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
+    folder.mkdir(parents=True, exist_ok=True)
     data, port = folder / "data", free_port()
     log = folder / "postgres.log"
     subprocess.run(
@@ -113,3 +116,5 @@ def start_postgres(folder: Path) -> Iterator[str]:
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
     finally:
         stop_server(process)
+        if as_user:
+            shutil.rmtree(folder, ignore_errors=True)
