@@ -147,10 +147,14 @@ class GateOutcome:
     baseline: str
     candidates: set[str] = field(default_factory=set)
 
+    shard: tuple[int, int] | None = None
+    """Set when this was one worker's part of the items (`--shard I/N`): then `result` decides nothing."""
+
     @property
     def exit_code(self) -> int:
-        """0 pass, 1 regression, 3 undecided, 4 incomplete (see `harness.exit_codes`)."""
-        return self.result.exit_code
+        """0 pass, 1 regression, 3 undecided, 4 incomplete (see `harness.exit_codes`). A shard saw part of
+        the items, so it decides nothing: its code is its run's (0 once its calls are done)."""
+        return self.run.exit_code if self.shard is not None else self.result.exit_code
 
 
 def gate(
@@ -174,7 +178,9 @@ def gate(
     configured = loaded.gate.sequential
     if sequential is not None:
         configured = (configured or SequentialConfig()) if sequential else None
-    options = replace(options, sequential=configured)
+    # A shard pays for its part of every item up front, so the gate that follows (sequential or not)
+    # finds them all in the cache.
+    options = replace(options, sequential=configured if options.shard is None else None)
     full = prepare_tracked(loaded, options, strict=False)
     try:
         baseline, candidates = gate_variants(full, candidate)
@@ -189,7 +195,7 @@ def gate(
         raise
     outcome = execute(plan, console or Console(stderr=True), options, prior)
     result = decide(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
-    return GateOutcome(result, outcome, baseline, candidates)
+    return GateOutcome(result, outcome, baseline, candidates, options.shard)
 
 
 @dataclass(frozen=True)

@@ -95,13 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="a model without its API key is an error, not a skip")
     run.add_argument("--limit", type=int, default=None, help="override dataset.limit for a quick look")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    run.add_argument(
-        "--shard",
-        default=None,
-        metavar="I/N",
-        help="call only the I-th of N disjoint parts of the items into the shared cache (a CI matrix); "
-        "the run without --shard then makes no calls and logs the whole",
-    )
+    _shard_flag(run)
     _spending_flags(run)
     run.set_defaults(handler=_cmd_run)
     init = sub.add_parser("init", help="write a first experiment (config and prompt) for a dataset file")
@@ -152,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     design.add_argument(
         "--fixed", dest="sequential", action="store_false", help="one fixed design, even if gate.sequential is set"
     )
+    _shard_flag(gate)
     _spending_flags(gate)
     gate.set_defaults(handler=_cmd_gate)
     report = sub.add_parser("report", help="rebuild the analysis, plot and report of a stored run (no model calls)")
@@ -183,6 +178,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.set_defaults(handler=_cmd_ui)
     return parser
+
+
+def _shard_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="call only the I-th of N disjoint parts of the items into the shared cache (a CI matrix); "
+        "the same command without --shard then makes no calls and logs (and decides on) the whole",
+    )
 
 
 def _spending_flags(parser: argparse.ArgumentParser) -> None:
@@ -347,6 +352,9 @@ def _cmd_gate(args: argparse.Namespace) -> int:
     options = _options(args, strict=True)
     outcome = gate(args.config, args.candidate, args.against, options, console, args.limit, args.sequential)
     run = outcome.run
+    if outcome.shard is not None:
+        _incomplete(run.incomplete)
+        return outcome.exit_code
     experiment = run.plan.experiment
     report = markdown_report(experiment.name, run.summaries, run.analysis, None, experiment.description, run.status)
     publish(outcome.result, report, console)

@@ -256,6 +256,26 @@ def test_shipped_workflow_checks_only_the_gated_variants_keys(monkeypatch: pytes
     assert "ANTHROPIC_API_KEY" in str(missing.value)
 
 
+def test_shipped_workflow_shards_run_the_gates_own_command() -> None:
+    """The matrix workers fill the cache with exactly the calls the gate job makes: same command, same
+    config, candidate and cap, plus --shard I/N for every I of N."""
+    workflow = yaml.safe_load((REPO / ".github/workflows/model-gate.yml").read_text())
+
+    def command(job: str) -> list[str]:
+        steps = workflow["jobs"][job]["steps"]
+        text = next(s["run"] for s in steps if "harness gate" in s.get("run", ""))
+        return shlex.split(text.replace("${{ matrix.shard }}", "MATRIX"))
+
+    shard, gate = command("shards"), command("gate")
+    position = shard.index("--shard")
+    spec = shard[position + 1]
+    assert shard[:position] + shard[position + 2 :] == gate
+    matrix = workflow["jobs"]["shards"]["strategy"]["matrix"]["shard"]
+    count = int(spec.rsplit("/", 1)[1])
+    assert sorted(matrix) == list(range(1, count + 1)) and spec.startswith("MATRIX/")
+    assert workflow["jobs"]["gate"]["needs"] == "shards"
+
+
 # 6. Unexpected failures exit 4, never 1; a tracking failure loses nothing.
 
 

@@ -298,3 +298,32 @@ def test_four_shards_then_the_assembling_run_equal_one_run(
 
     assert view(stored.records) == view(single.records)
     assert len(stored.records) == 2 * n * 2
+
+
+def test_gate_shards_fill_the_cache_and_decide_nothing_then_the_gate_decides_for_free(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gate --shard I/N` (the shipped workflow's matrix) calls the gated variants' part of the items and
+    exits 0 without a verdict; the plain gate then makes no call and decides as one gate alone does."""
+    from harness.cli import main
+
+    model_server.answer = answer
+    baseline = {"model": "openai/cand-a", "prompt": "terse"}
+    path = judged_project(tmp_path, model_server, 12, baseline=baseline, gate={"metric": "rouge", "margin": 0.05})
+    gate = ["gate", str(path), "--candidate", "openai/cand-b", "--no-tracking", "--max-usd", "1"]
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "alone.sqlite"))
+    alone_code = main(gate)
+    alone = capsys.readouterr().out
+    alone_calls = len(model_server.requests)
+    model_server.requests.clear()
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "shared.sqlite"))
+    for k in (1, 2):
+        assert main([*gate, "--shard", f"{k}/2"]) == 0
+        shard_log = capsys.readouterr().out
+        assert "GATE" not in shard_log and "50% of any budget cap" in shard_log
+    assert len(model_server.requests) == alone_calls
+    assert main(gate) == alone_code
+    assembled = capsys.readouterr().out
+    assert "0 calls made" in assembled and len(model_server.requests) == alone_calls
+    verdict = next(line for line in alone.splitlines() if line.startswith("GATE"))
+    assert verdict in assembled
