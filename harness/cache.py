@@ -18,6 +18,7 @@ Two stores, one contract: SQLite (`cache.path`, the default; one machine, WAL mo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -183,6 +184,40 @@ class ResponseCache(ABC):
             self._held.discard(key)
         self._drop_claims([key])
 
+    def claim_or_answer(self, key: str, newer_than: float | None = None) -> CachedResponse | bool:
+        """Before paying for a call: True when this process now holds its claim; an answer another process
+        stored meanwhile (newer than `newer_than`, when given: `--refresh`); False while another calls."""
+        if not self.claim(key):
+            return False
+        answer = _fresh(self.get(key), newer_than)
+        if answer is None:
+            return True
+        self.release(key)
+        return answer
+
+    async def wait_for(
+        self, keys: list[str], newer_than: float | None = None
+    ) -> tuple[dict[str, CachedResponse], list[str]]:
+        """Wait while other processes hold claims on `keys`: the answers they stored, and the keys whose
+        claim ended without one (the call failed or its process died), which this process may claim."""
+        pending, answers, orphaned = list(keys), {}, []
+        pause = 0.05
+        while pending:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            found = self.get_many(pending)
+            still = []
+            for key in pending:
+                answer = _fresh(found.get(key), newer_than)
+                if answer is not None:
+                    answers[key] = answer
+                elif self.claimed_elsewhere(key):
+                    still.append(key)
+                else:
+                    orphaned.append(key)
+            pending = still
+        return answers, orphaned
+
     def close(self) -> None:
         """Release every claim still held, stop renewing, close."""
         self._stop.set()
@@ -208,6 +243,12 @@ class ResponseCache(ABC):
             if held:
                 with contextlib.suppress(Exception):  # a lapsed lease costs at most a duplicate call
                     self._extend_claims(held)
+
+
+def _fresh(answer: CachedResponse | None, newer_than: float | None) -> CachedResponse | None:
+    if answer is None or (newer_than is not None and answer.created < newer_than):
+        return None
+    return answer
 
 
 class SqliteCache(ResponseCache):
@@ -237,7 +278,8 @@ class SqliteCache(ResponseCache):
                     f"SELECT key, output, usage, latency_s, created FROM responses WHERE key IN ({marks})", chunk
                 ).fetchall()
                 for key, output, usage, latency, created in rows:
-                    found[key] = CachedResponse(output, Usage.model_validate_json(usage), latency, created)
+                    with contextlib.suppress(ValueError):  # an unreadable entry is a miss, paid again and replaced
+                        found[key] = CachedResponse(output, Usage.model_validate_json(usage), float(latency), created)
         return found
 
     def _store(self, key: str, model: str, output: str, usage: Usage, latency_s: float) -> None:

@@ -160,7 +160,8 @@ class ModelPool:
         self._hits: dict[str, CachedResponse] = {}
         self._limits: dict[str, int] = {}
         self._state: _LoopState | None = None
-        self._started = time.time()
+        self._newer_than = None if read_cache else time.time()
+        """Under --refresh, only answers stored after this pool began are reused (another process's)."""
 
     @classmethod
     def for_experiment(
@@ -236,15 +237,27 @@ class ModelPool:
         vectors: dict[str, list[float]] = {}
         costs: dict[str, float] = {}
         errors: dict[str, str] = {}
+
+        def serve(text: str, hit: CachedResponse) -> None:
+            vectors[text] = json.loads(hit.output)
+            costs[text] = price.cost(hit.usage)
+            self.counts.cache_hits += 1
+
         for text, key in keys.items():
             if key in self._hits:
-                vectors[text] = json.loads(self._hits[key].output)
-                costs[text] = price.cost(self._hits[key].usage)
-                self.counts.cache_hits += 1
+                serve(text, self._hits[key])
         missing = [t for t in texts if t not in vectors]
         state = self._loop_state()
 
         async def one(chunk: list[str]) -> None:
+            try:
+                await call(chunk)
+            finally:
+                if self.cache is not None:
+                    for text in chunk:
+                        self.cache.release(keys[text])  # no-op for the texts stored
+
+        async def call(chunk: list[str]) -> None:
             from harness.prompts import count_tokens
 
             estimate = sum(count_tokens(model.model, [{"role": "user", "content": t}]) for t in chunk)
@@ -276,8 +289,33 @@ class ModelPool:
                     share = usage.model_copy(update={"input_tokens": usage.input_tokens // len(chunk)})
                     self.cache.put(keys[text], model.model, json.dumps(result.vectors[i]), share, result.latency_s)
 
-        await asyncio.gather(*(one(missing[i : i + batch_size]) for i in range(0, len(missing), batch_size)))
+        while missing:  # texts another process is embedding are waited for, then any it left undone
+            mine, theirs = self._claim_texts(missing, keys, serve)
+            await asyncio.gather(*(one(mine[i : i + batch_size]) for i in range(0, len(mine), batch_size)))
+            if not theirs or self.cache is None:
+                break
+            by_key = {keys[t]: t for t in theirs}
+            answers, orphaned = await self.cache.wait_for(list(by_key), self._newer_than)
+            for key, answer in answers.items():
+                serve(by_key[key], answer)
+            missing = [by_key[key] for key in orphaned]
         return vectors, costs, errors
+
+    def _claim_texts(
+        self, texts: list[str], keys: dict[str, str], serve: Callable[[str, CachedResponse], None]
+    ) -> tuple[list[str], list[str]]:
+        """Texts to embed here (claimed), and texts another process is embedding; answers stored
+        meanwhile are served at once."""
+        if self.cache is None:
+            return texts, []
+        mine, theirs = [], []
+        for text in texts:
+            taken = self.cache.claim_or_answer(keys[text], self._newer_than)
+            if isinstance(taken, CachedResponse):
+                serve(text, taken)
+            else:
+                (mine if taken else theirs).append(text)
+        return mine, theirs
 
     def worst_case_usd(self, spec: CallSpec) -> float:
         """The most one call can cost: known input (with a safety margin), output up to its limit, all retries."""
@@ -308,7 +346,7 @@ class ModelPool:
             # The model's own limit is taken first, so a call queued behind a one-slot local model neither
             # holds a global slot nor counts its wait as latency (or as a timeout).
             async with self._slots(spec.model, state):
-                taken = self._claim(spec)
+                taken = True if self.cache is None else self.cache.claim_or_answer(spec.key, self._newer_than)
                 if isinstance(taken, CachedResponse):
                     return self._served(spec, taken)
                 if taken:
@@ -317,42 +355,10 @@ class ModelPool:
                     finally:
                         if self.cache is not None:
                             self.cache.release(spec.key)  # no-op once the answer is stored
-            answer = await self._await_claim(spec)
-            if answer is not None:
-                return self._served(spec, answer)
-
-    def _claim(self, spec: CallSpec) -> CachedResponse | bool:
-        """True when this process may call; an answer another process stored meanwhile; False while
-        another process is calling."""
-        if self.cache is None:
-            return True
-        if not self.cache.claim(spec.key):
-            return False
-        answer = self._fresh(self.cache.get(spec.key))
-        if answer is not None:
-            self.cache.release(spec.key)
-            return answer
-        return True
-
-    async def _await_claim(self, spec: CallSpec) -> CachedResponse | None:
-        """Wait while another process holds the call's claim: its answer, or None once the claim is gone
-        without one (its call failed or it died), and this process may claim the call itself."""
-        assert self.cache is not None
-        pause = 0.05
-        while True:
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.5)
-            answer = self._fresh(self.cache.get(spec.key))
-            if answer is not None:
-                return answer
-            if not self.cache.claimed_elsewhere(spec.key):
-                return None
-
-    def _fresh(self, answer: CachedResponse | None) -> CachedResponse | None:
-        """A stored answer this run may use: any, or under --refresh only one stored since the run began."""
-        if answer is None or (not self.read_cache and answer.created < self._started):
-            return None
-        return answer
+            assert self.cache is not None
+            answers, _ = await self.cache.wait_for([spec.key], self._newer_than)
+            if spec.key in answers:
+                return self._served(spec, answers[spec.key])
 
     async def _paid_call(self, spec: CallSpec, state: _LoopState) -> Completion:
         from harness.providers import call_model

@@ -8,6 +8,7 @@ Responses never expire; persistence is the server's (`appendonly yes` for a cach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -82,7 +83,8 @@ class RedisCache(ResponseCache):
             chunk = keys[start : start + 500]
             for key, value in zip(chunk, self._client.mget([response_key(k) for k in chunk]), strict=True):
                 if value is not None:
-                    found[key] = _decode(value)
+                    with contextlib.suppress(ValueError, KeyError, TypeError):  # unreadable: a miss, replaced
+                        found[key] = _decode(value)
         return found
 
     def _store(self, key: str, model: str, output: str, usage: Usage, latency_s: float) -> None:

@@ -54,12 +54,15 @@ def items(n: int) -> list[dict[str, str]]:
     return [{"id": f"i{k:03d}", "document": f"Item number {k} is here.", "reference": f"item {k}"} for k in range(n)]
 
 
-def judged_project(root: Path, server: FakeModelServer, n_items: int, **overrides: Any) -> Path:
-    """Two candidates and an LLM judge on the test server: the judge's calls are paid calls too."""
+def judged_project(root: Path, server: FakeModelServer, n_items: int, embedder: bool = False, **overrides: Any) -> Path:
+    """Two candidates and an LLM judge on the test server (and an embedder): their calls are paid too."""
     judge = {"model": fake_model(server, "judge", price=PRICE), "rubric": "prompts/judges/r.j2"}
+    scorers: list[Any] = ["rouge", {"llm_judge": judge}]
+    if embedder:
+        scorers.append({"embedding_similarity": {"model": fake_model(server, "embedder", price=PRICE)}})
     config = base_config(
         [fake_model(server, "cand-a", price=PRICE), fake_model(server, "cand-b", price=PRICE)],
-        scorers=["rouge", {"llm_judge": judge}],
+        scorers=scorers,
         **overrides,
     )
     path = write_project(root, config, items=items(n_items))
@@ -74,10 +77,21 @@ def answer(request: dict[str, Any]) -> str:
     return f"{request['model']} says: " + request["messages"][-1]["content"][-30:]
 
 
+def paid_calls(server: FakeModelServer) -> collections.Counter[str]:
+    """What the server was paid for: each chat request, and each text of an embedding batch."""
+    paid: collections.Counter[str] = collections.Counter()
+    for request in server.requests:
+        if "input" in request:
+            texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
+            paid.update(json.dumps({"model": request["model"], "text": t}) for t in texts)
+        else:
+            paid[json.dumps(request, sort_keys=True)] += 1
+    return paid
+
+
 def paid_twice(server: FakeModelServer) -> int:
-    """Requests the server answered more than once (same model, messages and parameters)."""
-    counts = collections.Counter(json.dumps(r, sort_keys=True) for r in server.requests)
-    return sum(n - 1 for n in counts.values())
+    """Calls the server answered more than once (same model, messages and parameters; same text embedded)."""
+    return sum(n - 1 for n in paid_calls(server).values())
 
 
 def harness(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -107,7 +121,7 @@ def test_two_concurrent_runs_of_one_experiment_pay_each_call_once(
     model_server.answer = answer
     model_server.delay_s = 0.1
     n = 40
-    path = judged_project(tmp_path, model_server, n, concurrency=3)
+    path = judged_project(tmp_path, model_server, n, embedder=True, concurrency=3)
     cache = request.getfixturevalue("redis_url") if store == "redis" else str(tmp_path / "shared.sqlite")
     env = {"HARNESS_CACHE": cache}
     # One of the pair is tracked (MLflow over sqlite), one not: the claim does not care.
@@ -115,7 +129,10 @@ def test_two_concurrent_runs_of_one_experiment_pay_each_call_once(
     second = harness("run", str(path), "--no-tracking", cwd=tmp_path, env=env)
     logs = [finish(first), finish(second)]
     assert paid_twice(model_server) == 0
-    assert len(model_server.requests) == 2 * n + 2 * n  # each candidate answer, each judgement, once
+    chats = [r for r in model_server.requests if "input" not in r]
+    assert len(chats) == 2 * n + 2 * n  # each candidate answer, each judgement, once
+    texts = sum(paid_calls(model_server)[k] for k in paid_calls(model_server) if '"text"' in k)
+    assert texts > 0
     made = [re.search(r"(\d+) calls made, (\d+) served from the response cache", log) for log in logs]
     assert made[0] is not None and made[1] is not None, logs
     assert int(made[0][1]) > 0 and int(made[1][1]) > 0, "one run found nothing left to do: they did not overlap"
@@ -327,3 +344,40 @@ def test_gate_shards_fill_the_cache_and_decide_nothing_then_the_gate_decides_for
     assert "0 calls made" in assembled and len(model_server.requests) == alone_calls
     verdict = next(line for line in alone.splitlines() if line.startswith("GATE"))
     assert verdict in assembled
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_two_pools_embedding_the_same_texts_at_once_pay_for_each_text_once(
+    store: str, tmp_path: Path, model_server: FakeModelServer, request: pytest.FixtureRequest
+) -> None:
+    """Embedding batches claim their texts too: the second pool waits for the first's vectors."""
+    import asyncio
+
+    from harness.config import ModelConfig
+    from harness.pool import ModelPool
+    from harness.pricing import ModelPrice
+
+    model_server.delay_s = 0.2
+    if store == "redis":
+        from harness.redis_cache import RedisCache
+
+        url = request.getfixturevalue("redis_url")
+        caches: list[ResponseCache] = [RedisCache(url), RedisCache(url)]
+    else:
+        caches = [SqliteCache(tmp_path / "c.sqlite"), SqliteCache(tmp_path / "c.sqlite")]
+    model = ModelConfig(model="openai/embedder", api_base=model_server.url)
+    price = ModelPrice.of({"input_cost_per_token": 1e-6})
+    texts = [f"text number {k}" for k in range(70)]
+    pools = [ModelPool(cache, concurrency=4, timeout_s=10, max_retries=1) for cache in caches]
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(*(pool.embed(model, price, texts, batch_size=8) for pool in pools)))
+
+    try:
+        results = asyncio.run(both())
+    finally:
+        for cache in caches:
+            cache.close()
+    assert paid_twice(model_server) == 0 and sum(paid_calls(model_server).values()) == len(texts)
+    assert results[0][0] == results[1][0] and len(results[0][0]) == len(texts)
+    assert pools[1].counts.cache_hits == len(texts) and pools[1].counts.calls_made == 0
