@@ -381,3 +381,40 @@ def test_two_pools_embedding_the_same_texts_at_once_pay_for_each_text_once(
     assert paid_twice(model_server) == 0 and sum(paid_calls(model_server).values()) == len(texts)
     assert results[0][0] == results[1][0] and len(results[0][0]) == len(texts)
     assert pools[1].counts.cache_hits == len(texts) and pools[1].counts.calls_made == 0
+
+
+def test_a_redis_password_in_the_config_never_leaks(
+    tmp_path: Path, model_server: FakeModelServer, redis_url: str
+) -> None:
+    """`cache.url` with a password (a Redis ACL user): the run works, tracked, and the password reaches no
+    terminal line, MLflow param, tag or artifact, report or record."""
+    import redis
+
+    canary = "canary-REDISPW-42ab"
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("ACL", "SETUSER", "team", "on", f">{canary}", "~*", "&*", "+@all")
+    admin.close()
+    url = redis_url.replace("redis://", f"redis://team:{canary}@")
+    path = judged_project(tmp_path / "project", model_server, 3, cache={"url": url})
+    tracked = finish(harness("run", str(path), cwd=tmp_path / "project", env={}))
+    assert "6 calls made" in tracked
+    again = finish(harness("run", str(path), cwd=tmp_path / "project", env={}))
+    assert "0 calls made" in again
+    wrong = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(path), "--no-tracking"],
+        cwd=tmp_path / "project",
+        env={**os.environ, "PYTHONPATH": str(REPO), "HARNESS_CACHE": url.replace(canary, canary + "-wrong")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert wrong.returncode == 2 and "HARNESS_CACHE" in wrong.stderr
+    store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).parent
+    assert canary not in tracked + again + wrong.stdout + wrong.stderr
+    leaks = [
+        str(file)
+        for root in (store, tmp_path / "project")
+        for file in root.rglob("*")
+        if file.is_file() and file != path and canary.encode() in file.read_bytes()
+    ]
+    assert leaks == []
