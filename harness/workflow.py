@@ -229,6 +229,8 @@ def execute(
     cache = None
     if options.shard is not None:
         plan = _shard(plan, options, console)
+        ids = {item.id for item in plan.eval_set.items}
+        prior = {name: [r for r in records if r.item_id in ids] for name, records in (prior or {}).items()}
     if options.tracked:
         from harness.tracking.store import tracking_uri
 

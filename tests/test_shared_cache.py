@@ -418,3 +418,32 @@ def test_a_redis_password_in_the_config_never_leaks(
         if file.is_file() and file != path and canary.encode() in file.read_bytes()
     ]
     assert leaks == []
+
+
+def test_gate_shards_against_a_stored_baseline_call_only_the_candidates_part(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gate --against RUN --shard I/N`: the stored baseline is cut to the shard's items too."""
+    import mlflow
+
+    from harness.cli import main
+
+    model_server.answer = answer
+    baseline = {"model": "openai/cand-a", "prompt": "terse"}
+    path = judged_project(tmp_path, model_server, 8, baseline=baseline, gate={"metric": "rouge", "margin": 0.05})
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "first.sqlite"))
+    assert main(["run", str(path)]) == 0
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    run_id = mlflow.search_runs(
+        experiment_names=["test-exp"], filter_string="tags.`harness.kind` = 'experiment'", output_format="list"
+    )[0].info.run_id
+    model_server.requests.clear()
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "second.sqlite"))
+    gate = ["gate", str(path), "--candidate", "openai/cand-b", "--against", run_id, "--no-tracking"]
+    for k in (1, 2):
+        assert main([*gate, "--shard", f"{k}/2"]) == 0, capsys.readouterr()
+    assert {r["model"] for r in model_server.requests} == {"cand-b", "judge"}
+    assert sum(r["model"] == "cand-b" for r in model_server.requests) == 8
+    capsys.readouterr()
+    main(gate)
+    assert "0 calls made" in capsys.readouterr().out

@@ -1,0 +1,148 @@
+"""Whole processes, as a user runs them, against baselines measured in the same run.
+
+Run: .venv/bin/python benchmarks/bench_e2e.py [--items 1000] [--rss-items 10000] [--repeats 3]
+1. A fully cached re-run of experiments/summarize.yaml (a copy of the project, its cache filled by a first
+   run) against `python -c "import litellm"`. Targets: at most 2.5 s, and at most 0.8x the import.
+2. 1,000 items at 50 ms latency and concurrency 64, `python -m harness run` with tracking, against a bare
+   `litellm.acompletion` loop, each a whole process (imports included). Targets: wall at most 1.0x, CPU
+   (the process and everything it started) at most 1.2x.
+3. `--rss-items N`: peak RSS of one harness run at N items (the largest single process: the calling
+   process or its tracking process). Target: at most 400 MB at 10,000 items.
+Medians over `--repeats` runs; the machine is noisy, so read ratios, not absolute seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_overhead import SERVER, project  # noqa: E402
+
+from harness.offline import OFFLINE_DEFAULTS  # noqa: E402
+
+BARE = """
+import asyncio, sys
+sys.path.insert(0, {repo!r})
+from harness.offline import import_litellm
+litellm = import_litellm()
+url, n, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+async def main():
+    limit = asyncio.Semaphore(conc)
+    async def one(i):
+        async with limit:
+            r = await litellm.acompletion(model="openai/bench", api_base=url, api_key="unused", max_retries=0,
+                                          messages=[{{"role": "user", "content": f"Summarise item {{i}}."}}],
+                                          max_tokens=16, temperature=0)
+            return r.choices[0].message.content
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+asyncio.run(main())
+"""
+
+
+def timed(command: list[str], env: dict[str, str], cwd: Path | None = None) -> dict[str, float]:
+    """Wall, CPU (the process and every descendant it waited for) and peak RSS of one whole process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024, "out": done.stdout + done.stderr}  # type: ignore[dict-item]
+
+
+def median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def cached_rerun(env: dict[str, str], work: Path, repeats: int) -> None:
+    copy = work / "project"
+    for folder in ("experiments", "evals", "prompts"):
+        shutil.copytree(REPO / folder, copy / folder)
+    config = "experiments/summarize.yaml"
+    first = timed([sys.executable, "-m", "harness", "run", config, "--yes"], env, copy)
+    print(f"first run of {config} (fills the cache): {first['wall']:.1f} s")
+    imports = [timed([sys.executable, "-c", "import litellm"], env) for _ in range(repeats)]
+    reruns = [timed([sys.executable, "-m", "harness", "run", config], env, copy) for _ in range(repeats)]
+    assert "0 calls made" in str(reruns[-1]["out"]), "the re-run was not fully cached"
+    base, ours = median(imports, "wall"), median(reruns, "wall")
+    print(f'1. python -c "import litellm": {base:.2f} s wall (median of {repeats})')
+    print(
+        f"   cached re-run of {config}: {ours:.2f} s wall, {median(reruns, 'cpu'):.2f} s CPU; "
+        f"ratio {ours / base:.2f}x (targets: <= 2.5 s and <= 0.8x)"
+    )
+
+
+def calling(env: dict[str, str], work: Path, items: int, repeats: int, rss_items: int) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER.format(repo=str(REPO)), "0.05"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert server.stdout is not None
+    url = server.stdout.readline().strip()
+    try:
+        bare_script = work / "bare.py"
+        bare_script.write_text(BARE.format(repo=str(REPO)))
+        path = project(work / "calls", url, items, 64)
+        bare = [timed([sys.executable, str(bare_script), url, str(items), "64"], env) for _ in range(repeats)]
+        ours = [
+            timed([sys.executable, "-m", "harness", "run", str(path), "--no-cache", "--yes"], env, path.parent.parent)
+            for _ in range(repeats)
+        ]
+        bw, bc, hw, hc = (median(bare, "wall"), median(bare, "cpu"), median(ours, "wall"), median(ours, "cpu"))
+        print(f"2. {items:,} items, 50 ms, concurrency 64, whole processes (median of {repeats}):")
+        print(f"   bare litellm loop: {bw:.2f} s wall, {bc:.2f} s CPU")
+        print(f"   harness run (tracked): {hw:.2f} s wall, {hc:.2f} s CPU")
+        print(f"   ratios: wall {hw / bw:.2f}x (target <= 1.0x), CPU {hc / bc:.2f}x (target <= 1.2x)")
+        if rss_items:
+            big = project(work / "rss", url, rss_items, 64)
+            one = timed(
+                [sys.executable, "-m", "harness", "run", str(big), "--no-cache", "--yes"], env, big.parent.parent
+            )
+            print(
+                f"3. {rss_items:,} items: peak RSS {one['rss_mb']:.0f} MB (largest single process; target <= 400 MB), "
+                f"wall {one['wall']:.1f} s"
+            )
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--rss-items", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-cached", action="store_true", help="only figures 2 and 3")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        env = {
+            **os.environ,
+            **OFFLINE_DEFAULTS,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",
+            "PYTHONPATH": str(REPO),
+        }
+        env.pop("HARNESS_CACHE", None)
+        if not args.skip_cached:
+            cached_rerun(env, work, args.repeats)
+        calling(env, work, args.items, args.repeats, args.rss_items)
+
+
+if __name__ == "__main__":
+    main()
