@@ -268,6 +268,9 @@ class ModelPool:
                     errors.update({t: "not embedded: the budget ran out" for t in chunk})
                     return
                 from harness.providers.call import call_embedding
+                from harness.providers.local import register_local_provider
+
+                register_local_provider()
 
                 cost = worst
                 try:
@@ -362,7 +365,9 @@ class ModelPool:
 
     async def _paid_call(self, spec: CallSpec, state: _LoopState) -> Completion:
         from harness.providers import call_model
+        from harness.providers.local import register_local_provider
 
+        register_local_provider()  # here, not before: a run served from the cache never imports litellm
         worst = self.worst_case_usd(spec)
         if not await self._reserve(worst, state):
             self.counts.not_run += 1

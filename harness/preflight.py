@@ -14,7 +14,7 @@ from harness.config import ConfigError, Experiment, check_tree_size, load_yaml
 from harness.datasets import Item, load_items
 from harness.plan import Plan, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
 from harness.pricing import ModelPrice, is_local_model, resolve_price
-from harness.prompts import count_tokens, load_template, messages_hash, render_checked
+from harness.prompts import count_prompts, load_template, messages_hash, render_checked
 from harness.providers.credentials import missing_credentials
 from harness.scorers import build_scorer
 from harness.secrets import remember_tree
@@ -61,12 +61,9 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     prices: dict[str, ModelPrice] = {m.display_name: resolve_price(m, file) for m in experiment.models}
     skipped = _credential_check(experiment, file, strict)
     variants = expand_variants(experiment, prompts, prices, skipped)
-    tokens = {
-        (v.name, item.id): count_tokens(v.model.model, messages[(v.prompt.name, item.id)])
-        for v in variants
-        if v.skipped is None
-        for item in eval_set.items
-    }
+    pairs = [(v, item) for v in variants if v.skipped is None for item in eval_set.items]
+    counted = count_prompts([(v.model.model, messages[(v.prompt.name, item.id)]) for v, item in pairs])
+    tokens = {(v.name, item.id): n for (v, item), n in zip(pairs, counted, strict=True)}
     plan = Plan(
         experiment=experiment,
         eval_set=eval_set,
@@ -106,16 +103,8 @@ def _check_references(experiment: Experiment, name: str, field: str, items: list
 
 def _check_context(plan: Plan, file: str) -> None:
     """An item longer than the model's context window (litellm's model info) fails here, not mid-run."""
-    from harness.offline import import_litellm
-    from harness.providers.local import register_local_provider
-
-    litellm = import_litellm()
-    register_local_provider()
     for variant in plan.runnable:
-        try:
-            limit = litellm.get_model_info(variant.model.model).get("max_input_tokens")
-        except Exception:
-            continue
+        limit = context_limit(variant.model.model)
         if not limit:
             continue
         for item in plan.eval_set.items:
@@ -129,6 +118,27 @@ def _check_context(plan: Plan, file: str) -> None:
                     "shorten or drop the item, or truncate the long field in the template "
                     "(e.g. {{ document | truncate_tokens(3000) }})",
                 )
+
+
+def context_limit(model: str) -> int | None:
+    """The model's input window as litellm's model info gives it (the local models' included); None when
+    unknown. Read from the bundled map where it has the model, so a cached re-run never imports litellm."""
+    from harness.model_map import map_entry
+    from harness.providers.local import local_model_info
+
+    found = local_model_info().get(model) if is_local_model(model) else None
+    if found is None:
+        entry = map_entry(model)
+        found = entry[1] if entry is not None else None
+    if found is None and not is_local_model(model):
+        from harness.offline import import_litellm
+
+        try:
+            found = dict(import_litellm().get_model_info(model))
+        except Exception:
+            return None
+    limit = (found or {}).get("max_input_tokens")
+    return int(limit) if limit else None
 
 
 def prompt_hash(plan: Plan, prompt_name: str, item_id: str) -> str:
@@ -169,6 +179,7 @@ def _check_epochs(experiment: Experiment, file: str) -> None:
 
 
 def _check_models(experiment: Experiment, file: str) -> None:
+    from harness.model_map import provider_of
     from harness.offline import import_litellm
     from harness.providers.local import is_known_local
 
@@ -182,6 +193,8 @@ def _check_models(experiment: Experiment, file: str) -> None:
                     "use local/smollm2-135m, local/lead or local/lead-N",
                 )
             continue
+        if provider_of(model.model) is not None:
+            continue  # litellm's map names the provider: no need to import litellm to ask
         litellm = import_litellm()
         try:
             litellm.get_llm_provider(model=model.model, api_base=model.api_base)

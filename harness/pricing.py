@@ -312,6 +312,14 @@ def is_loopback(api_base: str | None) -> bool:
 
 def map_price(model: str) -> dict[str, float | None] | None:
     """The model's entry in litellm's price map, or None when the map does not know it."""
+    from harness.model_map import map_entry
+
+    found = map_entry(model)  # the bundled file, read without importing litellm
+    if found is not None:
+        key, entry = found
+        if entry.get("input_cost_per_token") is None or entry.get("output_cost_per_token") is None:
+            return None
+        return {**entry, "key": key}
     from harness.offline import import_litellm
 
     litellm = import_litellm()

@@ -256,8 +256,36 @@ def shared_prefix(rendered: list[Messages]) -> str:
 
 
 def count_text_tokens(model: str, text: str) -> int:
-    """Tokens in a piece of text by the model's offline tokenizer."""
-    return _token_counter(model, text=text)
+    """Tokens in a piece of text by the model's offline tokenizer (remembered: see `count_prompts`)."""
+    from harness.model_map import token_memo
+
+    memo = token_memo()
+    key = memo.key(model, "text", text)
+    known = memo.get(key)
+    if known is None:
+        known = _token_counter(model, text=text)
+        memo.put(key, known)
+        memo.save()
+    return known
+
+
+def count_prompts(prompts: list[tuple[str, Messages]]) -> list[int]:
+    """Prompt tokens of many (model, messages) by litellm's counter, each counted once per machine: the
+    counts are remembered (`harness.model_map.TokenMemo`), so a re-run reads them and imports no litellm."""
+    from harness.model_map import token_memo
+
+    memo = token_memo()
+    keys = [memo.key(model, "messages", messages) for model, messages in prompts]
+    memo.load(keys)
+    counts = []
+    for key, (model, messages) in zip(keys, prompts, strict=True):
+        known = memo.get(key)
+        if known is None:
+            known = count_tokens(model, messages)
+            memo.put(key, known)
+        counts.append(known)
+    memo.save()
+    return counts
 
 
 def count_tokens(model: str, messages: Messages) -> int:

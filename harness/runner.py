@@ -22,7 +22,6 @@ from harness.datasets import Item
 from harness.plan import Plan, Variant
 from harness.pool import Completion, ModelPool, declared_slots, max_output_tokens
 from harness.preflight import prompt_hash
-from harness.providers.local import register_local_provider
 from harness.records import Record
 
 OnRecord = Callable[[Record], None]
@@ -61,7 +60,6 @@ async def run_plan_async(
 
     `pool` is the run's model pool (cache, budget, concurrency); scorers use the same one afterwards.
     """
-    register_local_provider()
     pool = pool or ModelPool.for_experiment(plan.experiment)
     console = console or Console(stderr=True)
     jobs = plan.jobs([v for v in plan.runnable if v.name not in (exclude or set())])

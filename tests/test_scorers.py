@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness.config import ScorerConfig
@@ -10,6 +12,7 @@ from harness.records import Record
 from harness.scorers import build_scorer, score_records
 from harness.scorers.classification import macro_f1
 from harness.scorers.numeric import final_number
+from tests.conftest import REPO
 
 
 def make(name: str, **options: object):
@@ -148,3 +151,30 @@ def test_custom_scorer_by_module_function() -> None:
     assert scorer.score("short", item()) == 1.0
     assert scorer.score("much too long", item()) == 0.0
     assert scorer.kind == "binary", "a custom factory declares its kind with an attribute"
+
+
+def test_rouge_without_nltks_package_init_scores_exactly_as_with_it() -> None:
+    """The light import of rouge-score (nltk's Porter stemmer alone) gives the very scores of the usual
+    import, on SciTLDR's abstracts and summaries; and it leaves scikit-learn unimported."""
+    import subprocess
+    import sys
+
+    script = """
+import json, sys
+light = sys.argv[1] == "light"
+if not light:
+    import nltk  # the whole package first: the usual import
+from harness.scorers.rouge import import_rouge_scorer
+scorer = import_rouge_scorer().RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+rows = [json.loads(line) for line in open("evals/scitldr/test.jsonl")][:60]
+scores = [{k: v.fmeasure for k, v in scorer.score(r["reference"], r["document"]).items()} for r in rows]
+print(json.dumps({"scores": scores, "sklearn": "sklearn" in sys.modules}))
+"""
+    out = {}
+    for mode in ("light", "usual"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode], cwd=REPO, capture_output=True, text=True, check=True, timeout=300
+        )
+        out[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["light"]["scores"] == out["usual"]["scores"] and len(out["light"]["scores"]) == 60
+    assert not out["light"]["sklearn"]

@@ -18,6 +18,12 @@ def missing_credentials(cfg: ModelConfig) -> list[str]:
         return [] if os.environ.get(cfg.api_key_env) else [cfg.api_key_env]
     if is_local_model(cfg.model) or is_loopback(cfg.api_base):
         return []
+    if cfg.api_base is None:
+        from harness.model_map import missing_keys
+
+        known = missing_keys(cfg.model)  # the common providers, without importing litellm
+        if known is not None:
+            return known
     from harness.offline import import_litellm
 
     litellm = import_litellm()

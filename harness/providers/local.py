@@ -198,31 +198,30 @@ def register_local_provider() -> None:
         entry for entry in litellm.custom_provider_map if entry.get("provider") != LOCAL_PROVIDER
     ] + [{"provider": LOCAL_PROVIDER, "custom_handler": handler}]
     litellm.utils.custom_llm_setup()
-    # Context limits in litellm's model info, so the pre-run context check treats local and cloud alike.
-    context = int(os.environ.get("HARNESS_LOCAL_CTX", "4096"))
-    litellm.register_model(
-        {
-            f"{LOCAL_PROVIDER}/{SMOLLM2}": {
-                "max_input_tokens": context - SMOLLM2_OUTPUT_RESERVE,
-                "max_output_tokens": SMOLLM2_OUTPUT_RESERVE,
-                "input_cost_per_token": 0.0,
-                "output_cost_per_token": 0.0,
-                "cache_read_input_token_cost": 0.0,
-                "cache_creation_input_token_cost": 0.0,
-                "litellm_provider": LOCAL_PROVIDER,
-                "mode": "chat",
-            }
-        }
-    )
-    litellm.register_model(
-        {
-            f"{LOCAL_PROVIDER}/{MINILM}": {
-                "max_input_tokens": 256,
-                "input_cost_per_token": 0.0,
-                "output_cost_per_token": 0.0,
-                "litellm_provider": LOCAL_PROVIDER,
-                "mode": "embedding",
-            }
-        }
-    )
+    # Context limits in litellm's model info, so litellm and harness see the same local models.
+    litellm.register_model(local_model_info())
     _registered = True
+
+
+def local_model_info() -> dict[str, dict[str, Any]]:
+    """The local models' entries in litellm's model-info form: their context windows and $0 prices."""
+    context = int(os.environ.get("HARNESS_LOCAL_CTX", "4096"))
+    return {
+        f"{LOCAL_PROVIDER}/{SMOLLM2}": {
+            "max_input_tokens": context - SMOLLM2_OUTPUT_RESERVE,
+            "max_output_tokens": SMOLLM2_OUTPUT_RESERVE,
+            "input_cost_per_token": 0.0,
+            "output_cost_per_token": 0.0,
+            "cache_read_input_token_cost": 0.0,
+            "cache_creation_input_token_cost": 0.0,
+            "litellm_provider": LOCAL_PROVIDER,
+            "mode": "chat",
+        },
+        f"{LOCAL_PROVIDER}/{MINILM}": {
+            "max_input_tokens": 256,
+            "input_cost_per_token": 0.0,
+            "output_cost_per_token": 0.0,
+            "litellm_provider": LOCAL_PROVIDER,
+            "mode": "embedding",
+        },
+    }

@@ -64,9 +64,6 @@ class ScorerModel:
         self, requests: list[list[dict[str, str]]], pool: ModelPool | None, advance: Callable[[], None]
     ) -> list[Reply]:
         """Every request's reply through the pool (a private one when scoring outside a run)."""
-        from harness.providers.local import register_local_provider
-
-        register_local_provider()
         pool = pool or ModelPool()
         specs = [CallSpec(self.cfg, self.price, messages, self.params) for messages in requests]
         outcomes = asyncio.run(pool.complete_many(specs, advance))
@@ -85,9 +82,6 @@ class ScorerModel:
         self, texts: list[str], pool: ModelPool | None, batch_size: int = 32
     ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, str]]:
         """Unit vectors by text (each distinct text embedded once, cache first), cost by text, errors by text."""
-        from harness.providers.local import register_local_provider
-
-        register_local_provider()
         pool = pool or ModelPool()
         vectors, costs, errors = asyncio.run(pool.embed(self.cfg, self.price, texts, batch_size))
         return {t: _unit(v) for t, v in vectors.items()}, costs, errors

@@ -1,0 +1,173 @@
+"""What litellm knows about a model, answered without importing litellm (about 3.5 s) where it can be.
+
+A re-run served from the cache calls no model, so it should not pay for litellm's import. The facts a
+run needs before calling are read here from the same sources litellm reads:
+- prices, context windows and providers from litellm's bundled price map, the JSON file inside the
+  installed litellm package (the one `LITELLM_LOCAL_MODEL_COST_MAP=True` makes litellm use);
+- which environment variables a provider's key lives in, for the providers litellm names in
+  `validate_environment`;
+- token counts from a per-machine memo of litellm's own counts, keyed by litellm's version, the model
+  and the text (`TokenMemo`): exact by construction, and litellm is imported only for texts never counted.
+
+Every answer this module cannot give is None, and the caller asks litellm itself. A price read here
+carries every rate of the model's map entry, which can be one more than litellm's `get_model_info` passes
+on (it drops fields its `ModelInfo` does not declare, e.g. a flex rate for long cached input). `tests/test_model_map.py`
+checks that the answers agree with litellm's for every model of every shipped experiment.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sqlite3
+from importlib import util
+from pathlib import Path
+from typing import Any
+
+PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY",),
+    "together_ai": ("TOGETHERAI_API_KEY",),
+    "xai": ("XAI_API_KEY",),
+    "cohere": ("COHERE_API_KEY",),
+}
+"""Provider -> the variables litellm's `validate_environment` accepts its key from (any one suffices)."""
+
+
+@functools.cache
+def bundled_map() -> dict[str, dict[str, Any]]:
+    """litellm's bundled price map, as its installed package ships it; {} when it cannot be found."""
+    spec = util.find_spec("litellm")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        return {}
+    path = Path(spec.origin).parent / "model_prices_and_context_window_backup.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict) and k != "sample_spec"}
+
+
+@functools.cache
+def providers() -> frozenset[str]:
+    """Every provider the map names."""
+    return frozenset(str(v.get("litellm_provider")) for v in bundled_map().values() if v.get("litellm_provider"))
+
+
+def map_entry(model: str) -> tuple[str, dict[str, Any]] | None:
+    """The map key and entry litellm's `get_model_info` finds for `model`, for the two spellings it
+    resolves without guessing: the key itself (`gpt-4o-mini`, `gemini/gemini-2.5-flash`) and
+    `provider/name` where `name` is that provider's key (`openai/gpt-4o-mini`). None otherwise."""
+    table = bundled_map()
+    if model in table:
+        return model, table[model]
+    provider, _, name = model.partition("/")
+    if name and name in table and table[name].get("litellm_provider") == provider:
+        return name, table[name]
+    return None
+
+
+def provider_of(model: str) -> str | None:
+    """The provider litellm routes `model` to, when the map tells it plainly; else None."""
+    found = map_entry(model)
+    if found is not None:
+        return str(found[1].get("litellm_provider") or "") or None
+    prefix, _, name = model.partition("/")
+    return prefix if name and prefix in providers() else None
+
+
+def missing_keys(model: str) -> list[str] | None:
+    """The key variables `model` needs and lacks (all of a provider's names when none is set, as
+    `validate_environment` reports them); None for a provider not in `PROVIDER_KEYS`."""
+    provider = provider_of(model)
+    names = PROVIDER_KEYS.get(provider or "")
+    if names is None:
+        return None
+    return [] if any(os.environ.get(n) for n in names) else list(names)
+
+
+def token_memo_path() -> Path | None:
+    """Where counted texts are remembered: `HARNESS_TOKEN_MEMO` (`off` for nowhere), else the user's
+    cache folder."""
+    chosen = os.environ.get("HARNESS_TOKEN_MEMO", "").strip()
+    if chosen.lower() == "off":
+        return None
+    if chosen:
+        return Path(chosen)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "harness" / "token-counts.sqlite"
+
+
+class TokenMemo:
+    """litellm's token counts, remembered per machine: a count is a pure function of litellm's version, the
+    model and the text, so it is computed once and then read (one batched lookup per run)."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self._db: sqlite3.Connection | None = None
+        self._known: dict[str, int] = {}
+        self._new: dict[str, int] = {}
+        path = token_memo_path()
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS counts (key TEXT PRIMARY KEY, tokens INTEGER NOT NULL)")
+        except (OSError, sqlite3.Error):
+            self._db = None  # a memo that cannot be kept only costs time
+
+    def key(self, model: str, what: str, payload: Any) -> str:
+        text = json.dumps([self.version, model, what, payload], sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def load(self, keys: list[str]) -> None:
+        """Read the counts among `keys` that are remembered, in one pass."""
+        if self._db is None:
+            return
+        wanted = [k for k in dict.fromkeys(keys) if k not in self._known]
+        try:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(f"SELECT key, tokens FROM counts WHERE key IN ({marks})", chunk)
+                self._known.update({k: int(n) for k, n in rows})
+        except sqlite3.Error:
+            return
+
+    def get(self, key: str) -> int | None:
+        if key not in self._known and self._db is not None:
+            self.load([key])
+        return self._known.get(key)
+
+    def put(self, key: str, tokens: int) -> None:
+        self._known[key] = tokens
+        self._new[key] = tokens
+
+    def save(self) -> None:
+        """Write the counts made since the last save, in one transaction."""
+        if self._db is None or not self._new:
+            return
+        pending, self._new = self._new, {}
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO counts VALUES (?, ?)", list(pending.items()))
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            return
+
+
+@functools.cache
+def token_memo() -> TokenMemo:
+    """The process's memo, for the installed litellm."""
+    from importlib.metadata import version
+
+    return TokenMemo(version("litellm"))
