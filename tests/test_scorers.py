@@ -178,3 +178,15 @@ print(json.dumps({"scores": scores, "sklearn": "sklearn" in sys.modules}))
         out[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["light"]["scores"] == out["usual"]["scores"] and len(out["light"]["scores"]) == 60
     assert not out["light"]["sklearn"]
+
+
+def test_rouge_with_remembered_stems_equals_rouge_score_itself() -> None:
+    from harness.scorers.rouge import import_rouge_scorer, rouge
+
+    rows = [json.loads(line) for line in (REPO / "evals/scitldr/test.jsonl").read_text().splitlines()][:40]
+    plain = import_rouge_scorer().RougeScorer(["rouge2"], use_stemmer=True)
+    ours = rouge("rouge2")
+    for row in rows:
+        item = Item(id=row["id"], fields={}, reference=row["reference"])
+        for _ in range(2):  # the second pass reads every stem from the cache
+            assert ours(row["document"], item) == plain.score(row["reference"], row["document"])["rouge2"].fmeasure
