@@ -29,29 +29,9 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_overhead import SERVER, project  # noqa: E402
+from bench_overhead import BARE, SERVER, project  # noqa: E402
 
 from harness.offline import OFFLINE_DEFAULTS  # noqa: E402
-
-BARE = """
-import asyncio, sys
-sys.path.insert(0, {repo!r})
-from harness.offline import import_litellm
-litellm = import_litellm()
-url, n, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-
-async def main():
-    limit = asyncio.Semaphore(conc)
-    async def one(i):
-        async with limit:
-            r = await litellm.acompletion(model="openai/bench", api_base=url, api_key="unused", max_retries=0,
-                                          messages=[{{"role": "user", "content": f"Summarise item {{i}}."}}],
-                                          max_tokens=16, temperature=0)
-            return r.choices[0].message.content
-    await asyncio.gather(*(one(i) for i in range(n)))
-
-asyncio.run(main())
-"""
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path | None = None) -> dict[str, float]:

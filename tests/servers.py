@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import stop_server
+from tests.conftest import stop_server, wait_for_health
 
 
 def free_port() -> int:
@@ -118,3 +118,26 @@ def start_postgres(folder: Path) -> Iterator[str]:
         stop_server(process)
         if as_user:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_mlflow_server(backend_store_uri: str, folder: Path) -> Iterator[str]:
+    """`mlflow server` on 127.0.0.1 over `backend_store_uri`, artifacts under `folder`; yields its URL."""
+    import sys
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)),
+            *("--backend-store-uri", backend_store_uri, "--artifacts-destination", str(folder / "artifacts")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=folder,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_health(url, process, f"mlflow server on {backend_store_uri.split(':', 1)[0]}")
+        yield url
+    finally:
+        stop_server(process)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, stop_server, wait_for_health
+from tests.conftest import REPO
 from tests.fake_server import FakeModelServer
-from tests.servers import free_port, start_postgres
+from tests.servers import start_mlflow_server, start_postgres
 from tests.test_cli import harness
 from tests.test_gate import gate_project
 
@@ -52,20 +52,9 @@ def test_an_mlflow_server_on_postgres_tracks_reports_and_gates(
     tmp_path: Path, postgres: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = database(postgres, "served")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)),
-            *("--backend-store-uri", store, "--artifacts-destination", str(tmp_path / "artifacts")),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=tmp_path,
-    )
+    server = start_mlflow_server(store, tmp_path)
+    url = next(server)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for_health(url, server, "mlflow server on PostgreSQL")
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         path = gate_project(tmp_path / "project", limit=30)
         # The gate tracks two variants (a full run tracks the same way, six of them: slower, nothing more).
@@ -81,7 +70,7 @@ def test_an_mlflow_server_on_postgres_tracks_reports_and_gates(
         assert gate.returncode == 1, gate.stdout + gate.stderr
         assert "using stored records for local/lead:tagged" in gate.stdout and "GATE FAIL" in gate.stdout
     finally:
-        stop_server(server)
+        server.close()
 
 
 def test_a_run_tracked_straight_into_postgres_keeps_its_records_and_traces(

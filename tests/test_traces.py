@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -21,7 +18,7 @@ from harness.runner import run_plan
 from harness.scorers import score_records
 from harness.summary import summarize
 from harness.tracking import load_records, log_run, tracking_uri
-from tests.conftest import ITEMS, base_config, fake_model, stop_server, wait_for_health, write_project
+from tests.conftest import ITEMS, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer, Usage
 
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
@@ -116,32 +113,11 @@ def test_traces_reach_a_tracking_server(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through MLflow's client (not the SQL fast path): the same traces and assessments on a real server."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=tmp_path,
-    )
+    from tests.servers import start_mlflow_server
+
+    server = start_mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path)
+    url = next(server)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for_health(url, server, "mlflow server")
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         _, parent_id = run_and_log(tmp_path / "project", model_server)
         assert mlflow.get_tracking_uri() == url
@@ -155,7 +131,7 @@ def test_traces_reach_a_tracking_server(
             assert {a.name for a in trace.info.assessments} == {"rouge", "exact_match", "expected_response"}
             assert trace.data.spans[0].span_type == "LLM"
     finally:
-        stop_server(server)
+        server.close()
 
 
 def test_a_judges_reply_is_the_rationale_and_an_unparseable_verdict_an_error(
