@@ -18,9 +18,6 @@ from tests.servers import start_mlflow_server, start_postgres
 from tests.test_cli import harness
 from tests.test_gate import gate_project
 
-# One worker starts the PostgreSQL cluster once (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("postgres")
-
 
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -27,8 +27,6 @@ if CHROMIUM is None and os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)"),
-    # One worker builds the module's run and MLflow server once, not once per worker (--dist loadgroup).
-    pytest.mark.xdist_group("ui"),
 ]
 
 # $0.0005 in + $0.0002 out per call: each paid variant costs $0.0021 over the three items.
