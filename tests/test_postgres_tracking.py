@@ -4,15 +4,11 @@ needs psycopg 3) is refused before any call with the working spelling."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
 from tests.fake_server import FakeModelServer
 from tests.servers import start_mlflow_server, start_postgres
 from tests.test_cli import harness
@@ -95,16 +91,12 @@ def test_a_run_tracked_straight_into_postgres_keeps_its_records_and_traces(
         assert {a.name for a in traces[0].info.assessments} >= {"rouge", "expected_response"}
 
 
-def test_plain_postgresql_scheme_is_refused_before_any_call_with_the_driver_spelling(tmp_path: Path) -> None:
+def test_plain_postgresql_scheme_is_refused_before_any_call_with_the_driver_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = gate_project(tmp_path, limit=3)
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", str(path)],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": "postgresql://u:pw-canary-77@db:5432/x"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://u:pw-canary-77@db:5432/x")
+    done = harness("run", str(path), cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "postgresql+psycopg2://" in done.stderr and "MLFLOW_TRACKING_URI" in done.stderr
     assert "pw-canary-77" not in done.stdout + done.stderr

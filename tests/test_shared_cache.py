@@ -28,7 +28,8 @@ from harness.records import Usage
 from harness.workflow import RunOptions, run_experiment
 from tests.conftest import REPO, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer
-from tests.servers import start_redis
+from tests.servers import free_port, start_redis
+from tests.test_cli import harness as run_cli
 
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 JUDGE_RUBRIC = '{% block user %}Candidate: {{ output }}\nEnd with "Score: N" (1-5).{% endblock %}'
@@ -228,28 +229,15 @@ def _keys(outcome: Any) -> list[str]:
 
 
 def test_an_unreachable_redis_is_refused_before_any_call_without_its_password(
-    tmp_path: Path, model_server: FakeModelServer
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = judged_project(tmp_path, model_server, 2)
-    url = f"redis://:canary-REDISPASS-5e1f@127.0.0.1:{_closed_port()}/0"
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", str(path), "--no-tracking"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO), "HARNESS_CACHE": url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    monkeypatch.setenv("HARNESS_CACHE", f"redis://:canary-REDISPASS-5e1f@127.0.0.1:{free_port()}/0")
+    done = run_cli("run", str(path), "--no-tracking", cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "HARNESS_CACHE" in done.stderr and "cannot reach the Redis cache" in done.stderr
     assert "canary-REDISPASS" not in done.stdout + done.stderr
     assert model_server.requests == []
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_shard_needs_the_cache_and_an_i_of_n(tmp_path: Path, model_server: FakeModelServer) -> None:
@@ -384,7 +372,7 @@ def test_two_pools_embedding_the_same_texts_at_once_pay_for_each_text_once(
 
 
 def test_a_redis_password_in_the_config_never_leaks(
-    tmp_path: Path, model_server: FakeModelServer, redis_url: str
+    tmp_path: Path, model_server: FakeModelServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`cache.url` with a password (a Redis ACL user): the run works, tracked, and the password reaches no
     terminal line, MLflow param, tag or artifact, report or record."""
@@ -400,14 +388,8 @@ def test_a_redis_password_in_the_config_never_leaks(
     assert "6 calls made" in tracked
     again = finish(harness("run", str(path), cwd=tmp_path / "project", env={}))
     assert "0 calls made" in again
-    wrong = subprocess.run(
-        [sys.executable, "-m", "harness", "run", str(path), "--no-tracking"],
-        cwd=tmp_path / "project",
-        env={**os.environ, "PYTHONPATH": str(REPO), "HARNESS_CACHE": url.replace(canary, canary + "-wrong")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    monkeypatch.setenv("HARNESS_CACHE", url.replace(canary, canary + "-wrong"))
+    wrong = run_cli("run", str(path), "--no-tracking", cwd=tmp_path / "project")
     assert wrong.returncode == 2 and "HARNESS_CACHE" in wrong.stderr
     store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).parent
     assert canary not in tracked + again + wrong.stdout + wrong.stderr
