@@ -103,18 +103,21 @@ def serve(read_fd: int, write_fd: int) -> None:
     apply_offline_defaults()
     import harness.tracking  # noqa: F401 - imported now, while the parent prepares
 
-    with os.fdopen(read_fd, "rb") as receive, os.fdopen(write_fd, "wb") as send:
-        while True:
-            try:
-                function, args = pickle.load(receive)
-            except EOFError:
-                break
-            try:
-                reply = (True, function(*args))
-            except Exception as exc:  # reported to the parent, which raises it there
-                reply = (False, f"{type(exc).__name__}: {exc}")
-            pickle.dump(reply, send, protocol=pickle.HIGHEST_PROTOCOL)
-            send.flush()
+    try:
+        with os.fdopen(read_fd, "rb") as receive, os.fdopen(write_fd, "wb") as send:
+            while True:
+                try:
+                    function, args = pickle.load(receive)
+                except EOFError:
+                    break
+                try:
+                    reply = (True, function(*args))
+                except Exception as exc:  # reported to the parent, which raises it there
+                    reply = (False, f"{type(exc).__name__}: {exc}")
+                pickle.dump(reply, send, protocol=pickle.HIGHEST_PROTOCOL)
+                send.flush()
+    except BrokenPipeError:
+        pass  # the parent stopped listening (a run refused before its calls): nobody is left to answer
     # Every write above was synchronous and is committed; the interpreter's own shutdown (MLflow's and
     # SQLAlchemy's exit hooks) would only keep the parent waiting in `close` for about a second.
     sys.stdout.flush()
