@@ -97,6 +97,10 @@ class FakeModelServer(LocalServer):
         self.usage: Usage | Callable[[dict[str, Any]], Usage] = Usage()
         """The usage block to report, or a function of the request giving it."""
         self.delay_s = 0.0
+        self.hold_until_in_flight = 0
+        """If set, no answer leaves until this many requests were in flight at once (or 60 s passed): a test
+        of two clients uses it to know both were calling, whatever their start-up times."""
+        self._held = threading.Event()
         self.in_flight = 0
         self.max_in_flight = 0
         self.fault_rate = 0.0
@@ -175,6 +179,10 @@ class FakeModelServer(LocalServer):
                     server.requests.append(request)
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    if server.in_flight >= server.hold_until_in_flight:
+                        server._held.set()
+                if server.hold_until_in_flight:
+                    server._held.wait(timeout=60)
                 try:
                     self._respond(request)
                 finally:

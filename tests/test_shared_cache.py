@@ -121,6 +121,9 @@ def test_two_concurrent_runs_of_one_experiment_pay_each_call_once(
     work is split between them, and both runs end with every record."""
     model_server.answer = answer
     model_server.delay_s = 0.1
+    # A run has at most 3 calls in flight: 4 at once means both were calling, however long the tracked
+    # one took to start (on a loaded machine the other could otherwise finish alone).
+    model_server.hold_until_in_flight = 4
     n = 40
     path = judged_project(tmp_path, model_server, n, embedder=True, concurrency=3)
     cache = request.getfixturevalue("redis_url") if store == "redis" else str(tmp_path / "shared.sqlite")
