@@ -2,7 +2,9 @@
 
 Run: .venv/bin/python benchmarks/bench_e2e.py [--items 1000] [--rss-items 10000] [--repeats 3]
 1. A fully cached re-run of experiments/summarize.yaml (a copy of the project, its cache filled by a first
-   run) against `python -c "import litellm"`. Targets: at most 2.5 s, and at most 0.8x the import.
+   run) against `python -c "import litellm"`. Targets: at most 2.5 s, and at most 0.8x the import. Timed as
+   a person at a terminal runs it (MLflow logging handed to the background, with the time until the run
+   is in the store) and with --wait-for-logging (what CI does).
 2. 1,000 items at 50 ms latency and concurrency 64, `python -m harness run` with tracking, against a bare
    `litellm.acompletion` loop, each a whole process (imports included). Targets: wall at most 1.0x, CPU
    (the process and everything it started) at most 1.2x.
@@ -14,9 +16,11 @@ Medians over `--repeats` runs; the machine is noisy, so read ratios, not absolut
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,16 +39,43 @@ from harness.offline import OFFLINE_DEFAULTS  # noqa: E402
 
 
 def timed(command: list[str], env: dict[str, str], cwd: Path | None = None) -> dict[str, float]:
-    """Wall, CPU (the process and every descendant it waited for) and peak RSS of one whole process."""
+    """Wall, CPU (the process and every descendant it waited for) and peak RSS of one whole process.
+
+    The output goes to a file, as at a terminal: a pipe stays open as long as any process holding it
+    (a tracking process logging in the background) and would time that process too.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
-    wall = time.perf_counter() - started
+    with tempfile.TemporaryFile("w+") as out:
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        text = out.read()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{text[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024, "out": done.stdout + done.stderr}  # type: ignore[dict-item]
+    return {"wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024, "out": text, "started": started}  # type: ignore[dict-item]
+
+
+def finished_parents(db: Path) -> int:
+    """Parent runs (one per invocation) that MLflow logging has finished in an embedded store."""
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        query = (
+            "select count(*) from runs r join tags t on t.run_uuid = r.run_uuid "
+            "where t.key = 'harness.kind' and t.value = 'experiment' and r.status = 'FINISHED'"
+        )
+        return connection.execute(query).fetchone()[0]
+
+
+def logged_after(run: dict[str, float], db: Path, before: int) -> float:
+    """Seconds from the command's start until its run is in the store (logging in the background)."""
+    deadline = time.perf_counter() + 300
+    while finished_parents(db) <= before:
+        if time.perf_counter() > deadline:
+            raise SystemExit("the background logging never finished")
+        time.sleep(0.05)
+    return time.perf_counter() - run["started"]
 
 
 def median(runs: list[dict[str, float]], key: str) -> float:
@@ -58,15 +89,27 @@ def cached_rerun(env: dict[str, str], work: Path, repeats: int) -> None:
     config = "experiments/summarize.yaml"
     first = timed([sys.executable, "-m", "harness", "run", config, "--yes"], env, copy)
     print(f"first run of {config} (fills the cache): {first['wall']:.1f} s")
-    imports = [timed([sys.executable, "-c", "import litellm"], env) for _ in range(repeats)]
-    reruns = [timed([sys.executable, "-m", "harness", "run", config], env, copy) for _ in range(repeats)]
-    assert "0 calls made" in str(reruns[-1]["out"]), "the re-run was not fully cached"
-    base, ours = median(imports, "wall"), median(reruns, "wall")
+    db = Path(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
+    imports, waiting, background, logged = [], [], [], []
+    for _ in range(repeats):
+        imports.append(timed([sys.executable, "-c", "import litellm"], env))
+        waiting.append(timed([sys.executable, "-m", "harness", "run", config, "--wait-for-logging"], env, copy))
+        before = finished_parents(db)
+        background.append(timed([sys.executable, "-m", "harness", "run", config, "--background-logging"], env, copy))
+        logged.append(logged_after(background[-1], db, before))
+    for run in waiting + background:
+        assert "0 calls made" in str(run["out"]), "the re-run was not fully cached"
+    assert "logging in the background" in str(background[-1]["out"])
+    base = median(imports, "wall")
     print(f'1. python -c "import litellm": {base:.2f} s wall (median of {repeats})')
-    print(
-        f"   cached re-run of {config}: {ours:.2f} s wall, {median(reruns, 'cpu'):.2f} s CPU; "
-        f"ratio {ours / base:.2f}x (targets: <= 2.5 s and <= 0.8x)"
-    )
+    for label, runs in (("at a terminal (logging in the background)", background), ("--wait-for-logging", waiting)):
+        ours = median(runs, "wall")
+        print(
+            f"   cached re-run of {config}, {label}: {ours:.2f} s wall, {median(runs, 'cpu'):.2f} s CPU of what it "
+            f"waited for; ratio {ours / base:.2f}x (targets: <= 2.5 s and <= 0.8x)"
+        )
+    after = statistics.median(logged)
+    print(f"   the background logging had the run in MLflow {after:.2f} s after the command started")
 
 
 def calling(env: dict[str, str], work: Path, items: int, repeats: int, rss_items: int) -> None:

@@ -95,6 +95,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="a model without its API key is an error, not a skip")
     run.add_argument("--limit", type=int, default=None, help="override dataset.limit for a quick look")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    logging_mode = run.add_mutually_exclusive_group()
+    logging_mode.add_argument(
+        "--background-logging",
+        dest="background_logging",
+        action="store_true",
+        default=None,
+        help="return once the results are printed; MLflow logging finishes in a process of its own "
+        "(the default at a terminal outside CI)",
+    )
+    logging_mode.add_argument(
+        "--wait-for-logging",
+        dest="background_logging",
+        action="store_false",
+        help="wait for MLflow logging and print the run id (the default in CI, scripts and pipes)",
+    )
     _shard_flag(run)
     _spending_flags(run)
     run.set_defaults(handler=_cmd_run)
@@ -215,7 +230,16 @@ def _options(args: argparse.Namespace, strict: bool) -> RunOptions:
         max_usd=args.max_usd,
         assume_yes=args.yes,
         confirm=_ask if sys.stdin.isatty() else None,
+        background_logging=_background_logging(getattr(args, "background_logging", False)),
     )
+
+
+def _background_logging(flag: bool | None) -> bool:
+    """A person at a terminal gets the prompt back as soon as the results are printed; CI jobs and
+    scripts, which read the run id or trust the exit code to cover logging, wait unless they ask."""
+    if flag is not None:
+        return flag
+    return sys.stdout.isatty() and not os.environ.get("CI")
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:

@@ -8,6 +8,9 @@ when the child exits. The calling process never imports mlflow or matplotlib dur
 
 The child runs in its own session and ignores Ctrl-C (the parent decides what an interrupt means), and
 exits when its pipe closes, so a killed parent never leaves it behind.
+
+`hand_off` is the one exception to the parent waiting: logging in the background. The parent gives the
+child its last job and leaves; the child, whose pipe then closes, finishes the jobs it has and exits.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +55,11 @@ class TrackingProcess:
         self._send = os.fdopen(to_child_w, "wb")
         self._receive = os.fdopen(from_child_r, "rb")
         self._pending = 0
+        self._detached = False
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def start(self, function: Callable[..., Any], *args: Any) -> None:
         """`function(*args)` in the child without waiting: work that only warms the child (imports, the
@@ -77,11 +86,37 @@ class TrackingProcess:
             raise TrackingError(value)
         return value
 
+    def hand_off(self, function: Callable[..., Any], *args: Any) -> None:
+        """`function(*args)` in the child, which finishes it after this process has gone on or exited.
+
+        The arguments go through a file, not the pipe: a child still importing MLflow is not reading its
+        pipe, and a 10,000-record payload would fill it and hold the parent until the child read it.
+        """
+        if self._process.poll() is not None:
+            raise TrackingError(f"the tracking process exited (code {self._process.returncode})")
+        handle, path = tempfile.mkstemp(prefix="harness-logging-", suffix=".pickle")
+        try:
+            with os.fdopen(handle, "wb") as payload:
+                pickle.dump((function, args), payload, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((run_handed_off, (path,)), self._send, protocol=pickle.HIGHEST_PROTOCOL)
+            self._send.flush()
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            if isinstance(exc, BrokenPipeError):
+                raise TrackingError(f"the tracking process exited (code {self._process.poll()})") from None
+            raise
+        self._detached = True
+        self.close()
+
     def close(self) -> None:
-        """Close the pipes (the child exits when it reads their end) and wait for it."""
+        """Close the pipes (the child exits when it reads their end) and wait for it, unless it was handed
+        work to finish on its own."""
         for stream in (self._send, self._receive):
             with contextlib.suppress(OSError):
                 stream.close()
+        if self._detached:
+            return
         try:
             self._process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -103,26 +138,41 @@ def serve(read_fd: int, write_fd: int) -> None:
     apply_offline_defaults()
     import harness.tracking  # noqa: F401 - imported now, while the parent prepares
 
-    try:
-        with os.fdopen(read_fd, "rb") as receive, os.fdopen(write_fd, "wb") as send:
-            while True:
-                try:
-                    function, args = pickle.load(receive)
-                except EOFError:
-                    break
-                try:
-                    reply = (True, function(*args))
-                except Exception as exc:  # reported to the parent, which raises it there
-                    reply = (False, f"{type(exc).__name__}: {exc}")
+    listening = True
+    with os.fdopen(read_fd, "rb") as receive, os.fdopen(write_fd, "wb") as send:
+        while True:
+            try:
+                function, args = pickle.load(receive)
+            except EOFError:
+                break
+            try:
+                reply = (True, function(*args))
+            except Exception as exc:  # reported to the parent, which raises it there
+                reply = (False, f"{type(exc).__name__}: {exc}")
+            if not listening:
+                continue
+            try:
                 pickle.dump(reply, send, protocol=pickle.HIGHEST_PROTOCOL)
                 send.flush()
-    except BrokenPipeError:
-        pass  # the parent stopped listening (a run refused before its calls): nobody is left to answer
+            except BrokenPipeError:
+                # The parent stopped listening: it was refused before its calls, or it handed its logging
+                # off and left. The jobs already received are still done.
+                listening = False
+        with contextlib.suppress(BrokenPipeError):
+            send.close()
     # Every write above was synchronous and is committed; the interpreter's own shutdown (MLflow's and
     # SQLAlchemy's exit hooks) would only keep the parent waiting in `close` for about a second.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def run_handed_off(path: str) -> Any:
+    """The child's side of `hand_off`: the job written to `path`, which is removed once read."""
+    with open(path, "rb") as payload:
+        function, args = pickle.load(payload)
+    os.unlink(path)
+    return function(*args)
 
 
 def portable(plan: Plan) -> Plan:

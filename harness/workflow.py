@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -57,6 +58,11 @@ class RunOptions:
     None where nobody can answer, and then such a run stops with a config error."""
     sequential: SequentialConfig | None = None
     """Run in stages and stop once the gate is decided (`harness.stages`); the gate sets it."""
+    background_logging: bool = False
+    """Hand MLflow logging to the tracking process and return once the results are printed: the
+    iteration loop at a terminal. The run id is then not known here (`RunOutcome.logging_pid`), and a
+    logging failure is reported by that process (message and report under `reports/`), not by the exit
+    code; so CI and scripts, which read the id or trust the exit code, wait (the default)."""
     shard: tuple[int, int] | None = None
     """(I, N): call and score only the I-th of N parts of the items (`Plan.shard`), into the shared cache,
     under 1/N of the budget cap; never tracked. The same run without a shard then makes no call and logs
@@ -82,6 +88,8 @@ class RunOutcome:
     tracking_error: str | None = None
     """Why MLflow logging failed (the report was then written to `report_files`)."""
     report_files: list[Path] = field(default_factory=list)
+    logging_pid: int | None = None
+    """The process still logging this run to MLflow (`RunOptions.background_logging`); `run_id` is None."""
 
     @property
     def incomplete(self) -> str | None:
@@ -364,7 +372,7 @@ def _execute(
     print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
     print_analysis(console, analysis)
     if tracker is not None:
-        _track(outcome, tracker, started_at, console)
+        _track(outcome, tracker, started_at, console, options.background_logging)
     return outcome
 
 
@@ -416,37 +424,55 @@ def _score(plan: Plan, records: list[Record], pool: ModelPool, console: Console)
         )
 
 
-def _track(outcome: RunOutcome, tracker: TrackingProcess, started_at: float, console: Console) -> None:
+def _track(
+    outcome: RunOutcome, tracker: TrackingProcess, started_at: float, console: Console, background: bool
+) -> None:
     """Log to MLflow in the tracking process; on failure, write the report locally and say what failed."""
 
     plan = outcome.plan
     state = "budget_exhausted" if outcome.status.budget_exhausted else "finished"
     args = (portable(plan), outcome.records, outcome.summaries, started_at, outcome.analysis, outcome.status, state)
-    try:
-        outcome.run_id = tracker.call(track_run, *args)
-    except TrackingError as exc:
-        outcome.tracking_error = scrub(str(exc))
-        folder = plan.experiment.root / "reports" / time.strftime("%Y%m%d-%H%M%S", time.localtime(started_at))
-        folder.mkdir(parents=True, exist_ok=True)
-        experiment = plan.experiment
-        outcome.report_files = write_outputs(
-            folder, experiment.name, experiment.description, outcome.summaries, outcome.analysis, outcome.status
-        )
-        console.print(
-            f"[bold red]TRACKING FAILED[/]: {outcome.tracking_error}. Nothing is lost: every answer is in the "
-            f"response cache, and the report is in {folder}. Fix the store and run the same command again."
-        )
-        return
     from harness.tracking.store import tracking_uri
 
     uri = tracking_uri(plan.experiment)
     source = plan.experiment.source_path
     shown = shlex.quote(_relative(source)) if source.is_file() else ""
+    try:
+        if background:
+            tracker.hand_off(track_run_in_background, *args)
+            outcome.logging_pid = tracker.pid
+        else:
+            outcome.run_id = tracker.call(track_run, *args)
+    except TrackingError as exc:
+        outcome.tracking_error = scrub(str(exc))
+        outcome.report_files = _report_locally(plan, outcome.summaries, started_at, outcome.analysis, outcome.status)
+        folder = outcome.report_files[0].parent
+        console.print(
+            f"[bold red]TRACKING FAILED[/]: {outcome.tracking_error}. Nothing is lost: every answer is in the "
+            f"response cache, and the report is in {folder}. Fix the store and run the same command again."
+        )
+        return
+    if background:
+        console.print(
+            f"MLflow: logging in the background (process {tracker.pid}) to {redact_url(uri)}; the run shows in "
+            f"python -m harness ui {shown} within seconds (--wait-for-logging prints its id instead)"
+        )
+        return
     console.print(
         f"MLflow: run [bold]{outcome.run_id}[/] in {redact_url(uri)} "
         f"(see it with: python -m harness ui {shown}".rstrip()
         + ")"
     )
+
+
+def _report_locally(
+    plan: Plan, summaries: list[VariantSummary], started_at: float, analysis: Analysis, status: RunStatus
+) -> list[Path]:
+    """The report a failed logging leaves under the project's `reports/`, named for the run's start."""
+    experiment = plan.experiment
+    folder = experiment.root / "reports" / time.strftime("%Y%m%d-%H%M%S", time.localtime(started_at))
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_outputs(folder, experiment.name, experiment.description, summaries, analysis, status)
 
 
 def _relative(path: Path) -> str:
@@ -501,6 +527,32 @@ def track_run(
         experiment = plan.experiment
         files = write_outputs(Path(tmp), experiment.name, experiment.description, summaries, analysis, status)
         return log_run(plan, records, summaries, started_at, analysis, files, status, state)
+
+
+def track_run_in_background(
+    plan: Plan,
+    records: list[Record],
+    summaries: list[VariantSummary],
+    started_at: float,
+    analysis: Analysis,
+    status: RunStatus,
+    state: str,
+) -> str | None:
+    """`track_run` after the calling process has gone: nobody reads an exception, so a failure is said on
+    the run's stderr (still the terminal) and kept beside the local report, as a waiting run would."""
+    try:
+        return track_run(plan, records, summaries, started_at, analysis, status, state)
+    except Exception as exc:
+        problem = scrub(f"{type(exc).__name__}: {exc}")
+        folder = _report_locally(plan, summaries, started_at, analysis, status)[0].parent
+        (folder / "tracking-error.txt").write_text(problem + "\n")
+        print(
+            f"harness: TRACKING FAILED in the background logging of {plan.experiment.name}: {problem}. Nothing is "
+            f"lost: every answer is in the response cache, and the report is in {folder}. Fix the store and run "
+            "the same command again.",
+            file=sys.stderr,
+        )
+        return None
 
 
 def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:

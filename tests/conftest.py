@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,13 +34,34 @@ def model_server() -> Iterator[FakeModelServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store with its schema made, once per worker. Creating the schema runs every one of
+    MLflow's migrations (seconds); each test's store starts as a copy of this one, as a user's store is
+    after its first run, instead of paying them again in every tracked test."""
+    folder = tmp_path_factory.mktemp("empty-store")
+    code = "import sys; from harness.tracking.store import open_store; open_store(sys.argv[1])"
+    db = folder / "mlflow.db"
+    subprocess.run([sys.executable, "-c", code, f"sqlite:///{db}"], cwd=REPO, check=True, capture_output=True)
+    return db
+
+
 @pytest.fixture(autouse=True)
-def _no_cloud_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _no_cloud_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _empty_store: Path) -> None:
     """No test may reach a cloud provider: provider keys are removed, MLflow points at a temp store."""
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
     (tmp_path / "store").mkdir(exist_ok=True)
+    shutil.copyfile(_empty_store, tmp_path / "store" / "mlflow.db")
+
+
+def no_runs(store: Path) -> bool:
+    """Whether an MLflow sqlite store holds no run (a test's store starts with the schema made, no run)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
 
 
 TERSE = (

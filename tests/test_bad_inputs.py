@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, no_runs
 
 CASES = sorted((REPO / "tests" / "bad_inputs").glob("*.yaml"))
 
@@ -38,15 +38,8 @@ def test_bad_input_gives_one_clear_line(
     assert str(case.parent) in line
     assert field in line and problem in line, line
     store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
-    assert not store.exists() or _no_runs(store)
+    assert no_runs(store)
     assert not (case.parent / "mlruns").exists()  # no response cache was opened, so no entry in one
-
-
-def _no_runs(store: Path) -> bool:
-    import sqlite3
-
-    with sqlite3.connect(store) as db:
-        return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
 
 
 def test_the_corpus_covers_every_kind_of_mistake() -> None:

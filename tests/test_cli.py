@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, base_config, fake_model, stop_server, write_project
+from tests.conftest import REPO, base_config, fake_model, no_runs, stop_server, write_project
 from tests.fake_server import FakeModelServer
 
 
@@ -73,8 +73,7 @@ def test_config_error_is_one_line_exit_2_and_nothing_logged(tmp_path: Path) -> N
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert str(path) in lines[0] and "temprature" in lines[0] and "temperature" in lines[0]
-    store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
-    assert not store.exists()
+    assert no_runs(Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")))
 
 
 def test_help_lists_commands(tmp_path: Path) -> None:
