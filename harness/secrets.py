@@ -119,9 +119,19 @@ def tree_secrets(value: Any) -> set[str]:
 
 
 def secret_values() -> list[str]:
-    """Every secret value known: secret-named environment variables and those remembered, longest first."""
-    values = {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= MIN_SECRET_LENGTH}
-    return sorted(values | _KNOWN, key=len, reverse=True)
+    """Every secret value known: secret-named environment variables and those remembered, longest first.
+
+    Asked for on every call (an error message is scrubbed before it is kept); the environment's names
+    are matched again only when it or the remembered set changed since the last answer."""
+    global _LAST
+    state = (tuple(os.environ.items()), len(_KNOWN))
+    if _LAST is None or _LAST[0] != state:
+        values = {v for k, v in state[0] if is_secret_name(k) and len(v) >= MIN_SECRET_LENGTH}
+        _LAST = (state, sorted(values | _KNOWN, key=len, reverse=True))
+    return list(_LAST[1])
+
+
+_LAST: tuple[tuple[tuple[tuple[str, str], ...], int], list[str]] | None = None
 
 
 def scrub(text: str) -> str:
