@@ -34,6 +34,30 @@ def model_server() -> Iterator[FakeModelServer]:
     server.stop()
 
 
+SHARED_FIXTURE_MODULES = {"tests/test_ui_browser.py", "tests/test_postgres_tracking.py"}
+"""Modules whose module fixture is a whole system (a tracked run and an MLflow server to browse, a
+PostgreSQL cluster): each is sent to one worker as a unit, so the fixture is built once, not per worker."""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Test by test, as `--dist load`, except the modules above. `xdist_group` with `--dist loadgroup`
+    would say this, but under pytest 9.2 its groups are silently ignored (pytest-xdist issue #1386)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_FIXTURE_MODULES else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Those modules first: each is the longest unit of work, and starting it last would leave one worker
+    running it alone at the end."""
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in SHARED_FIXTURE_MODULES)
+
+
 @pytest.fixture(scope="session")
 def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow sqlite store with its schema made, once per worker. Creating the schema runs every one of
