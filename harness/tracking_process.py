@@ -56,6 +56,7 @@ class TrackingProcess:
         self._receive = os.fdopen(from_child_r, "rb")
         self._pending = 0
         self._detached = False
+        self._in_call = False
 
     @property
     def pid(self) -> int:
@@ -77,9 +78,11 @@ class TrackingProcess:
             for _ in range(self._pending):  # replies to `start`: a failed warm-up shows again in this call
                 pickle.load(self._receive)
             self._pending = 0
+            self._in_call = True
             pickle.dump((function, args), self._send, protocol=pickle.HIGHEST_PROTOCOL)
             self._send.flush()
             ok, value = pickle.load(self._receive)
+            self._in_call = False
         except (EOFError, BrokenPipeError):
             raise TrackingError(f"the tracking process exited (code {self._process.poll()})") from None
         if not ok:
@@ -109,6 +112,18 @@ class TrackingProcess:
         self._detached = True
         self.close()
 
+    def abandon(self) -> None:
+        """End a child whose run stopped before logging (refused, interrupted): it has nothing to do, and
+        letting it finish importing MLflow would cost about 3 s of CPU for each refused config. A child
+        in the middle of a call (logging when Ctrl-C came) is waited for as `close` does, so a run is
+        never left half logged; a store's schema being created finishes first (`store.open_store`)."""
+        if self._in_call or self._detached:
+            self.close()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._process.terminate()
+        self.close()
+
     def close(self) -> None:
         """Close the pipes (the child exits when it reads their end) and wait for it, unless it was handed
         work to finish on its own."""
@@ -136,6 +151,9 @@ def serve(read_fd: int, write_fd: int) -> None:
     from harness.offline import apply_offline_defaults
 
     apply_offline_defaults()
+    from harness.tracking.store import end_on_sigterm
+
+    end_on_sigterm()
     import harness.tracking  # noqa: F401 - imported now, while the parent prepares
 
     listening = True

@@ -212,14 +212,14 @@ def prepare_tracked(experiment: Experiment, options: RunOptions, strict: bool) -
         return prepare(experiment, strict=strict)
     except BaseException:
         if uri is not None and uri in _EARLY:
-            _EARLY.pop(uri).close()
+            _EARLY.pop(uri).abandon()
         raise
 
 
 def discard_early() -> None:
     """Stop tracking processes started for a run that will not happen (refused after `prepare`)."""
     while _EARLY:
-        _EARLY.popitem()[1].close()
+        _EARLY.popitem()[1].abandon()
 
 
 def execute(
@@ -235,6 +235,7 @@ def execute(
     started_at = time.time()
     tracker = None
     cache = None
+    finished = False
     if options.shard is not None:
         plan = _shard(plan, options, console)
         ids = {item.id for item in plan.eval_set.items}
@@ -258,12 +259,17 @@ def execute(
                 tracker = TrackingProcess()
                 tracker.start(warm, uri)
         cache = open_cache(plan.experiment, options)
-        return _execute(plan, console, options, prior or {}, started_at, tracker, cache)
+        outcome = _execute(plan, console, options, prior or {}, started_at, tracker, cache)
+        finished = True
+        return outcome
     finally:
         if cache is not None:
             cache.close()  # releases claims still held (an interrupted run), so no other process waits for them
         if tracker is not None:
-            tracker.close()
+            if finished:
+                tracker.close()
+            else:
+                tracker.abandon()
 
 
 def _shard(plan: Plan, options: RunOptions, console: Console) -> Plan:

@@ -28,6 +28,7 @@ def quiet() -> Console:
     return Console(file=io.StringIO(), width=200)
 
 
+@pytest.mark.slow
 def test_vars_matrix_expands_into_prompt_variants_with_their_token_counts(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:
@@ -56,6 +57,7 @@ def test_vars_matrix_expands_into_prompt_variants_with_their_token_counts(
     assert outcome.analysis.baseline == "openai/fake-model:shots(shots=2,doc_tokens=128)"
 
 
+@pytest.mark.slow
 def test_baseline_must_name_a_prompt_variant(tmp_path: Path, model_server: FakeModelServer) -> None:
     config = base_config(
         [fake_model(model_server)],
@@ -80,6 +82,7 @@ def test_epochs_at_temperature_zero_is_refused_before_any_call(tmp_path: Path, m
     assert model_server.requests == []
 
 
+@pytest.mark.slow
 def test_epochs_sample_each_item_k_times_cached_per_sample_and_clustered_by_item(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:

@@ -123,3 +123,62 @@ def test_a_store_that_breaks_after_the_command_returned_gets_the_report_and_a_me
     assert (error.parent / "report.md").is_file()
     wait_for(lambda: "TRACKING FAILED in the background" in (tmp_path / "run.out").read_text(), "the message")
     assert str(error.parent) in (tmp_path / "run.out").read_text().replace("\n", "")
+
+
+def tracking_processes_for(marker: str) -> list[int]:
+    """Live processes whose environment names this store path (the test's own, so no other test's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if marker.encode() in environ and "State:\tZ" not in status:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_run_refused_after_its_tracking_process_started_leaves_none_behind(tmp_path: Path) -> None:
+    """The template needs a field the dataset lacks: refused in preparation, after the tracking process
+    was started to overlap it. That process is ended, not left to finish importing MLflow."""
+    config = base_config(["local/lead"])
+    path = write_project(tmp_path, config, templates={"terse": "{% block user %}{{ missing_field }}{% endblock %}"})
+    store = tmp_path / "fresh-store" / "mlflow.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(path)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "missing_field" in done.stderr
+    assert tracking_processes_for(str(store)) == []
+
+
+def test_sigterm_while_a_store_schema_is_made_waits_for_it(tmp_path: Path) -> None:
+    """What makes ending a refused run's tracking process safe: a SIGTERM inside the schema's block is
+    held until the block ends, then the process exits (143); outside it, it exits at once."""
+    script = (
+        "import os, signal, sys\n"
+        "from harness.tracking import store\n"
+        "store.end_on_sigterm()\n"
+        "with store._no_termination():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    open(sys.argv[1], 'w').write('finished')\n"
+        "open(sys.argv[1], 'a').write(' and went on')\n"
+    )
+    marker = tmp_path / "block.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(marker)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 143, done.stderr
+    assert marker.read_text() == "finished"

@@ -33,6 +33,7 @@ def gate_project(root: Path, limit: int = 160, margin: float = 0.02) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_gate_passes_an_equivalent_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = gate_project(tmp_path)
     summary = tmp_path / "summary.md"
@@ -55,6 +56,7 @@ def test_gate_fails_a_planted_regression_and_the_baseline_comes_from_cache(tmp_p
     assert "160 calls made, 160 served from the response cache" in result.stdout
 
 
+@pytest.mark.slow
 def test_gate_undecided_when_the_eval_is_too_small(tmp_path: Path) -> None:
     path = gate_project(tmp_path, limit=6)
     result = harness("gate", str(path), "--candidate", "local/lead-2:tagged", cwd=tmp_path)
@@ -62,6 +64,7 @@ def test_gate_undecided_when_the_eval_is_too_small(tmp_path: Path) -> None:
     assert "GATE UNDECIDED" in result.stdout
 
 
+@pytest.mark.slow
 def test_gate_usage_errors_exit_2(tmp_path: Path) -> None:
     path = gate_project(tmp_path, limit=3)
     result = harness("gate", str(path), "--candidate", "gpt-9", cwd=tmp_path)
@@ -87,6 +90,7 @@ def test_gate_against_a_stored_run(tmp_path: Path) -> None:
     assert "using stored records for local/lead:tagged" in result.stdout
 
 
+@pytest.mark.slow
 def test_report_rebuilds_analysis_from_stored_records(tmp_path: Path) -> None:
     import mlflow
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.test_cli import harness
@@ -29,6 +30,7 @@ def reviews(folder: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_init_on_a_new_labelled_dataset_then_run_gives_scores(tmp_path: Path) -> None:
     reviews(tmp_path)
     init = harness("init", "data/reviews.jsonl", cwd=tmp_path)
@@ -47,6 +49,7 @@ def test_init_on_a_new_labelled_dataset_then_run_gives_scores(tmp_path: Path) ->
     assert again.returncode == 2 and "never overwrites" in again.stderr
 
 
+@pytest.mark.slow
 def test_init_proposes_scorers_from_what_the_references_hold(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

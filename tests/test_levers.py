@@ -60,6 +60,7 @@ def priced_run(tmp_path: Path, model_server: FakeModelServer) -> tuple[harness.R
     return outcome, path
 
 
+@pytest.mark.slow
 def test_every_lever_equals_the_hand_computed_figure(priced_run: tuple[harness.RunOutcome, Path]) -> None:
     outcome, _ = priced_run
     e = dict(import_litellm().get_model_info("gpt-4o-mini"))
@@ -100,6 +101,7 @@ def test_every_lever_equals_the_hand_computed_figure(priced_run: tuple[harness.R
     assert f"max_tokens: {cap}" in levers.lever("output_cap").how
 
 
+@pytest.mark.slow
 def test_levers_reach_mlflow_the_report_and_the_commands(
     priced_run: tuple[harness.RunOutcome, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,6 +140,7 @@ def test_levers_reach_mlflow_the_report_and_the_commands(
     assert "gpt-4o-mini has no flex prices" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_levers_under_a_price_sheet_for_a_free_model(
     priced_run: tuple[harness.RunOutcome, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -133,6 +133,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 def test_a_rerun_served_from_the_cache_never_imports_litellm(tmp_path: Path, model_server: FakeModelServer) -> None:
     """A cloud model (priced and keyed from the map) behind the test server, and a local one; the second
     run of the same command is served from the cache, tracked, and its process never imports litellm."""

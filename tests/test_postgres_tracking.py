@@ -69,6 +69,7 @@ def test_an_mlflow_server_on_postgres_tracks_reports_and_gates(
         server.close()
 
 
+@pytest.mark.slow
 def test_a_run_tracked_straight_into_postgres_keeps_its_records_and_traces(
     tmp_path: Path, postgres: str, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,6 +92,7 @@ def test_a_run_tracked_straight_into_postgres_keeps_its_records_and_traces(
         assert {a.name for a in traces[0].info.assessments} >= {"rouge", "expected_response"}
 
 
+@pytest.mark.slow
 def test_plain_postgresql_scheme_is_refused_before_any_call_with_the_driver_spelling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -89,6 +89,7 @@ def test_every_command_names_real_subcommands_flags_and_files() -> None:
     assert checked >= 8
 
 
+@pytest.mark.slow
 def test_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The API example runs end to end on the offline models in a fresh project; the custom scorer scores."""
     from tests.conftest import TERSE

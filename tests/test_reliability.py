@@ -21,6 +21,7 @@ from tests.test_cli import harness
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 
 
+@pytest.mark.slow
 def test_500_items_at_20_percent_faults_lose_nothing(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -61,6 +62,7 @@ def test_500_items_at_20_percent_faults_lose_nothing(
     assert child.data.metrics["n_items"] == 500
 
 
+@pytest.mark.slow
 def test_fake_api_key_never_leaks(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,6 +101,7 @@ def _parent_id() -> str:
     return run.info.run_id
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_store_at_once(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.delay_s = 0.05
     items = [{"id": f"i{n}", "document": f"Item {n}.", "reference": "x"} for n in range(40)]
@@ -147,6 +150,7 @@ CANARIES = {
 }
 
 
+@pytest.mark.slow
 def test_secret_canaries_never_leak_through_any_channel(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,6 +250,7 @@ def test_connection_refused_is_named_for_what_it_is(tmp_path: Path) -> None:
     assert {r.error.type for r in outcome.records} == {"ConnectionRefused"}  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_capped_run_at_concurrency_32_with_faults_uses_the_cap_and_never_passes_it(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:

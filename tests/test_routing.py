@@ -134,6 +134,7 @@ def test_apgr_of_a_curve_with_no_gap_is_undefined() -> None:
     assert all(math.isnan(v) for v in apgr_and_cpt(np.array([0.0, 1.0]), np.array([math.nan, math.nan])))
 
 
+@pytest.mark.slow
 def test_run_reports_configured_policies_and_route_adds_more_without_calls(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:
@@ -193,6 +194,7 @@ def test_an_auto_threshold_is_the_cheapest_reaching_the_target() -> None:
     assert choose_threshold(table, ["w", "s"], lower, "w", "s") == 0.8
 
 
+@pytest.mark.slow
 def test_a_noise_judge_looks_useful_in_sample_and_no_better_than_random_cross_fitted() -> None:
     """A judge whose score is noise cannot route. Chosen and scored on the same items, the threshold always
     appears to recover the targeted half of the gap; cross-fitted, the cascade recovers it in proportion

@@ -153,6 +153,7 @@ def test_custom_scorer_by_module_function() -> None:
     assert scorer.kind == "binary", "a custom factory declares its kind with an attribute"
 
 
+@pytest.mark.slow
 def test_rouge_without_nltks_package_init_scores_exactly_as_with_it() -> None:
     """The light import of rouge-score (nltk's Porter stemmer alone) gives the very scores of the usual
     import, on SciTLDR's abstracts and summaries; and it leaves scikit-learn unimported."""

@@ -74,6 +74,7 @@ def test_gate_decides_on_an_ablation_variant(tmp_path: Path) -> None:
     assert "not one of" not in default.stderr
 
 
+@pytest.mark.slow
 def test_shipped_ablation_gate_runs_and_decides(tmp_path: Path) -> None:
     """The shipped SmolLM2 ablation, gated on one truncation length (a few items: SmolLM2 takes 2-3 s a call)."""
     candidate = "local/smollm2-135m:truncated(doc_tokens=128)"
@@ -301,6 +302,7 @@ def test_unreachable_tracking_server_exits_4_and_keeps_results(tmp_path: Path, m
     assert "GATE INCOMPLETE" in gated.stdout and "6 served from the response cache" in gated.stdout
 
 
+@pytest.mark.slow
 def test_an_internal_error_exits_4_in_one_line(tmp_path: Path) -> None:
     config = base_config(["local/lead"], scorers=["tests.custom_scorers:crashing_batch"])
     result = cli("run", str(write_project(tmp_path, config)), "--no-tracking", cwd=tmp_path)
@@ -320,6 +322,7 @@ def results_row(stdout: str) -> str:
     return next(line for line in lines[header:] if "openai/fake-model:terse" in line)
 
 
+@pytest.mark.slow
 def test_report_keeps_aggregates_and_notes_and_finds_the_store_from_a_subfolder(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -367,6 +370,7 @@ def test_module_function_scorer_declared_pass_fail_stays_binary(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("limit", ["0", "-2"])
+@pytest.mark.slow
 def test_limit_must_be_positive(tmp_path: Path, limit: str) -> None:
     path = two_prompt_project(tmp_path)
     for command in ("run", "estimate", "gate"):
@@ -378,6 +382,7 @@ def test_limit_must_be_positive(tmp_path: Path, limit: str) -> None:
 # 10. An experiment built in Python is tracked.
 
 
+@pytest.mark.slow
 def test_experiment_built_in_python_is_tracked(tmp_path: Path) -> None:
     write_project(tmp_path, base_config(["local/lead"]))
     experiment = harness.Experiment.model_validate(
@@ -403,6 +408,7 @@ def test_experiment_built_in_python_is_tracked(tmp_path: Path) -> None:
 # 11. Every cost $0 and every score missing: tracked, not crashed.
 
 
+@pytest.mark.slow
 def test_near_zero_costs_and_no_scores_still_track(tmp_path: Path) -> None:
     """Costs of a fraction of a cent (compute by the hour) and no score at all: the plot has no point."""
     models = [{"model": m, "price": {"usd_per_hour": 0.1}} for m in ("local/lead", "local/lead-2")]
@@ -431,6 +437,7 @@ def test_a_variant_whose_calls_all_failed_is_never_recommended(tmp_path: Path, m
     assert outcome.analysis.verdicts[failed].status == "undecided"
 
 
+@pytest.mark.slow
 def test_a_run_where_every_call_failed_exits_4(tmp_path: Path, model_server: FakeModelServer) -> None:
     for _ in range(10):
         model_server.fail_next(Fault(status=401, body={"error": {"message": "bad key", "type": "auth"}}))
@@ -441,6 +448,7 @@ def test_a_run_where_every_call_failed_exits_4(tmp_path: Path, model_server: Fak
     assert "Recommendation: " not in result.stdout or "No recommendation" in result.stdout
 
 
+@pytest.mark.slow
 def test_routing_names_are_checked_before_any_call_and_never_fail_a_paid_run(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:

@@ -109,6 +109,7 @@ def _project(tmp_path: Path, server: FakeModelServer, candidate_answer: str | No
     return write_project(tmp_path, config, items=ITEMS)
 
 
+@pytest.mark.slow
 def test_a_regression_stops_at_the_first_look_and_never_calls_later_stages(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,6 +139,7 @@ def test_a_regression_stops_at_the_first_look_and_never_calls_later_stages(
     assert fixed.returncode == 1, fixed.stdout  # the fixed design agrees
 
 
+@pytest.mark.slow
 def test_an_equivalent_candidate_passes_before_the_last_look_and_a_rerun_is_free(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:
@@ -152,6 +154,7 @@ def test_an_equivalent_candidate_passes_before_the_last_look_and_a_rerun_is_free
     assert len(model_server.requests) == 24 * 2
 
 
+@pytest.mark.slow
 def test_sequential_with_several_candidates_splits_alpha_and_drops_decided_ones(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:
@@ -179,6 +182,7 @@ def test_sequential_with_several_candidates_splits_alpha_and_drops_decided_ones(
     assert re.search(r"openai/cand:terse: decided at look \d, \d+ pairs, pass", result.stdout), result.stdout
 
 
+@pytest.mark.slow
 def test_the_budget_running_out_mid_stage_is_undecided_not_a_pass(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:
@@ -289,6 +293,7 @@ def test_sequential_gate_on_a_judge_against_a_stored_baseline(tmp_path: Path, mo
     assert "stopped early at look 1 of 5, 12 of 60 items used" in result.stdout
 
 
+@pytest.mark.slow
 def test_report_of_a_sequential_gate_says_its_verdicts_are_not_the_gates(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:
@@ -307,6 +312,7 @@ def test_report_of_a_sequential_gate_says_its_verdicts_are_not_the_gates(
     assert "not the gate's decision" in text
 
 
+@pytest.mark.slow
 def test_estimate_sizes_against_the_runs_reference_when_the_baseline_never_ran(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:

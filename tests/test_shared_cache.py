@@ -231,6 +231,7 @@ def _keys(outcome: Any) -> list[str]:
     return [plan.call(v, item, 0).key for v in plan.runnable for item in plan.eval_set.items]
 
 
+@pytest.mark.slow
 def test_an_unreachable_redis_is_refused_before_any_call_without_its_password(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -374,6 +375,7 @@ def test_two_pools_embedding_the_same_texts_at_once_pay_for_each_text_once(
     assert pools[1].counts.cache_hits == len(texts) and pools[1].counts.calls_made == 0
 
 
+@pytest.mark.slow
 def test_a_redis_password_in_the_config_never_leaks(
     tmp_path: Path, model_server: FakeModelServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -405,6 +407,7 @@ def test_a_redis_password_in_the_config_never_leaks(
     assert leaks == []
 
 
+@pytest.mark.slow
 def test_gate_shards_against_a_stored_baseline_call_only_the_candidates_part(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -38,6 +38,7 @@ def parent_run(name: str = "test-exp"):
     return runs[0]
 
 
+@pytest.mark.slow
 def test_rerun_is_served_from_cache_at_no_cost(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.usage = Usage(prompt_tokens=100, completion_tokens=10)
     path = project(tmp_path, model_server)
@@ -90,6 +91,7 @@ def _wait_for_requests(server: FakeModelServer, n: int, process: subprocess.Pope
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_pays_only_for_the_missing_items(tmp_path: Path, model_server: FakeModelServer) -> None:
     import sqlite3
 
@@ -114,6 +116,7 @@ def test_kill_9_then_rerun_pays_only_for_the_missing_items(tmp_path: Path, model
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
     ids=["ctrl-c", "sigterm"],
 )
+@pytest.mark.slow
 def test_interrupt_exits_cleanly_and_keeps_what_finished(
     tmp_path: Path, model_server: FakeModelServer, sent: int, code: int, said: str
 ) -> None:
@@ -148,6 +151,7 @@ def test_budget_cap_is_never_exceeded(tmp_path: Path, model_server: FakeModelSer
     assert raised.returncode == 0 and len(model_server.requests) == 20
 
 
+@pytest.mark.slow
 def test_budget_needs_an_output_limit(tmp_path: Path, model_server: FakeModelServer) -> None:
     config = base_config([fake_model(model_server, price=PRICE)], params={}, budget={"max_usd": 1})
     result = harness("run", str(write_project(tmp_path, config, items=ITEMS)), cwd=tmp_path)
@@ -162,6 +166,7 @@ def test_negative_budget_is_a_config_error(tmp_path: Path, model_server: FakeMod
     assert result.returncode == 2 and "--max-usd" in result.stderr
 
 
+@pytest.mark.slow
 def test_estimate_makes_no_calls_and_learns_from_history(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.usage = Usage(prompt_tokens=30, completion_tokens=4)
     path = project(tmp_path, model_server)
@@ -175,6 +180,7 @@ def test_estimate_makes_no_calls_and_learns_from_history(tmp_path: Path, model_s
     assert len(model_server.requests) == 20
 
 
+@pytest.mark.slow
 def test_non_interactive_run_above_threshold_refuses_without_yes(tmp_path: Path, model_server: FakeModelServer) -> None:
     path = project(tmp_path, model_server, budget={"confirm_above_usd": 0.0})
     refused = harness("run", str(path), cwd=tmp_path)
@@ -184,6 +190,7 @@ def test_non_interactive_run_above_threshold_refuses_without_yes(tmp_path: Path,
     assert accepted.returncode == 0 and len(model_server.requests) == 20
 
 
+@pytest.mark.slow
 def test_traffic_projection(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.usage = Usage(prompt_tokens=100, completion_tokens=10)
     path = project(tmp_path, model_server, traffic={"requests_per_day": 10000})
@@ -200,6 +207,7 @@ def test_traffic_projection(tmp_path: Path, model_server: FakeModelServer) -> No
     assert child.data.metrics["monthly_savings_vs_baseline_usd"] == 0.0  # the only variant is its own baseline
 
 
+@pytest.mark.slow
 def test_reprice_changes_costs_without_calls(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.usage = Usage(prompt_tokens=100, completion_tokens=10)
     path = project(tmp_path, model_server)

@@ -139,6 +139,7 @@ def _gate_status(base: np.ndarray, cand: np.ndarray, kind: str, margin: float) -
     return analysis.verdicts["cand"].status
 
 
+@pytest.mark.slow
 def test_gate_false_fail_rate_and_power_by_simulation() -> None:
     """Identical variants fail at most alpha of the time; a regression of twice the margin is caught."""
     rng = np.random.default_rng(2024)
@@ -156,6 +157,7 @@ def test_gate_false_fail_rate_and_power_by_simulation() -> None:
     assert power >= 0.9
 
 
+@pytest.mark.slow
 def test_gate_on_pass_fail_scores_by_simulation() -> None:
     rng = np.random.default_rng(99)
     n_items, margin, runs = 1000, 0.05, 60

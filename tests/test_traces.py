@@ -134,6 +134,7 @@ def test_traces_reach_a_tracking_server(
         server.close()
 
 
+@pytest.mark.slow
 def test_a_judges_reply_is_the_rationale_and_an_unparseable_verdict_an_error(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:
@@ -176,6 +177,7 @@ def test_hostile_items_and_outputs_still_trace(tmp_path: Path, model_server: Fak
         assert "<script>" in long_one.data.spans[0].inputs["messages"][-1]["content"]
 
 
+@pytest.mark.slow
 def test_a_cached_rerun_traces_no_spending(tmp_path: Path, model_server: FakeModelServer) -> None:
     from harness.workflow import RunOptions, run_experiment
 

@@ -115,6 +115,7 @@ print(json.dumps({"run_id": outcome.run_id, "mlflow": "mlflow" in sys.modules,
 """
 
 
+@pytest.mark.slow
 def test_mlflow_runs_in_the_tracking_process_even_from_an_unguarded_script(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:

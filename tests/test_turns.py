@@ -60,6 +60,7 @@ def test_turns_no_chat_api_accepts_are_config_errors(tmp_path: Path, source: str
     assert "turn(" in caught.value.fix
 
 
+@pytest.mark.slow
 def test_a_shots_ablation_sends_the_examples_as_turns(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.answer = lambda request: "positive"
     config = base_config(

@@ -103,7 +103,7 @@ def open_store(uri: str) -> Any:
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///") and uri not in _READY:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        with store_lock(uri):
+        with store_lock(uri), _no_termination():
             # The first touch creates the schema; two processes migrating one new file at once corrupt it.
             mlflow.MlflowClient().search_experiments(max_results=1)
         _READY.add(uri)
@@ -111,6 +111,37 @@ def open_store(uri: str) -> Any:
 
 
 _READY: set[str] = set()
+
+
+_MIGRATING = False
+_TERMINATED = False
+
+
+@contextlib.contextmanager
+def _no_termination() -> Iterator[None]:
+    """A SIGTERM (see `end_on_sigterm`) waits until the block is done: a tracking process ended
+    mid-migration, its run refused, would leave a new store's schema half made."""
+    global _MIGRATING
+    _MIGRATING = True
+    try:
+        yield
+    finally:
+        _MIGRATING = False
+        if _TERMINATED:
+            os._exit(143)
+
+
+def end_on_sigterm() -> None:
+    """In a tracking process: SIGTERM ends it at once, except while a store's schema is being made."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        global _TERMINATED
+        if not _MIGRATING:
+            os._exit(143)
+        _TERMINATED = True
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @contextlib.contextmanager
