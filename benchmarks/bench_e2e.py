@@ -58,6 +58,16 @@ def timed(command: list[str], env: dict[str, str], cwd: Path | None = None) -> d
     return {"wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024, "out": text, "started": started}  # type: ignore[dict-item]
 
 
+ALONE = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+"""
+"""Runs a command and prints the peak RSS of its largest process. The benchmark's own RUSAGE_CHILDREN
+keeps the largest of every process it ever waited for (the first run's local model among them), so a
+figure for one run needs a parent of its own."""
+
+
 def finished_parents(db: Path) -> int:
     """Parent runs (one per invocation) that MLflow logging has finished in an embedded store."""
     with contextlib.closing(sqlite3.connect(db)) as connection:
@@ -135,8 +145,11 @@ def calling(env: dict[str, str], work: Path, items: int, repeats: int, rss_items
         if rss_items:
             big = project(work / "rss", url, rss_items, 64)
             one = timed(
-                [sys.executable, "-m", "harness", "run", str(big), "--no-cache", "--yes"], env, big.parent.parent
+                [sys.executable, "-c", ALONE, sys.executable, "-m", "harness", "run", str(big), "--no-cache", "--yes"],
+                env,
+                big.parent.parent,
             )
+            one["rss_mb"] = float(str(one["out"]).strip().splitlines()[-1])
             print(
                 f"3. {rss_items:,} items: peak RSS {one['rss_mb']:.0f} MB (largest single process; target <= 400 MB), "
                 f"wall {one['wall']:.1f} s"
