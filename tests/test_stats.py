@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from harness.stats import (
     wilson_interval,
 )
 from harness.summary import VariantSummary
+from tests.conftest import REPO
 
 
 def test_wilson_interval_matches_published_values() -> None:
@@ -274,3 +277,37 @@ def test_an_undecided_verdict_says_how_many_items_and_dollars_the_decision_needs
     )
     reason = analysis.verdicts["cand"].reason
     assert "add about 109 items (to 149), about $4.36 for both variants" in reason, reason
+
+
+def test_exact_mcnemar_equals_scipys_binomial_test_at_every_split() -> None:
+    """The p-value counted in integers equals scipy.stats.binomtest(k, n, 0.5) for every split of up to 60
+    discordant pairs, and stays exact (a tiny positive number) at 3,000."""
+    from scipy.stats import binomtest
+
+    from harness.stats import mcnemar_exact
+
+    for n in range(1, 61):
+        for gained in range(n + 1):
+            candidate = np.array([1.0] * gained + [0.0] * (n - gained))
+            baseline = 1.0 - candidate
+            expected = binomtest(min(gained, n - gained), n, 0.5).pvalue
+            assert mcnemar_exact(candidate, baseline) == pytest.approx(expected, rel=1e-9, abs=1e-300), (n, gained)
+    big = np.array([1.0] * 1400 + [0.0] * 1600)
+    assert 0 < mcnemar_exact(big, 1.0 - big) == pytest.approx(binomtest(1400, 3000, 0.5).pvalue, rel=1e-9)
+
+
+def test_normal_quantiles_equal_scipys() -> None:
+    from scipy.stats import norm
+
+    from harness.stats import NORMAL
+
+    for p in (0.5, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999, 1e-6, 1 - 1e-9):
+        assert NORMAL.inv_cdf(p) == pytest.approx(float(norm.ppf(p)), rel=1e-12, abs=1e-12)
+
+
+def test_a_run_imports_scipy_stats_only_for_the_tests_that_need_it() -> None:
+    """scipy.stats costs about 2 s and 75 MB at import: the API (and so `run` and the tracking process)
+    does not import it; the Wilcoxon test and the scorer agreement import it when they run."""
+    code = "import sys, harness.api, harness.workflow; print('scipy.stats' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.strip() == "False"
