@@ -102,17 +102,30 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
         stop_server(process)
 
 
-def dump_dom(url: str) -> str:
-    """The DOM of `url` once its scripts ran (headless Chromium, virtual time)."""
+def dump_dom(url: str, loaded: str, attempts: int = 3) -> str:
+    """The DOM of `url` once its scripts ran (headless Chromium, virtual time) and `loaded` is in it.
+    Why the attempts: on a loaded machine the page's data can arrive after Chromium's time budget, and
+    the DOM is then the empty app shell; each attempt loads the page afresh, and the assertions still
+    judge the last DOM, so a page that never shows its content fails."""
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
     command += ["--virtual-time-budget=20000", "--dump-dom", url]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False).stdout
+    dom = ""
+    for _ in range(attempts):
+        dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False).stdout
+        if loaded in dom:
+            break
+    return dom
 
 
-def page_text(url: str) -> str:
-    """The visible text of `url` once its scripts ran."""
-    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dump_dom(url), flags=re.DOTALL)
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
+def page_text(url: str, loaded: str) -> str:
+    """The visible text of `url` once its scripts ran and `loaded` is shown."""
+    text = ""
+    for _ in range(3):
+        dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dump_dom(url, "", 1), flags=re.DOTALL)
+        text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
+        if loaded in text:
+            break
+    return text
 
 
 def test_ui_prints_the_link_to_the_experiment(ui: UI) -> None:
@@ -120,17 +133,17 @@ def test_ui_prints_the_link_to_the_experiment(ui: UI) -> None:
 
 
 def test_overview_charts_usage_cost_and_quality(ui: UI) -> None:
-    text = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}")
+    text = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}", "Total Cost")
     assert f"Traces {2 * len(ITEMS)}" in text  # one trace per item and variant
     assert "Token Usage 360 (300 input, 60 output)" in text
     assert "$0.0042 Total Cost" in text  # the traces' costs, summed by MLflow
     assert "openai/big" in text and "openai/small" in text
-    quality = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/overview/quality")
+    quality = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/overview/quality", "rouge")
     assert re.search(r"rouge \d+ 0\.33", quality), quality[:2000]
 
 
 def test_traces_page_lists_every_item_with_scores(ui: UI) -> None:
-    text = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/traces")
+    text = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/traces", "harness.variant")
     for row in ITEMS:
         assert row["document"] in text
     assert "harness.variant: openai/big:terse" in text
@@ -139,11 +152,11 @@ def test_traces_page_lists_every_item_with_scores(ui: UI) -> None:
 
 
 def test_evaluation_runs_and_compare_view_show_items_side_by_side(ui: UI) -> None:
-    text = page_text(ui.link)
+    text = page_text(ui.link, "rouge/mean")
     assert "openai/big:terse" in text and "openai/small:terse" in text
     assert "rouge/mean" in text
     big, small = ui.runs["openai/big:terse"], ui.runs["openai/small:terse"]
-    compare = page_text(f"{ui.link}?selectedRunUuid={big}&compareToRunUuid={small}")
+    compare = page_text(f"{ui.link}?selectedRunUuid={big}&compareToRunUuid={small}", "Comparing")
     assert "Comparing" in compare and "openai/small:terse" in compare
     assert "Expected output" in compare
     assert compare.count("cats purr") >= 3  # both answers and the reference on the same row
@@ -153,14 +166,14 @@ def test_evaluation_runs_and_compare_view_show_items_side_by_side(ui: UI) -> Non
 
 def test_parent_run_says_what_to_pick_and_shows_the_frontier(ui: UI) -> None:
     parent = ui.runs["test-exp"]
-    overview = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}")
+    overview = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}", "Recommendation")
     assert "Recommendation: keep openai/big:terse" in overview  # the description, one line
     page = f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}/artifacts/report.html"
-    dom = dump_dom(page)
+    dom = dump_dom(page, "mlflow-html-iframe")
     assert 'class="mlflow-html-iframe"' in dom  # the viewer renders the HTML report in place
     artifacts = ui.root / "mlruns" / "artifacts" / parent / "artifacts"
     report = (artifacts / "report.html").read_text(encoding="utf-8")
     inlined = re.search(r'<img src="data:image/png;base64,([^"]+)"', report)
     assert inlined and base64.b64decode(inlined.group(1)) == (artifacts / "frontier.png").read_bytes()
-    markdown = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}/artifacts/report.md")
+    markdown = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}/artifacts/report.md", "paired comparison")
     assert "](frontier.png)" not in markdown and "inside report.html" in markdown
