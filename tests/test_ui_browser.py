@@ -175,5 +175,6 @@ def test_parent_run_says_what_to_pick_and_shows_the_frontier(ui: UI) -> None:
     report = (artifacts / "report.html").read_text(encoding="utf-8")
     inlined = re.search(r'<img src="data:image/png;base64,([^"]+)"', report)
     assert inlined and base64.b64decode(inlined.group(1)) == (artifacts / "frontier.png").read_bytes()
-    markdown = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}/artifacts/report.md", "paired comparison")
+    report_md = f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}/artifacts/report.md"
+    markdown = page_text(report_md, "paired comparison")
     assert "](frontier.png)" not in markdown and "inside report.html" in markdown
