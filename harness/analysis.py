@@ -23,6 +23,7 @@ from harness.stats import (
     holm,
     paired_comparisons,
     percentile_interval,
+    spearman,
     wilson_interval,
 )
 from harness.summary import VariantSummary
@@ -177,8 +178,6 @@ def _label_warnings(summaries: list[VariantSummary]) -> list[str]:
 def scorer_agreement(records: list[Record], metrics: list[str]) -> list[Agreement]:
     """Spearman's rho for each pair of scorers over outputs both scored, and for each scorer with the
     output's word count (a judge that tracks length more than the references shows verbosity bias)."""
-    from scipy.stats import spearmanr
-
     scored = [r for r in records if r.output is not None and r.error is None]
     columns = {m: [r.scores.get(m) for r in scored] for m in metrics}
     columns[OUTPUT_WORDS] = [float(len((r.output or "").split())) for r in scored]
@@ -193,8 +192,8 @@ def scorer_agreement(records: list[Record], metrics: list[str]) -> list[Agreemen
             ]
             if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
                 continue
-            rho = spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic
-            out.append(Agreement(first, second, float(rho), len(pairs)))
+            rho = spearman(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs]))
+            out.append(Agreement(first, second, rho, len(pairs)))
     return out
 
 

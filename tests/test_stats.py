@@ -307,7 +307,33 @@ def test_normal_quantiles_equal_scipys() -> None:
 
 def test_a_run_imports_scipy_stats_only_for_the_tests_that_need_it() -> None:
     """scipy.stats costs about 2 s and 75 MB at import: the API (and so `run` and the tracking process)
-    does not import it; the Wilcoxon test and the scorer agreement import it when they run."""
-    code = "import sys, harness.api, harness.workflow; print('scipy.stats' in sys.modules)"
+    does not import it, nor does the scorer agreement every run computes; the Wilcoxon test imports it
+    when it runs."""
+    code = (
+        "import sys, harness.api, harness.workflow\n"
+        "from harness.analysis import scorer_agreement\n"
+        "from harness.records import Record\n"
+        "rows = [Record(variant='v', item_id=str(i), model='m', prompt='p', prompt_hash='h', output='a b' * i,\n"
+        "               scores={'q': float(i % 3), 'r': float(i % 2)}) for i in range(20)]\n"
+        "agreement = scorer_agreement(rows, ['q', 'r'])\n"
+        "print(len(agreement), 'scipy.stats' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-    assert done.stdout.strip() == "False"
+    assert done.stdout.split() == ["3", "False"]  # q~r, q~words, r~words
+
+
+def test_spearman_equals_scipys_with_ties_and_constants() -> None:
+    from scipy.stats import rankdata, spearmanr
+
+    from harness.stats import average_ranks, spearman
+
+    rng = np.random.default_rng(7)
+    for n in (3, 4, 10, 57, 500):
+        for levels in (2, 3, 5, 1000):  # few levels: ties everywhere (pass/fail, 1-5 judges)
+            a = rng.integers(0, levels, n).astype(float)
+            b = a * 0.5 + rng.integers(0, levels, n)
+            assert average_ranks(a) == pytest.approx(rankdata(a))
+            if len(set(a)) > 1 and len(set(b)) > 1:
+                assert spearman(a, b) == pytest.approx(float(spearmanr(a, b).statistic), abs=1e-12)
+    assert math.isnan(spearman(np.ones(5), np.arange(5.0)))
+    assert spearman(np.arange(5.0), -np.arange(5.0)) == pytest.approx(-1.0)
