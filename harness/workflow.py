@@ -445,7 +445,7 @@ def _track(
     shown = shlex.quote(_relative(source)) if source.is_file() else ""
     try:
         if background:
-            tracker.hand_off(track_run_in_background, *args)
+            tracker.hand_off(track_run, *args, True)
             outcome.logging_pid = tracker.pid
         else:
             outcome.run_id = tracker.call(track_run, *args)
@@ -525,30 +525,22 @@ def track_run(
     analysis: Analysis,
     status: RunStatus,
     state: str,
-) -> str:
-    """Plot, report and log one run to MLflow (in the tracking process); returns the parent run id."""
+    background: bool = False,
+) -> str | None:
+    """Plot, report and log one run to MLflow (in the tracking process); returns the parent run id.
+
+    In the `background` the calling process has gone on: nobody reads an exception, so a failure is said
+    on the run's stderr (still the terminal) and kept beside the local report, as a waiting run would."""
     from harness.tracking import log_run
 
-    with tempfile.TemporaryDirectory() as tmp:
-        experiment = plan.experiment
-        files = write_outputs(Path(tmp), experiment.name, experiment.description, summaries, analysis, status)
-        return log_run(plan, records, summaries, started_at, analysis, files, status, state)
-
-
-def track_run_in_background(
-    plan: Plan,
-    records: list[Record],
-    summaries: list[VariantSummary],
-    started_at: float,
-    analysis: Analysis,
-    status: RunStatus,
-    state: str,
-) -> str | None:
-    """`track_run` after the calling process has gone: nobody reads an exception, so a failure is said on
-    the run's stderr (still the terminal) and kept beside the local report, as a waiting run would."""
     try:
-        return track_run(plan, records, summaries, started_at, analysis, status, state)
+        with tempfile.TemporaryDirectory() as tmp:
+            experiment = plan.experiment
+            files = write_outputs(Path(tmp), experiment.name, experiment.description, summaries, analysis, status)
+            return log_run(plan, records, summaries, started_at, analysis, files, status, state)
     except Exception as exc:
+        if not background:
+            raise
         problem = scrub(f"{type(exc).__name__}: {exc}")
         folder = _report_locally(plan, summaries, started_at, analysis, status)[0].parent
         (folder / "tracking-error.txt").write_text(problem + "\n")
