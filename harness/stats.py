@@ -76,13 +76,26 @@ def bootstrap_means(resampler: Totals, sums: np.ndarray, counts: np.ndarray) -> 
         return np.where(den > 0, num / den, np.nan)
 
 
+def column_percentiles(draws: np.ndarray, percents: list[float]) -> np.ndarray:
+    """len(percents) x K: each column's percentiles, NaN draws left out (`np.nanpercentile`'s values).
+    Why not `nanpercentile` alone: it sorts column by column in Python (`apply_along_axis`), 6 to 10
+    times slower than `percentile` over the whole block, and a NaN draw (a resample with no scored item)
+    is rare; only the columns holding one take that path."""
+    out = np.full((len(percents), draws.shape[1]), np.nan)
+    ragged = np.isnan(draws).any(axis=0)
+    if not ragged.all():
+        out[:, ~ragged] = np.percentile(draws[:, ~ragged], percents, axis=0)
+    if ragged.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a variant with no scored item: NaN bounds
+            out[:, ragged] = np.nanpercentile(draws[:, ragged], percents, axis=0)
+    return out
+
+
 def percentile_interval(draws: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided percentile interval per column of bootstrap draws."""
     alpha = 1.0 - confidence
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a variant with no scored item has a NaN interval
-        lo = np.nanpercentile(draws, 100 * alpha / 2, axis=0)
-        hi = np.nanpercentile(draws, 100 * (1 - alpha / 2), axis=0)
+    lo, hi = column_percentiles(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return lo, hi
 
 
@@ -224,11 +237,10 @@ def paired_comparisons(
     num, den = totals[:, :n_variants], totals[:, n_variants:]
     with np.errstate(invalid="ignore", divide="ignore"):
         draws = np.where(den > 0, num / den, np.nan)
-    lo, hi = percentile_interval(draws, confidence)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lower = np.nanpercentile(draws, 100 * (1 - confidence), axis=0)
-        upper = np.nanpercentile(draws, 100 * confidence, axis=0)
+    alpha = 1.0 - confidence
+    lo, hi, lower, upper = column_percentiles(
+        draws, [100 * alpha / 2, 100 * (1 - alpha / 2), 100 * (1 - confidence), 100 * confidence]
+    )
     results = []
     single_sample = bool(np.all(counts <= 1))
     for v in range(n_variants):

@@ -124,6 +124,20 @@ def _records(name: str, values: np.ndarray) -> list[Record]:
     ]
 
 
+def test_column_percentiles_equal_numpys_nanpercentile() -> None:
+    from harness.stats import column_percentiles
+
+    draws = np.random.default_rng(3).normal(size=(997, 5))
+    draws[[4, 500], 1] = np.nan  # a resample with no scored item
+    draws[:, 3] = np.nan  # a variant with none at all
+    percents = [2.5, 97.5, 5.0, 95.0]
+    with pytest.warns(RuntimeWarning):
+        expected = np.nanpercentile(draws, percents, axis=0)
+    assert np.array_equal(column_percentiles(draws, percents), expected, equal_nan=True)
+    clean = draws[:, [0, 2, 4]]
+    assert np.array_equal(column_percentiles(clean, percents), np.nanpercentile(clean, percents, axis=0))
+
+
 def _summary(name: str, cost: float, n: int) -> VariantSummary:
     return VariantSummary(variant=name, model="m", prompt="p", n_items=n, cost_per_item_usd=cost, quality={"q": 0.0})
 
