@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,17 +20,51 @@ from tests.conftest import REPO, base_config, fake_model, no_runs, stop_server, 
 from tests.fake_server import FakeModelServer
 
 
-def harness(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def harness(*args: str, cwd: Path, timeout: float = 300, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """`python -m harness ARGS` in `cwd`: its exit code, stdout and stderr.
+
+    In this process by default: the command is `harness.cli.main`, the same code the console entry runs,
+    and a test pays neither Python's start nor litellm's import (3-4 s of CPU) for each command. A test of
+    what only a process shows (signals, what reaches a child's output, what gets imported) passes
+    `process=True` for a real `python -m harness`.
+    """
+    if process:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+        return subprocess.run(
+            [sys.executable, "-m", "harness", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    return in_process(list(args), cwd)
+
+
+def in_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`main(argv)` as a process would run it: in `cwd`, 200 columns, its own stdout and stderr, and the
+    SIGTERM handler and environment it changes put back afterwards."""
+    from harness.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    sigterm = signal.getsignal(signal.SIGTERM)
+    environment = dict(os.environ)
+    os.environ["COLUMNS"] = "200"
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(here)
+        signal.signal(signal.SIGTERM, sigterm)
+        os.environ.clear()
+        os.environ.update(environment)
+    return subprocess.CompletedProcess(["harness", *argv], code, out.getvalue(), err.getvalue())
 
 
 @pytest.mark.slow

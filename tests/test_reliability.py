@@ -76,9 +76,9 @@ def test_fake_api_key_never_leaks(
         [fake_model(model_server, price=PRICE, api_key_env="OPENAI_API_KEY")], max_retries=1, concurrency=1
     )
     path = write_project(tmp_path, config)
-    result = harness("run", str(path), cwd=tmp_path)
+    result = harness("run", str(path), cwd=tmp_path, process=True)  # every channel a process has
     assert result.returncode == 0, result.stderr
-    report = harness("report", _parent_id(), "--out", str(tmp_path / "report"), cwd=tmp_path)
+    report = harness("report", _parent_id(), "--out", str(tmp_path / "report"), cwd=tmp_path, process=True)
     assert report.returncode == 0
     for text in (result.stdout, result.stderr, report.stdout, report.stderr):
         assert key not in text
@@ -175,9 +175,9 @@ def test_secret_canaries_never_leak_through_any_channel(
     model_server.fail_next(*[Fault(kind="echo_headers")] * 9)  # every first call of every variant, echoed
     config = base_config(models, max_retries=0, concurrency=1)
     path = write_project(tmp_path / "project", config)
-    result = harness("run", str(path), cwd=tmp_path)
+    result = harness("run", str(path), cwd=tmp_path, process=True)  # every channel a process has
     assert result.returncode in (0, 4), result.stdout + result.stderr
-    report = harness("report", _parent_id(), "--out", str(tmp_path / "rebuilt"), cwd=tmp_path)
+    report = harness("report", _parent_id(), "--out", str(tmp_path / "rebuilt"), cwd=tmp_path, process=True)
     assert report.returncode == 0, report.stderr
     echoed = [r for r in model_server.requests][:1]
     assert echoed  # the provider did receive the calls (and echoed their headers back)
