@@ -195,7 +195,15 @@ def warm(uri: str) -> None:
     """What every run's logging needs first, done while the run prepares and calls: MLflow's import,
     the store's schema check and the plotting library (each about a second here)."""
     open_store(uri)
+
+
+def import_logging() -> None:
+    """MLflow, the logging code and the plotting library, imported (about 3 s here), opening nothing: a
+    tracking launcher does this once, and every tracking process it forks starts with them."""
     import matplotlib
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - the store an sqlite or database URI opens
+
+    import harness.tracking  # noqa: F401
 
     matplotlib.use("Agg")
     import matplotlib.pyplot
