@@ -189,6 +189,12 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("config", nargs="?", default=None, help="an experiment config: print the link to its runs")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (default 1: a local viewer serves one person; MLflow's own default is 4)",
+    )
+    ui.add_argument(
         "--backend-store-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db"
     )
     ui.set_defaults(handler=_cmd_ui)
@@ -477,6 +483,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         from harness.config import ConfigError
 
         raise ConfigError("command line", "--port", f"{args.port} is not a TCP port", "give 1-65535, e.g. 5000")
+    if not 1 <= args.workers <= 64:
+        from harness.config import ConfigError
+
+        raise ConfigError("command line", "--workers", f"{args.workers} server processes", "give 1-64, e.g. 1")
     from harness.config import load_config
 
     name = load_config(Path(args.config)).name if args.config else None
@@ -496,7 +506,13 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         str(args.port),
         "--backend-store-uri",
         uri,
+        "--workers",
+        str(args.workers),
     ]
+    # MLflow's background jobs (scheduled judges, trace rollups) start their own consumer processes; a
+    # viewer needs none of them, and without them the UI is up in about 7 s here instead of 20. A user who
+    # wants them sets MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if uri.startswith("sqlite:///"):
         artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
         command += ["--default-artifact-root", artifacts.resolve().as_uri()]

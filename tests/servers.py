@@ -129,7 +129,9 @@ def start_mlflow_server(backend_store_uri: str, folder: Path) -> Iterator[str]:
         [
             *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)),
             *("--backend-store-uri", backend_store_uri, "--artifacts-destination", str(folder / "artifacts")),
+            *("--workers", "1"),  # one client: MLflow's four workers and its job consumers only cost start time
         ],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

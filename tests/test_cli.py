@@ -155,3 +155,10 @@ def test_ui_serves_the_store(tmp_path: Path) -> None:
         assert body is not None and body["experiment"]["name"] == "test-exp"
     finally:
         stop_server(server)
+
+
+def test_ui_refuses_a_bad_port_or_worker_count_in_one_line(tmp_path: Path) -> None:
+    for flag, value in (("--port", "0"), ("--workers", "0"), ("--workers", "-3")):
+        result = harness("ui", flag, value, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert flag in result.stderr and value in result.stderr
