@@ -44,13 +44,15 @@ def harness(*args: str, cwd: Path, timeout: float = 300, process: bool = False) 
 
 def in_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """`main(argv)` as a process would run it: in `cwd`, 200 columns, its own stdout and stderr, and the
-    SIGTERM handler and environment it changes put back afterwards."""
+    SIGTERM handler put back afterwards. The environment is left as the command leaves it: libraries set
+    variables when first imported (litellm points tiktoken at its bundled encodings) and import only once,
+    so taking those back would break every later command in this process."""
     from harness.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     here = os.getcwd()
     sigterm = signal.getsignal(signal.SIGTERM)
-    environment = dict(os.environ)
+    columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "200"
     try:
         os.chdir(cwd)
@@ -62,8 +64,10 @@ def in_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     finally:
         os.chdir(here)
         signal.signal(signal.SIGTERM, sigterm)
-        os.environ.clear()
-        os.environ.update(environment)
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
     return subprocess.CompletedProcess(["harness", *argv], code, out.getvalue(), err.getvalue())
 
 
