@@ -330,6 +330,11 @@ def run_launcher(fd: int, forks: bool) -> None:
     the working directory and environment) is served by this process, after it forked a successor that
     sends its pid and waits for the next request. The end of the socket (the parent exited) ends it."""
     prepare_child()
+    import gc
+
+    # The imports are long-lived: out of the collector's sight, its passes in a forked process neither
+    # walk them nor write to their pages (which would copy each page the fork shares).
+    gc.freeze()
     channel = socket.socket(fileno=fd)
     while True:
         try:
