@@ -36,6 +36,7 @@ def started_by_us(process: TrackingProcess) -> bool:
     return bool(process.call(os.getppid) == os.getpid())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not tracking_process.FORKS, reason="launchers fork successors on Linux only")
 def test_a_later_run_gets_a_forked_process_with_the_askers_directory_environment_and_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_launcher: None
@@ -69,6 +70,7 @@ def test_a_later_run_gets_a_forked_process_with_the_askers_directory_environment
     assert out.read_text() == "written by the tracking process\n"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not tracking_process.FORKS, reason="launchers fork successors on Linux only")
 def test_a_killed_launcher_is_replaced(own_launcher: None) -> None:
     first = TrackingProcess()
@@ -85,6 +87,7 @@ def test_a_killed_launcher_is_replaced(own_launcher: None) -> None:
     second.close()
 
 
+@pytest.mark.slow
 def test_without_forking_every_run_starts_its_own_process(monkeypatch: pytest.MonkeyPatch, own_launcher: None) -> None:
     monkeypatch.setattr(tracking_process, "FORKS", False)
     pids = []
@@ -96,6 +99,7 @@ def test_without_forking_every_run_starts_its_own_process(monkeypatch: pytest.Mo
     assert pids[0] != pids[1]
 
 
+@pytest.mark.slow
 def test_runs_in_one_process_each_log_to_the_store_the_environment_names_then(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch, own_launcher: None
 ) -> None:
@@ -140,6 +144,7 @@ out.close()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not tracking_process.FORKS, reason="launchers fork successors on Linux only")
 def test_a_forked_program_and_a_daemon_without_output_still_get_tracking_processes(tmp_path: Path) -> None:
     result = tmp_path / "result.txt"
