@@ -85,7 +85,11 @@ class Launcher:
         Popen to wait for when it is this process's own child (the first one served). Raises OSError or
         EOFError when the launcher is gone."""
         pid = self.successor()
-        payload = pickle.dumps((os.getcwd(), dict(os.environ)), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            cwd: str | None = os.getcwd()
+        except OSError:  # the directory was removed under this process: the launcher's own will do
+            cwd = None
+        payload = pickle.dumps((cwd, dict(os.environ)), protocol=pickle.HIGHEST_PROTOCOL)
         socket.send_fds(self._socket, [_HEADER.pack(len(payload))], [read_fd, write_fd, stdout, stderr])
         self._socket.sendall(payload)
         self.next_pid = None
@@ -373,7 +377,9 @@ def become(fds: list[int], payload: bytes) -> None:
         cwd, environment = pickle.loads(payload)
         with contextlib.suppress(OSError):
             os.setsid()  # a successor shares the launcher's session; a tracking process has its own
-        os.chdir(cwd)
+        if cwd is not None:
+            with contextlib.suppress(OSError):  # removed or unreadable since: logging needs no directory
+                os.chdir(cwd)
         os.environ.clear()
         os.environ.update(environment)
         for stream in (sys.stdout, sys.stderr):

@@ -158,3 +158,16 @@ def test_a_forked_program_and_a_daemon_without_output_still_get_tracking_process
     )
     assert done.returncode == 0, done.stderr
     assert result.read_text() == "True 0 True True"
+
+
+@pytest.mark.slow
+def test_a_caller_whose_directory_was_removed_still_gets_a_tracking_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    process = TrackingProcess()
+    assert process.call(os.getpid) == process.pid
+    process.close()
