@@ -231,8 +231,9 @@ class TrackingProcess:
         The arguments go through a file, not the pipe: a child still importing MLflow is not reading its
         pipe, and a 10,000-record payload would fill it and hold the parent until the child read it.
         """
-        if self._exited():
-            raise TrackingError(f"the tracking process exited{self._exited()}")
+        ended = self._exited()
+        if ended:
+            raise TrackingError(f"the tracking process exited{ended}")
         handle, path = tempfile.mkstemp(prefix="harness-logging-", suffix=".pickle")
         try:
             with os.fdopen(handle, "wb") as payload:
@@ -290,8 +291,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # someone else's process: it exists
+        pass
     return True
 
 
@@ -316,9 +317,15 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         os.close(handle)
 
 
-def prepare_child() -> None:
-    """What every tracking process and launcher does first: Ctrl-C is the parent's to handle, SIGTERM ends
-    it (see `end_on_sigterm`), and MLflow and the plotting library are imported."""
+def run_launcher(fd: int, forks: bool) -> None:
+    """The launcher's loop. Each request (a header, the tracking process's pipes, stdout and stderr, then
+    the working directory and environment) is served by this process, after it forked a successor that
+    sends its pid and waits for the next request. The end of the socket (the parent exited) ends it.
+
+    First, what every tracking process it becomes inherits: Ctrl-C is the parent's to handle, SIGTERM
+    ends it (see `end_on_sigterm`), and MLflow and the plotting library are imported."""
+    import gc
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from harness.offline import apply_offline_defaults
 
@@ -327,14 +334,6 @@ def prepare_child() -> None:
 
     end_on_sigterm()
     import_logging()
-
-
-def run_launcher(fd: int, forks: bool) -> None:
-    """The launcher's loop. Each request (a header, the tracking process's pipes, stdout and stderr, then
-    the working directory and environment) is served by this process, after it forked a successor that
-    sends its pid and waits for the next request. The end of the socket (the parent exited) ends it."""
-    prepare_child()
-    import gc
 
     # The imports are long-lived: out of the collector's sight, its passes in a forked process neither
     # walk them nor write to their pages (which would copy each page the fork shares).
@@ -401,7 +400,7 @@ def serve(read_fd: int, write_fd: int) -> None:
     """The tracking process's loop: run each function received, send back (ok, result or error message)."""
     from harness.offline import apply_offline_defaults
 
-    apply_offline_defaults()  # the asker's environment may lack what this process's needs
+    apply_offline_defaults()  # the asker's environment may lack what this process needs
     listening = True
     with os.fdopen(read_fd, "rb") as receive, os.fdopen(write_fd, "wb") as send:
         while True:

@@ -192,8 +192,8 @@ def experiment_page(address: str, uri: str, name: str | None = None) -> str:
 
 
 def warm(uri: str) -> None:
-    """What every run's logging needs first, done while the run prepares and calls: MLflow's import,
-    the store's schema check and the plotting library (each about a second here)."""
+    """What every run's logging needs first, done while the run prepares and calls: the store's schema
+    check (the imports came with the process, see `import_logging`)."""
     open_store(uri)
 
 
