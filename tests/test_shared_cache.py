@@ -30,6 +30,7 @@ from tests.conftest import REPO, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer
 from tests.servers import free_port, start_redis
 from tests.test_cli import harness as run_cli
+from tests.test_cli import in_process
 
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 JUDGE_RUBRIC = '{% block user %}Candidate: {{ output }}\nEnd with "Score: N" (1-5).{% endblock %}'
@@ -115,7 +116,11 @@ def finish(process: subprocess.Popen[str]) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 def test_two_concurrent_runs_of_one_experiment_pay_each_call_once(
-    store: str, tmp_path: Path, model_server: FakeModelServer, request: pytest.FixtureRequest
+    store: str,
+    tmp_path: Path,
+    model_server: FakeModelServer,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Both start at once, as two CI jobs do: each call (candidates and judge) is paid once in all, the
     work is split between them, and both runs end with every record."""
@@ -127,11 +132,13 @@ def test_two_concurrent_runs_of_one_experiment_pay_each_call_once(
     n = 40
     path = judged_project(tmp_path, model_server, n, embedder=True, concurrency=3)
     cache = request.getfixturevalue("redis_url") if store == "redis" else str(tmp_path / "shared.sqlite")
-    env = {"HARNESS_CACHE": cache}
-    # One of the pair is tracked (MLflow over sqlite), one not: the claim does not care.
-    first = harness("run", str(path), cwd=tmp_path, env=env)
-    second = harness("run", str(path), "--no-tracking", cwd=tmp_path, env=env)
-    logs = [finish(first), finish(second)]
+    monkeypatch.setenv("HARNESS_CACHE", cache)
+    # One of the pair is a process of its own and tracked (MLflow over sqlite), the other runs in this
+    # process, untracked, while the first is calling: the claim cares about neither.
+    first = harness("run", str(path), cwd=tmp_path, env={})
+    second = in_process(["run", str(path), "--no-tracking"], tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    logs = [finish(first), second.stdout + second.stderr]
     assert paid_twice(model_server) == 0
     chats = [r for r in model_server.requests if "input" not in r]
     assert len(chats) == 2 * n + 2 * n  # each candidate answer, each judgement, once
@@ -271,26 +278,26 @@ def test_shards_are_disjoint_stable_and_cover_every_item(tmp_path: Path, model_s
 def test_four_shards_then_the_assembling_run_equal_one_run(
     tmp_path: Path, model_server: FakeModelServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Four workers (a CI matrix) against one Redis cache, then the plain command: it makes no call and
-    its records and analysis equal one run's on its own cache."""
+    """Four shards (a CI matrix's jobs) against one Redis cache, then the plain command: it makes no call
+    and its records and analysis equal one run's on its own cache. The shards run one after another in
+    this process: what they share is the cache, and runs that overlap in time have their own test above."""
     model_server.answer = answer
     n = 20
     path = judged_project(tmp_path, model_server, n, epochs=2, params={"temperature": 0.7, "max_tokens": 16})
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "alone.sqlite"))
     single, _ = run_quietly(path)
-    monkeypatch.delenv("HARNESS_CACHE")
     one_run = collections.Counter(json.dumps(r, sort_keys=True) for r in model_server.requests)
     model_server.requests.clear()
-    workers = [
-        harness("run", str(path), "--shard", f"{k}/4", "--max-usd", "1", cwd=tmp_path, env={"HARNESS_CACHE": redis_url})
-        for k in range(1, 5)
-    ]
-    logs = [finish(w) for w in workers]
+    monkeypatch.setenv("HARNESS_CACHE", redis_url)
+    shards = [run_cli("run", str(path), "--shard", f"{k}/4", "--max-usd", "1", cwd=tmp_path) for k in range(1, 5)]
+    assert [s.returncode for s in shards] == [0] * 4, [s.stdout + s.stderr for s in shards]
+    logs = [s.stdout + s.stderr for s in shards]
     assert all("25% of any budget cap" in log and "not tracked" in log for log in logs)
     four_shards = collections.Counter(json.dumps(r, sort_keys=True) for r in model_server.requests)
     assert four_shards == one_run, "the shards together paid for exactly what one run pays for"
-    assembled = finish(harness("run", str(path), cwd=tmp_path, env={"HARNESS_CACHE": redis_url}))
-    assert "0 calls made" in assembled and sum(four_shards.values()) == len(model_server.requests)
+    assembling = run_cli("run", str(path), cwd=tmp_path)
+    assert assembling.returncode == 0, assembling.stdout + assembling.stderr
+    assert "0 calls made" in assembling.stdout and sum(four_shards.values()) == len(model_server.requests)
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
