@@ -21,6 +21,7 @@ import pytest
 
 from tests.conftest import REPO, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer
+from tests.test_cli import harness
 
 ITEMS = [{"id": f"i{n}", "document": f"Document number {n}. It says {n}.", "reference": f"doc {n}"} for n in range(6)]
 
@@ -75,14 +76,7 @@ def cached_project(tmp_path: Path, server: FakeModelServer) -> Path:
     iterating, where the estimate needs no history from the store."""
     config = base_config([fake_model(server, "m-a"), fake_model(server, "m-b")])
     path = write_project(tmp_path, config, items=ITEMS)
-    first = subprocess.run(
-        [sys.executable, "-m", "harness", "run", str(path), "--no-tracking"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    first = harness("run", str(path), "--no-tracking", cwd=tmp_path)  # in this process: only the cache counts
     assert first.returncode == 0, first.stdout + first.stderr
     return path
 

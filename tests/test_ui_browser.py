@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import ITEMS, REPO, base_config, fake_model, stop_server, wait_for_health, write_project
 from tests.fake_server import FakeModelServer, Usage
+from tests.test_cli import in_process
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("HARNESS_REQUIRE_BROWSER") == "1":
@@ -66,15 +67,9 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
         "PYTHONPATH": str(REPO),
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", str(path), "--yes"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    with pytest.MonkeyPatch.context() as patch:  # the run in this process, tracked into this store
+        patch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+        done = in_process(["run", str(path), "--yes"], root)
     server.stop()
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"python -m harness ui {path}" in done.stdout.replace("\n", "") or "harness ui" in done.stdout
