@@ -130,12 +130,19 @@ def test_two_concurrent_runs_of_one_experiment_pay_each_call_once(
     # one took to start (on a loaded machine the other could otherwise finish alone).
     model_server.hold_until_in_flight = 4
     n = 40
-    path = judged_project(tmp_path, model_server, n, embedder=True, concurrency=3)
+    # The server holds the first calls until both runs call, as long as the later one takes to start: on
+    # a loaded machine, longer than the usual 10 s timeout, and a held call that timed out is retried and
+    # billed twice (by any server). The timeout here outlasts the hold.
+    path = judged_project(tmp_path, model_server, n, embedder=True, concurrency=3, timeout_s=90)
     cache = request.getfixturevalue("redis_url") if store == "redis" else str(tmp_path / "shared.sqlite")
     monkeypatch.setenv("HARNESS_CACHE", cache)
     # One of the pair is a process of its own and tracked (MLflow over sqlite), the other runs in this
-    # process, untracked, while the first is calling: the claim cares about neither.
+    # process, untracked: the claim cares about neither. This one starts once the other is calling.
     first = harness("run", str(path), cwd=tmp_path, env={})
+    deadline = time.monotonic() + 120
+    while not model_server.requests:
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
     second = in_process(["run", str(path), "--no-tracking"], tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     logs = [finish(first), second.stdout + second.stderr]
