@@ -52,7 +52,7 @@ def test_an_mlflow_server_on_postgres_tracks_reports_and_gates(
     url = next(server)
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        path = gate_project(tmp_path / "project", limit=30)
+        path = gate_project(tmp_path / "project", limit=12)  # a planted regression fails from 8 items
         # The gate tracks two variants (a full run tracks the same way, six of them: slower, nothing more).
         ran = harness("gate", str(path), "--candidate", "local/lead:untagged", cwd=path.parent.parent)
         assert ran.returncode == 1, ran.stdout + ran.stderr
