@@ -375,7 +375,8 @@ class ModelPool:
         cost = worst  # what an interrupted call counts as: it may have been billed
         try:
             params = sample_params(spec.model, spec.params, spec.sample)
-            result = await call_model(spec.model, spec.messages, params, self.timeout_s, self.max_retries)
+            prices = spec.price.for_litellm(spec.model.model)
+            result = await call_model(spec.model, spec.messages, params, self.timeout_s, self.max_retries, prices)
             self._check_size(result)
             usage, source = result.usage, spec.price.source
             if result.output is not None and not result.usage_reported:

@@ -140,6 +140,55 @@ def test_a_private_price_sheet_bills_the_128k_tier(provider: ProviderServer) -> 
         assert done.cost_usd == pytest.approx(expected, rel=REL)
 
 
+def test_a_model_the_map_lacks_hands_litellm_its_price_and_keeps_no_echo(provider: ProviderServer) -> None:
+    """litellm searches its whole map for a model it lacks on every response; given the configured rates
+    with the call, it prices from them (its own logging shows the figure). That figure is harness's price
+    echoed, so the record keeps no second figure; the rates never reach the provider; a model the map
+    knows is left to the map."""
+    from litellm.integrations.custom_logger import CustomLogger
+
+    seen: list[Any] = []
+
+    class Costs(CustomLogger):
+        async def async_log_success_event(
+            self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any
+        ) -> None:
+            seen.append(kwargs.get("response_cost"))
+
+    sheet = Price(input_cost_per_token=1e-6, output_cost_per_token=4e-6, cache_read_input_token_cost=5e-7)
+    config = ModelConfig(model="openai/private-model", api_base=provider.url + "/v1", price=sheet)
+    price = resolve_price(config, "exp.yaml")
+    assert price.for_litellm(config.model) == {"input_cost_per_token": 1e-6, "output_cost_per_token": 4e-6}
+    provider.openai_usage = openai_usage(2_000, cached=500, completion=30, reasoning=0)
+    provider.requests.clear()
+
+    async def logged_call() -> Completion:
+        done = await ModelPool(None).complete(CallSpec(config, price, [{"role": "user", "content": "hi"}], {}, 0, 5))
+        for _ in range(250):  # litellm logs in a task of its own, after the answer
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        return done
+
+    litellm = import_litellm()
+    litellm.callbacks.append(logger := Costs())
+    try:
+        done = asyncio.run(logged_call())
+    finally:
+        litellm.callbacks.remove(logger)
+    assert done.error is None, done.error
+    assert seen == [pytest.approx(2_000 * 1e-6 + 30 * 4e-6, rel=1e-9)], "litellm priced it from the rates"
+    assert done.cost_usd == pytest.approx(1_500 * 1e-6 + 500 * 5e-7 + 30 * 4e-6, rel=REL), "harness bills every rate"
+    assert done.reported_cost_usd is None and done.reported_cost_source == ""
+    sent = [body for _, body in provider.requests]
+    assert len(sent) == 1 and not any("cost" in key for key in sent[0]), sent
+    assert resolve_price(ModelConfig(model="openai/gpt-4o-mini"), "exp.yaml").for_litellm("openai/gpt-4o-mini") == {}
+    override = ModelConfig(model="openai/gpt-4o-mini", price=Price(output_cost_per_token=1e-6))
+    assert resolve_price(override, "exp.yaml").for_litellm(override.model) == {}, "litellm's own map figure stays"
+    hourly = ModelConfig(model="openai/rented", api_base="http://10.1.2.3/v1", price=Price(usd_per_hour=2.0))
+    assert resolve_price(hourly, "exp.yaml").for_litellm(hourly.model) == {}
+
+
 def test_openai_reported_cost_is_kept_and_a_disagreement_is_a_warning(provider: ProviderServer) -> None:
     e = entry("gpt-4o-mini")
     bill = 1_000 * e["input_cost_per_token"] + 100 * e["output_cost_per_token"]

@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,17 +47,23 @@ async def call_model(
     params: dict[str, Any],
     timeout_s: float,
     max_retries: int,
+    prices: Mapping[str, float] | None = None,
 ) -> CallResult:
-    """Call the model, retrying 429/5xx/timeouts with exponential backoff and jitter."""
+    """Call the model, retrying 429/5xx/timeouts with exponential backoff and jitter.
+
+    `prices` (`ModelPrice.for_litellm`) go to litellm with the call: for a model its map does not know,
+    they spare it a failed search of the map on every response. litellm's cost is then harness's price
+    echoed, not a second figure, and is not recorded."""
     from harness.offline import import_litellm
 
     litellm = import_litellm()
     kwargs = {**params, **_endpoint(cfg), "messages": messages, "timeout": timeout_s, "num_retries": 0}
     kwargs["max_retries"] = 0
+    kwargs.update(prices or {})
     result = CallResult()
     response = await _with_retries(lambda: litellm.acompletion(**kwargs), result, timeout_s, max_retries)
     if response is not None:
-        _fill_from_response(result, response, params.get("service_tier"))
+        _fill_from_response(result, response, params.get("service_tier"), echoed=bool(prices))
     return result
 
 
@@ -127,7 +133,7 @@ async def _with_retries(
     return None
 
 
-def _fill_from_response(result: CallResult, response: Any, requested_tier: object = None) -> None:
+def _fill_from_response(result: CallResult, response: Any, requested_tier: object = None, echoed: bool = False) -> None:
     choices = getattr(response, "choices", None) or []
     content = choices[0].message.content if choices else None
     if content is None:
@@ -144,7 +150,7 @@ def _fill_from_response(result: CallResult, response: Any, requested_tier: objec
         result.usage = Usage()
         result.error = RecordError(type="ImplausibleUsage", message="the provider reported usage that is not a count")
         return
-    result.reported_cost_usd, result.reported_cost_source = _reported_cost(response, usage)
+    result.reported_cost_usd, result.reported_cost_source = _reported_cost(response, usage, echoed)
     problem = implausible_usage(result.usage)
     if problem is not None:
         result.error = RecordError(type="ImplausibleUsage", message=f"the provider reported {problem}")
@@ -176,11 +182,13 @@ def _usage_from(usage: Any, tier: object) -> Usage:
     )
 
 
-def _reported_cost(response: Any, usage: Any) -> tuple[float | None, str]:
-    """The provider's own figure (OpenRouter's `usage.cost`) first, else litellm's `response_cost`."""
+def _reported_cost(response: Any, usage: Any, echoed: bool = False) -> tuple[float | None, str]:
+    """The provider's own figure (OpenRouter's `usage.cost`) first, else litellm's `response_cost`, unless
+    litellm only `echoed` the prices harness gave it."""
+    litellm_cost = None if echoed else (getattr(response, "_hidden_params", None) or {}).get("response_cost")
     for value, source in (
         (getattr(usage, "cost", None), "provider (usage.cost)"),
-        ((getattr(response, "_hidden_params", None) or {}).get("response_cost"), f"litellm {litellm_version()}"),
+        (litellm_cost, f"litellm {litellm_version()}"),
     ):
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
             return float(value), source
