@@ -181,11 +181,20 @@ class FakeModelServer(LocalServer):
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     if server.in_flight >= server.hold_until_in_flight:
                         server._held.set()
+                self._in_flight = True
                 if server.hold_until_in_flight:
                     server._held.wait(timeout=60)
                 try:
                     self._respond(request)
                 finally:
+                    self._answered()
+
+            def _answered(self) -> None:
+                """The request leaves `in_flight` as its answer starts out, not once it is written: a client
+                that got the answer may send its next request before this thread runs again, and would
+                otherwise count as two requests at once."""
+                if self._in_flight:
+                    self._in_flight = False
                     with server.lock:
                         server.in_flight -= 1
 
@@ -243,6 +252,7 @@ class FakeModelServer(LocalServer):
 
             def _send(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
                 payload = json.dumps(body).encode()
+                self._answered()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
