@@ -8,6 +8,7 @@ harness's pool exactly as a run's would. Every expected figure is written out fr
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -187,6 +188,17 @@ def test_a_model_the_map_lacks_hands_litellm_its_price_and_keeps_no_echo(provide
     assert resolve_price(override, "exp.yaml").for_litellm(override.model) == {}, "litellm's own map figure stays"
     hourly = ModelConfig(model="openai/rented", api_base="http://10.1.2.3/v1", price=Price(usd_per_hour=2.0))
     assert resolve_price(hourly, "exp.yaml").for_litellm(hourly.model) == {}
+
+
+@pytest.mark.parametrize("model", ["anthropic/claude-private", "gemini/gemini-private"])
+def test_handed_rates_never_reach_anthropic_or_gemini(provider: ProviderServer, model: str) -> None:
+    """Each provider's adapter builds its own request body: the rates litellm is handed stay with litellm."""
+    sheet = Price(input_cost_per_token=1e-6, output_cost_per_token=4e-6)
+    provider.requests.clear()
+    done = call(provider, model, price=sheet)
+    assert done.cost_usd == pytest.approx(10 * 1e-6 + 5 * 4e-6, rel=REL) and done.reported_cost_usd is None
+    ((path, body),) = provider.requests
+    assert "cost" not in json.dumps(body), (path, body)
 
 
 def test_openai_reported_cost_is_kept_and_a_disagreement_is_a_warning(provider: ProviderServer) -> None:
