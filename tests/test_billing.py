@@ -194,6 +194,8 @@ def test_a_model_the_map_lacks_hands_litellm_its_price_and_keeps_no_echo(provide
 def test_handed_rates_never_reach_anthropic_or_gemini(provider: ProviderServer, model: str) -> None:
     """Each provider's adapter builds its own request body: the rates litellm is handed stay with litellm."""
     sheet = Price(input_cost_per_token=1e-6, output_cost_per_token=4e-6)
+    provider.anthropic_usage = {"input_tokens": 10, "output_tokens": 5}
+    provider.gemini_usage = {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15}
     provider.requests.clear()
     done = call(provider, model, price=sheet)
     assert done.cost_usd == pytest.approx(10 * 1e-6 + 5 * 4e-6, rel=REL) and done.reported_cost_usd is None
