@@ -165,8 +165,12 @@ class ModelPrice:
         standard rates in the call, it prices from them instead; what it then reports is harness's own
         price echoed, so `call_model` does not record it as litellm's figure.
         """
+        from harness.model_map import map_entry
+
         standard = ("input_cost_per_token", "output_cost_per_token")
         if self.priced_as == model or any(name not in self.table for name in standard):
+            return {}
+        if map_entry(model) is not None:  # priced `like` another, but litellm's own figure still means something
             return {}
         return {name: self.table[name] for name in standard}
 

@@ -186,6 +186,8 @@ def test_a_model_the_map_lacks_hands_litellm_its_price_and_keeps_no_echo(provide
     assert resolve_price(ModelConfig(model="openai/gpt-4o-mini"), "exp.yaml").for_litellm("openai/gpt-4o-mini") == {}
     override = ModelConfig(model="openai/gpt-4o-mini", price=Price(output_cost_per_token=1e-6))
     assert resolve_price(override, "exp.yaml").for_litellm(override.model) == {}, "litellm's own map figure stays"
+    like = ModelConfig(model="openai/gpt-4o", price=Price(like="gpt-4o-mini"))
+    assert resolve_price(like, "exp.yaml").for_litellm(like.model) == {}, "a model the map knows keeps its figure"
     hourly = ModelConfig(model="openai/rented", api_base="http://10.1.2.3/v1", price=Price(usd_per_hour=2.0))
     assert resolve_price(hourly, "exp.yaml").for_litellm(hourly.model) == {}
 
