@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_overhead import SERVER  # noqa: E402
+from bench_overhead import model_server  # noqa: E402
 
 from harness.offline import OFFLINE_DEFAULTS, import_litellm  # noqa: E402
 
@@ -49,12 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, **OFFLINE_DEFAULTS, "PYTHONPATH": str(REPO)}
     os.environ.update(OFFLINE_DEFAULTS)
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(repo=str(REPO)), "0.05"], stdout=subprocess.PIPE, text=True, env=env
-    )
-    assert server.stdout is not None
-    url = server.stdout.readline().strip()
-    try:
+    with model_server(0.05, env) as url:
         import_litellm()
         rates = {"input_cost_per_token": 1e-7, "output_cost_per_token": 4e-7}
         asyncio.run(calls(url, 100, None))  # warm-up: connections, litellm's lazy imports
@@ -68,9 +62,6 @@ def main() -> None:
             print(f"{label}: {' '.join(f'{s:.2f}' for s in seconds)} s CPU per {args.calls:,} calls")
         ratio = statistics.median(cpu["with the rates"]) / statistics.median(cpu["without the rates"])
         print(f"median ratio with / without: {ratio:.2f}x")
-    finally:
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":

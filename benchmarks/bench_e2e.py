@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_overhead import BARE, SERVER, project  # noqa: E402
+from bench_overhead import BARE, model_server, project  # noqa: E402
 
 from harness.offline import OFFLINE_DEFAULTS  # noqa: E402
 
@@ -123,12 +123,7 @@ def cached_rerun(env: dict[str, str], work: Path, repeats: int) -> None:
 
 
 def calling(env: dict[str, str], work: Path, items: int, repeats: int, rss_items: int) -> None:
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER.format(repo=str(REPO)), "0.05"], stdout=subprocess.PIPE, text=True, env=env
-    )
-    assert server.stdout is not None
-    url = server.stdout.readline().strip()
-    try:
+    with model_server(0.05, env) as url:
         bare_script = work / "bare.py"
         bare_script.write_text(BARE.format(repo=str(REPO)))
         path = project(work / "calls", url, items, 64)
@@ -154,9 +149,6 @@ def calling(env: dict[str, str], work: Path, items: int, repeats: int, rss_items
                 f"3. {rss_items:,} items: peak RSS {one['rss_mb']:.0f} MB (largest single process; target <= 400 MB), "
                 f"wall {one['wall']:.1f} s"
             )
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def main() -> None:

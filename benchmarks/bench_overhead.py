@@ -14,12 +14,14 @@ size for the peak-RSS target (400 MB for 10,000 items).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +89,20 @@ print(json.dumps({{"wall": wall, "cpu": own + tracking, "own_cpu": own, "trackin
 """
 
 
+@contextlib.contextmanager
+def model_server(latency_s: float, env: dict[str, str]) -> Iterator[str]:
+    """The test suite's fake model server in a process of its own, answering after `latency_s`; its URL."""
+    server = subprocess.Popen(
+        [PY, "-c", SERVER.format(repo=str(REPO)), str(latency_s)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert server.stdout is not None
+        yield server.stdout.readline().strip()
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def project(root: Path, url: str, items: int, concurrency: int) -> Path:
     (root / "evals").mkdir(parents=True, exist_ok=True)
     rows = [{"id": f"i{i}", "text": f"item {i}", "reference": "summary"} for i in range(items)]
@@ -129,12 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONPATH": str(REPO)}
         for latency in (0.0, 0.05):
-            server = subprocess.Popen(
-                [PY, "-c", SERVER.format(repo=str(REPO)), str(latency)], stdout=subprocess.PIPE, text=True, env=env
-            )
-            assert server.stdout is not None
-            url = server.stdout.readline().strip()
-            try:
+            with model_server(latency, env) as url:
                 for concurrency in (16, 64):
                     bare = measure(BARE, url, str(args.items), str(concurrency), env=env)
                     path = project(Path(tmp) / f"p{concurrency}-{latency}", url, args.items, concurrency)
@@ -155,9 +166,6 @@ def main() -> None:
                         f"cpu/req {1000 * big['cpu'] / args.rss_items:.2f} ms, peak RSS {big['rss_mb']:.0f} MB "
                         f"(target <= 400 MB); tracking process {big['child_rss_mb']:.0f} MB"
                     )
-            finally:
-                server.terminate()
-                server.wait()
     started = time.perf_counter()
     subprocess.run([PY, "-m", "harness", "--help"], capture_output=True, check=True, env={**os.environ})
     print(f"python -m harness --help: {time.perf_counter() - started:.2f} s (target <= 0.5 s)")

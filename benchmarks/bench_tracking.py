@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
-from bench_overhead import PY, REPO, SERVER, measure
+from bench_overhead import REPO, measure, model_server
 
 HARNESS = """
 import io, json, resource, sys, time
@@ -71,20 +70,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONPATH": str(REPO)}
-        server = subprocess.Popen(
-            [PY, "-c", SERVER.format(repo=str(REPO)), str(args.latency)], stdout=subprocess.PIPE, text=True, env=env
-        )
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
-        try:
+        with model_server(args.latency, env) as url:
             results = {}
             sides = [("tracking off", "off", True), ("runs, no traces", "on", False), ("traces (default)", "on", True)]
             for label, tracking, traces in sides:
                 path = project(Path(tmp) / label.split()[0], url, args.items, args.concurrency, traces)
                 results[label] = measure(HARNESS, str(path), tracking, env=env)
-        finally:
-            server.terminate()
-            server.wait()
     base = results["tracking off"]["wall"]
     calls = 2 * args.items
     print(
