@@ -30,7 +30,6 @@ from tests.conftest import REPO, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer
 from tests.servers import free_port, start_redis
 from tests.test_cli import harness as run_cli
-from tests.test_cli import in_process
 
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 JUDGE_RUBRIC = '{% block user %}Candidate: {{ output }}\nEnd with "Score: N" (1-5).{% endblock %}'
@@ -143,7 +142,7 @@ def test_two_concurrent_runs_of_one_experiment_pay_each_call_once(
     while not model_server.requests:
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.05)
-    second = in_process(["run", str(path), "--no-tracking"], tmp_path)
+    second = run_cli("run", str(path), "--no-tracking", cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     logs = [finish(first), second.stdout + second.stderr]
     assert paid_twice(model_server) == 0
