@@ -65,14 +65,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow sqlite store with its schema made, once per worker. Creating the schema runs every one of
-    MLflow's migrations (seconds); each test's store starts as a copy of this one, as a user's store is
-    after its first run, instead of paying them again in every tracked test."""
-    folder = tmp_path_factory.mktemp("empty-store")
-    code = "import sys; from harness.tracking.store import open_store; open_store(sys.argv[1])"
-    db = folder / "mlflow.db"
-    subprocess.run([sys.executable, "-c", code, f"sqlite:///{db}"], cwd=REPO, check=True, capture_output=True)
+def _empty_store(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """An MLflow sqlite store with its schema made, once per test session. Creating the schema runs every
+    one of MLflow's migrations (seconds); each test's store starts as a copy of this one, as a user's store
+    is after its first run, instead of paying them again in every tracked test. The workers share one,
+    made by whichever asks first (under a lock, and renamed into place whole)."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the session's folder, above each worker's own
+    db = root / "empty-store" / "mlflow.db"
+    with (root / "empty-store.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not db.exists():
+            db.parent.mkdir(exist_ok=True)
+            making = db.with_name("making.db")
+            code = "import sys; from harness.tracking.store import open_store; open_store(sys.argv[1])"
+            made = subprocess.run([sys.executable, "-c", code, f"sqlite:///{making}"], cwd=REPO, capture_output=True)
+            assert made.returncode == 0, made.stderr
+            making.rename(db)
     return db
 
 
