@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,8 +105,14 @@ def _parent_id() -> str:
 
 
 @pytest.mark.slow
-def test_two_runs_on_one_store_at_once(tmp_path: Path, model_server: FakeModelServer) -> None:
+def test_two_runs_on_one_store_at_once(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two experiments tracked into one MLflow store and sharing one response cache, at the same time: one
+    a process of its own, the other in this process once the first is calling."""
     model_server.delay_s = 0.05
+    # Each run has at most 8 calls in flight: the server holds the first ones until both runs are calling.
+    model_server.hold_until_in_flight = 9
     items = [{"id": f"i{n}", "document": f"Item {n}.", "reference": "x"} for n in range(40)]
     paths = []
     for name in ("first", "second"):
@@ -113,21 +120,24 @@ def test_two_runs_on_one_store_at_once(tmp_path: Path, model_server: FakeModelSe
         config = base_config([fake_model(model_server, price=PRICE)], name=f"exp-{name}", concurrency=8)
         paths.append(write_project(root, config, items=items))
     shared_cache = tmp_path / "shared-cache.sqlite"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HARNESS_CACHE": str(shared_cache)}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", str(p)],
-            cwd=p.parent.parent,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for p in paths
-    ]
-    outputs = [p.communicate(timeout=300) for p in processes]
-    for process, (out, err) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, out + err
+    monkeypatch.setenv("HARNESS_CACHE", str(shared_cache))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(paths[0])],
+        cwd=paths[0].parent.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not model_server.requests:
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
+    second = harness("run", str(paths[1]), cwd=paths[1].parent.parent)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out + err
+    assert second.returncode == 0, second.stdout + second.stderr
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
