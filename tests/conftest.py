@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,16 +71,15 @@ def _empty_store(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Pa
     one of MLflow's migrations (seconds); each test's store starts as a copy of this one, as a user's store
     is after its first run, instead of paying them again in every tracked test. The workers share one,
     made by whichever asks first (under a lock, and renamed into place whole)."""
-    import fcntl
+    from harness.tracking.store import store_lock
 
     root = tmp_path_factory.getbasetemp()
     if worker_id != "master":
         root = root.parent  # the session's folder, above each worker's own
     db = root / "empty-store" / "mlflow.db"
-    with (root / "empty-store.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    db.parent.mkdir(exist_ok=True)
+    with store_lock(f"sqlite:///{db}"):
         if not db.exists():
-            db.parent.mkdir(exist_ok=True)
             making = db.with_name("making.db")
             code = "import sys; from harness.tracking.store import open_store; open_store(sys.argv[1])"
             made = subprocess.run([sys.executable, "-c", code, f"sqlite:///{making}"], cwd=REPO, capture_output=True)
@@ -96,6 +96,15 @@ def _no_cloud_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _empty_store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
     (tmp_path / "store").mkdir(exist_ok=True)
     shutil.copyfile(_empty_store, tmp_path / "store" / "mlflow.db")
+
+
+def wait_for_requests(server: FakeModelServer, n: int, process: subprocess.Popen[str], timeout_s: float = 60) -> None:
+    """Until `server` has had `n` requests, failing at once, with its output, if `process` ended first."""
+    deadline = time.monotonic() + timeout_s
+    while len(server.requests) < n:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{len(server.requests)} of {n} requests after {timeout_s} s"
+        time.sleep(0.05)
 
 
 def no_runs(store: Path) -> bool:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +12,11 @@ from rich.console import Console
 
 from harness.config import load_config
 from harness.workflow import RunOptions, run_experiment
-from tests.conftest import REPO, base_config, fake_model, write_project
+from tests.conftest import base_config, fake_model, wait_for_requests, write_project
 from tests.fake_server import FAULT_KINDS, FakeModelServer, Fault
 from tests.test_cli import harness
+from tests.test_shared_cache import finish
+from tests.test_shared_cache import harness as spawn
 
 PRICE = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 
@@ -121,22 +120,10 @@ def test_two_runs_on_one_store_at_once(
         paths.append(write_project(root, config, items=items))
     shared_cache = tmp_path / "shared-cache.sqlite"
     monkeypatch.setenv("HARNESS_CACHE", str(shared_cache))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", str(paths[0])],
-        cwd=paths[0].parent.parent,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not model_server.requests:
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.05)
+    first = spawn("run", str(paths[0]), cwd=paths[0].parent.parent, env={})
+    wait_for_requests(model_server, 1, first, timeout_s=120)
     second = harness("run", str(paths[1]), cwd=paths[1].parent.parent)
-    out, err = first.communicate(timeout=300)
-    assert first.returncode == 0, out + err
+    finish(first)
     assert second.returncode == 0, second.stdout + second.stderr
     import mlflow
 

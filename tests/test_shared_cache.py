@@ -26,7 +26,7 @@ from harness.cache import ResponseCache, SqliteCache
 from harness.config import ConfigError, load_config
 from harness.records import Usage
 from harness.workflow import RunOptions, run_experiment
-from tests.conftest import REPO, base_config, fake_model, write_project
+from tests.conftest import REPO, base_config, fake_model, wait_for_requests, write_project
 from tests.fake_server import FakeModelServer
 from tests.servers import free_port, start_redis
 from tests.test_cli import harness as run_cli
@@ -138,10 +138,7 @@ def test_two_concurrent_runs_of_one_experiment_pay_each_call_once(
     # One of the pair is a process of its own and tracked (MLflow over sqlite), the other runs in this
     # process, untracked: the claim cares about neither. This one starts once the other is calling.
     first = harness("run", str(path), cwd=tmp_path, env={})
-    deadline = time.monotonic() + 120
-    while not model_server.requests:
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.05)
+    wait_for_requests(model_server, 1, first, timeout_s=120)
     second = run_cli("run", str(path), "--no-tracking", cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     logs = [finish(first), second.stdout + second.stderr]

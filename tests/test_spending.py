@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, base_config, fake_model, write_project
+from tests.conftest import REPO, base_config, fake_model, wait_for_requests, write_project
 from tests.fake_server import FakeModelServer, Usage
 from tests.test_cli import harness
 
@@ -83,14 +82,6 @@ def _spawn(path: Path, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_requests(server: FakeModelServer, n: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while len(server.requests) < n:
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_kill_9_then_rerun_pays_only_for_the_missing_items(tmp_path: Path, model_server: FakeModelServer) -> None:
     import sqlite3
@@ -98,7 +89,7 @@ def test_kill_9_then_rerun_pays_only_for_the_missing_items(tmp_path: Path, model
     model_server.delay_s = 0.3
     path = project(tmp_path, model_server, concurrency=2)
     process = _spawn(path, tmp_path)
-    _wait_for_requests(model_server, 8, process)
+    wait_for_requests(model_server, 8, process)
     process.kill()
     process.wait()
     first_requests = len(model_server.requests)
@@ -124,7 +115,7 @@ def test_interrupt_exits_cleanly_and_keeps_what_finished(
     model_server.delay_s = 0.3
     path = project(tmp_path, model_server, concurrency=2)
     process = _spawn(path, tmp_path)
-    _wait_for_requests(model_server, 6, process)
+    wait_for_requests(model_server, 6, process)
     process.send_signal(sent)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == code, stderr
