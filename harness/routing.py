@@ -97,8 +97,8 @@ def build_table(records: list[Record], metric: str, variants: list[str]) -> Tabl
     )
 
 
-def passes(check: CheckConfig, table: Table, variant: str, i: int) -> bool:
-    """Whether the variant's answer to item i passes every condition of the check."""
+def _passes_unscored(check: CheckConfig, table: Table, variant: str, i: int) -> bool:
+    """Every condition of the check but the score's: none of them moves with a threshold."""
     output = table.outputs[variant][i]
     if output is None:
         return False
@@ -115,34 +115,88 @@ def passes(check: CheckConfig, table: Table, variant: str, i: int) -> bool:
         other = table.outputs[check.agree_with][i]
         if other is None or _normalise(other) != _normalise(output):
             return False
-    if check.score is not None:
-        values = table.scores.get(check.score, {}).get(variant)
-        threshold = math.inf if check.min_score == "auto" else check.min_score  # `auto` is resolved before use
-        return values is not None and bool(values[i] >= threshold)
     return True
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """A cascade's outcome on every item at every rung, with the score threshold left open.
+
+    Which rung answers an item is the only thing a threshold changes: what stopping at each rung costs,
+    and what its answer scores, are fixed. Laid out once, a threshold is a few array operations, and
+    `choose_threshold` can try every distinct score (one per item) without walking the items again for
+    each: that walk was O(items^2) in Python, minutes at a few thousand judged items.
+    """
+
+    chain: list[str]
+    quality: np.ndarray
+    """rungs x items: the quality of the rung's answer."""
+    cost: np.ndarray
+    """rungs x items: everything paid when the cascade stops at the rung (the calls tried, the checks)."""
+    unscored: np.ndarray
+    """(rungs - 1) x items: the check's conditions other than the score hold (the last rung always answers)."""
+    scores: np.ndarray | None
+    """(rungs - 1) x items: the check's score of each answer (NaN where none), or None without a score."""
+
+    def answering(self, threshold: float) -> np.ndarray:
+        """Per item, the rung whose answer is taken at this score threshold."""
+        ok = self.unscored
+        if self.scores is not None:
+            with np.errstate(invalid="ignore"):
+                ok = ok & (self.scores >= threshold)
+        last = len(self.chain) - 1
+        return np.where(ok.any(axis=0), ok.argmax(axis=0), last) if last else np.zeros(ok.shape[1], dtype=int)
+
+    def outcome(self, threshold: float, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-item quality, cost and answering rung at the threshold (on `rows` only, when given)."""
+        ladder = self if rows is None else self.take(rows)
+        rung = ladder.answering(threshold)
+        items = np.arange(rung.size)
+        return ladder.quality[rung, items], ladder.cost[rung, items], rung
+
+    def take(self, rows: np.ndarray) -> Ladder:
+        """The ladder on some of its items (a fold)."""
+        return Ladder(
+            self.chain,
+            self.quality[:, rows],
+            self.cost[:, rows],
+            self.unscored[:, rows],
+            None if self.scores is None else self.scores[:, rows],
+        )
+
+
+def ladder(table: Table, chain: list[str], check: CheckConfig) -> Ladder:
+    """Lay the cascade out: at each rung its call is paid, and below the last rung the check's too (the
+    other variant's call once, the judge's call for each answer judged)."""
+    n, last = len(table.items), len(chain) - 1
+    paid: set[str] = set()
+    spent = np.zeros(n)
+    costs = []
+    for position, variant in enumerate(chain):
+        spent = spent + table.cost[variant]
+        paid.add(variant)
+        if position < last:
+            if check.agree_with is not None and check.agree_with not in paid:
+                spent = spent + table.cost[check.agree_with]
+                paid.add(check.agree_with)
+            if check.score is not None:
+                spent = spent + table.eval_cost[variant]
+        costs.append(spent)
+    unscored = np.array(
+        [[_passes_unscored(check, table, v, i) for i in range(n)] for v in chain[:-1]], dtype=bool
+    ).reshape(last, n)
+    scores = None
+    if check.score is not None:
+        missing = np.full(n, np.nan)
+        scores = np.array([table.scores.get(check.score, {}).get(v, missing) for v in chain[:-1]]).reshape(last, n)
+    return Ladder(list(chain), np.array([table.quality[v] for v in chain]), np.array(costs), unscored, scores)
 
 
 def cascade(table: Table, chain: list[str], check: CheckConfig) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Per-item quality and cost of trying `chain` in order, and which variant answered each item."""
-    n = len(table.items)
-    quality, cost, answered = np.zeros(n), np.zeros(n), []
-    for i in range(n):
-        paid: set[str] = set()
-        for position, variant in enumerate(chain):
-            cost[i] += table.cost[variant][i]
-            paid.add(variant)
-            last = position == len(chain) - 1
-            if not last:
-                if check.agree_with is not None and check.agree_with not in paid:
-                    cost[i] += table.cost[check.agree_with][i]
-                    paid.add(check.agree_with)
-                if check.score is not None:
-                    cost[i] += table.eval_cost[variant][i]
-            if last or passes(check, table, variant, i):
-                quality[i] = table.quality[variant][i]
-                answered.append(variant)
-                break
-    return quality, cost, answered
+    threshold = math.inf if check.min_score == "auto" else check.min_score  # `auto` is resolved before use
+    quality, cost, rung = ladder(table, chain, check).outcome(threshold)
+    return quality, cost, [chain[r] for r in rung]
 
 
 FOLDS = 2
@@ -158,20 +212,19 @@ def cross_fitted(
     note gives both figures, so the optimism is visible."""
     n = len(table.items)
     folds = np.random.default_rng(seed).permutation(n) % FOLDS
+    steps = ladder(table, chain, check)
     quality, cost = np.zeros(n), np.zeros(n)
-    answered: list[str] = [""] * n
+    rungs = np.zeros(n, dtype=int)
     chosen = []
     for fold in range(FOLDS):
         fit, held = np.nonzero(folds != fold)[0], np.nonzero(folds == fold)[0]
-        threshold = choose_threshold(_subset(table, fit), chain, check, weak, strong)
+        threshold = choose_threshold(steps.take(fit), table.quality[weak][fit], table.quality[strong][fit], check)
         chosen.append(threshold)
-        q, c, a = cascade(_subset(table, held), chain, check.model_copy(update={"min_score": threshold}))
-        quality[held], cost[held] = q, c
-        for index, variant in zip(held, a, strict=True):
-            answered[index] = variant
-    everywhere = choose_threshold(table, chain, check, weak, strong)
-    in_sample, _, routed = cascade(table, chain, check.model_copy(update={"min_score": everywhere}))
-    in_share = routed.count(chain[-1]) / max(n, 1)
+        quality[held], cost[held], rungs[held] = steps.outcome(threshold, held)
+    answered = [chain[r] for r in rungs]
+    everywhere = choose_threshold(steps, table.quality[weak], table.quality[strong], check)
+    in_sample, _, routed = steps.outcome(everywhere)
+    in_share = [chain[r] for r in routed].count(chain[-1]) / max(n, 1)
     note = (
         f"min_score chosen to recover {check.target_pgr:.0%} of the gap at the least cost on one half of the items "
         f"and reported on the other ({FOLDS}-fold cross-fitting, seed {seed}; thresholds "
@@ -182,34 +235,22 @@ def cross_fitted(
     return quality, cost, answered, note, (float(in_sample.mean()), in_share)
 
 
-def choose_threshold(table: Table, chain: list[str], check: CheckConfig, weak: str, strong: str) -> float:
+def choose_threshold(steps: Ladder, weak: np.ndarray, strong: np.ndarray, check: CheckConfig) -> float:
     """The cheapest `min_score` whose cascade recovers `check.target_pgr` of the weak-to-strong gap on
     these items (every distinct score of the cheap variants is tried); the best-recovering one when none
-    does, and the cheapest of all when the weak variant is already as good."""
-    score = check.score or ""
-    seen = np.concatenate([table.scores.get(score, {}).get(v, np.array([])) for v in chain[:-1]])
+    does, and the cheapest of all when the weak variant is already as good. `weak` and `strong` are the
+    two variants' per-item quality on the same items."""
+    seen = steps.scores.ravel() if steps.scores is not None else np.array([])
     candidates = [-math.inf, *np.unique(seen[np.isfinite(seen)]).tolist(), math.inf]
-    gap = float(table.quality[strong].mean() - table.quality[weak].mean())
+    gap = float(strong.mean() - weak.mean())
     best: tuple[float, float, float] | None = None  # (not reaching the target, cost, threshold) to minimise
     for threshold in candidates:
-        q, c, _ = cascade(table, chain, check.model_copy(update={"min_score": threshold}))
-        pgr = (q.mean() - table.quality[weak].mean()) / gap if gap > 0 else 1.0
+        q, c, _ = steps.outcome(threshold)
+        pgr = (q.mean() - weak.mean()) / gap if gap > 0 else 1.0
         key = (max(check.target_pgr - pgr, 0.0), float(c.mean()), threshold)
         if best is None or key < best:
             best = key
     return best[2] if best is not None else math.inf
-
-
-def _subset(table: Table, rows: np.ndarray) -> Table:
-    """The table on some of its items (a fold)."""
-    return Table(
-        items=[table.items[i] for i in rows],
-        quality={v: a[rows] for v, a in table.quality.items()},
-        cost={v: a[rows] for v, a in table.cost.items()},
-        eval_cost={v: a[rows] for v, a in table.eval_cost.items()},
-        outputs={v: [o[i] for i in rows] for v, o in table.outputs.items()},
-        scores={s: {v: a[rows] for v, a in by.items()} for s, by in table.scores.items()},
-    )
 
 
 def oracle(table: Table, strong: str, target: float | None) -> tuple[np.ndarray, np.ndarray, list[str]]:

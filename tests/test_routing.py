@@ -185,13 +185,105 @@ def test_run_reports_configured_policies_and_route_adds_more_without_calls(
 def test_an_auto_threshold_is_the_cheapest_reaching_the_target() -> None:
     """Escalating w answers judged below t: t=0.6 sends i2 (PGR 0.4), t=0.8 also i3 (0.6), t=0.9 also i4
     (1.0, $9 a item), t=inf everything ($11.5). Target 0.8: 0.9; target 0.5: 0.8, cheaper than 0.9."""
-    from harness.routing import build_table, choose_threshold
+    from harness.routing import build_table, choose_threshold, ladder
 
     table = build_table(RECORDS, "q", ["w", "s", "w2"])
     check = CheckConfig(score="judge", min_score="auto", target_pgr=0.8)
-    assert choose_threshold(table, ["w", "s"], check, "w", "s") == 0.9
+    steps = ladder(table, ["w", "s"], check)
+    assert choose_threshold(steps, table.quality["w"], table.quality["s"], check) == 0.9
     lower = check.model_copy(update={"target_pgr": 0.5})
-    assert choose_threshold(table, ["w", "s"], lower, "w", "s") == 0.8
+    assert choose_threshold(steps, table.quality["w"], table.quality["s"], lower) == 0.8
+
+
+def _cascade_item_by_item(table, chain, check, threshold):  # type: ignore[no-untyped-def]
+    """The cascade as the docs define it, one item at a time: pay each variant tried, and below the last
+    one the check (the other variant's call once, the judge's call); take the first answer that passes."""
+    import re
+
+    from harness.routing import _is_json, _normalise
+
+    def passes(variant: str, i: int) -> bool:
+        output = table.outputs[variant][i]
+        if output is None:
+            return False
+        words = len(output.split())
+        if (check.min_words is not None and words < check.min_words) or (
+            check.max_words is not None and words > check.max_words
+        ):
+            return False
+        if (check.regex is not None and re.search(check.regex, output) is None) or (
+            check.json_valid and not _is_json(output)
+        ):
+            return False
+        if check.agree_with is not None:
+            other = table.outputs[check.agree_with][i]
+            if other is None or _normalise(other) != _normalise(output):
+                return False
+        if check.score is not None:
+            values = table.scores.get(check.score, {}).get(variant)
+            return values is not None and bool(values[i] >= threshold)
+        return True
+
+    quality, cost, answered = [], [], []
+    for i in range(len(table.items)):
+        paid: set[str] = set()
+        spent = 0.0
+        for position, variant in enumerate(chain):
+            spent += table.cost[variant][i]
+            paid.add(variant)
+            last = position == len(chain) - 1
+            if not last:
+                if check.agree_with is not None and check.agree_with not in paid:
+                    spent += table.cost[check.agree_with][i]
+                    paid.add(check.agree_with)
+                if check.score is not None:
+                    spent += table.eval_cost[variant][i]
+            if last or passes(variant, i):
+                quality.append(table.quality[variant][i])
+                cost.append(spent)
+                answered.append(variant)
+                break
+    return quality, cost, answered
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_laid_out_cascade_equals_the_cascade_item_by_item(seed: int) -> None:
+    """The ladder (every rung's cost and quality laid out once, a threshold applied as array operations)
+    against the definition, item by item: random outputs, errors, scores with gaps, every kind of check,
+    chains of two and three variants, thresholds at and between the scores."""
+    import numpy as np
+
+    from harness.routing import build_table, ladder
+
+    rng = np.random.default_rng(seed)
+    words = ["yes", "no", "Yes,", "fine!", "{}", "[1]", "maybe", "a", "b", "```json\n{}\n```"]
+    variants = ["w", "m", "s", "x"]
+    records = []
+    for i in range(60):
+        for v in variants:
+            output = " ".join(rng.choice(words, size=int(rng.integers(0, 6))))
+            judge = {} if rng.random() < 0.2 else {"judge": float(rng.choice([0.1, 0.5, 0.5, 0.9, 1.0]))}
+            rec = record(v, f"i{i}", float(rng.random()), float(rng.integers(1, 5)), output, **judge)
+            if rng.random() < 0.1:
+                rec = rec.model_copy(update={"error": "boom", "output": ""})
+            records.append(rec)
+    table = build_table(records, "q", variants)
+    checks = [
+        CheckConfig(min_words=2),
+        CheckConfig(max_words=3, regex="^(yes|Yes)"),
+        CheckConfig(json_valid=True),
+        CheckConfig(agree_with="x"),
+        CheckConfig(agree_with="s", min_words=1),
+        CheckConfig(score="judge"),
+        CheckConfig(score="judge", min_words=1, agree_with="x"),
+    ]
+    for chain in (["w", "s"], ["w", "m", "s"], ["m", "w", "x"]):
+        for check in checks:
+            steps = ladder(table, chain, check)
+            for threshold in (-math.inf, 0.1, 0.5, 0.7, 1.0, math.inf):
+                quality, cost, rungs = steps.outcome(threshold)
+                expected = _cascade_item_by_item(table, chain, check, threshold)
+                assert (quality.tolist(), cost.tolist(), [chain[r] for r in rungs]) == expected, (chain, check)
 
 
 @pytest.mark.slow
