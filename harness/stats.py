@@ -19,6 +19,7 @@ import statistics
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -29,13 +30,17 @@ NORMAL = statistics.NormalDist()
 2 s and 75 MB in every run, and the Wilcoxon test (continuous scores) is the only use left for it here."""
 
 
+KEPT_WEIGHTS = 2_000_000
+"""Entries of the weight matrix (float32) a `Resampler` keeps between calls: 8 MB."""
+
+
 @dataclass(frozen=True)
 class Resampler:
     """Item-level bootstrap resamples, drawn from a seed in blocks and applied as matrix products.
 
-    The B x N matrix of resample weights (how often each item is drawn in each resample) is never held
-    whole: at 10,000 items x 2,000 resamples it would be 80 MB, the largest allocation of a run. Each
-    block of rows (about 2 MB of draws) is drawn, multiplied and dropped. The same seed gives the same
+    The B x N matrix of resample weights (how often each item is drawn in each resample) is held whole
+    only when small: at 10,000 items x 2,000 resamples it would be 80 MB, the largest allocation of a run.
+    There each block of rows (about 2 MB of draws) is drawn, multiplied and dropped. The same seed gives the same
     resamples on every call, so totals computed in separate calls stay paired.
     """
 
@@ -46,6 +51,19 @@ class Resampler:
 
     def blocks(self) -> Iterator[np.ndarray]:
         """Successive rows of the weight matrix, as float32 blocks."""
+        kept = self._kept
+        return iter(kept) if kept is not None else self._draw()
+
+    @cached_property
+    def _kept(self) -> list[np.ndarray] | None:
+        """The whole matrix, when it is small (up to `KEPT_WEIGHTS` entries, 8 MB): an analysis sums
+        columns over the same resamples several times (each metric's estimates, then its paired tests),
+        and drawing the weights, not multiplying by them, is what each of those calls paid."""
+        if self.n_items * self.n_resamples > KEPT_WEIGHTS:
+            return None
+        return list(self._draw())
+
+    def _draw(self) -> Iterator[np.ndarray]:
         rng = np.random.default_rng(self.seed)
         n = max(self.n_items, 1)
         size = max(1, min(self.n_resamples, self.block_bytes // (8 * n)))

@@ -70,6 +70,11 @@ def test_resample_weights_are_bootstrap_counts_drawn_in_blocks() -> None:
     assert weights.mean() == pytest.approx(1.0)
     columns = np.arange(100, dtype=float).reshape(50, 2)
     assert resampler.totals(columns) == pytest.approx(weights @ columns)
+    assert np.array_equal(np.vstack(list(resampler.blocks())), weights), "kept: the same resamples again"
+    large = Resampler(10_000, 2_000, seed=3)
+    assert large._kept is None, "80 MB of weights are drawn block by block, never held"
+    fresh = Resampler(50, 300, seed=3, block_bytes=8 * 50 * 7)
+    assert np.array_equal(np.vstack(list(fresh._draw())), weights), "kept weights are the seed's draws"
 
 
 def test_bootstrap_ci_of_a_mean_agrees_with_the_t_interval() -> None:
