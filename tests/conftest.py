@@ -66,17 +66,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def _empty_store(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def session_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The test session's own folder, shared by all its workers (each worker's base temp is below it)."""
+    root = tmp_path_factory.getbasetemp()
+    return root if worker_id == "master" else root.parent
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(session_dir: Path) -> Path:
+    """One response cache for the tests that run the shipped SmolLM2 ablation (2-3 s of CPU a call): their
+    calls overlap, and a call at temperature 0 answers the same from the cache. Fresh each session (the
+    repository's own cache would serve a second run of the suite), shared by the workers; each test still
+    passes alone, making the calls it needs."""
+    return session_dir / "smollm2-cache.sqlite"
+
+
+@pytest.fixture(scope="session")
+def _empty_store(session_dir: Path) -> Path:
     """An MLflow sqlite store with its schema made, once per test session. Creating the schema runs every
     one of MLflow's migrations (seconds); each test's store starts as a copy of this one, as a user's store
     is after its first run, instead of paying them again in every tracked test. The workers share one,
     made by whichever asks first (under a lock, and renamed into place whole)."""
     from harness.tracking.store import store_lock
 
-    root = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
-        root = root.parent  # the session's folder, above each worker's own
-    db = root / "empty-store" / "mlflow.db"
+    db = session_dir / "empty-store" / "mlflow.db"
     db.parent.mkdir(exist_ok=True)
     with store_lock(f"sqlite:///{db}"):
         if not db.exists():

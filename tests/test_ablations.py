@@ -129,12 +129,12 @@ def test_variants_that_render_the_same_prompt_share_one_paid_call(
 
 @pytest.mark.slow
 def test_shipped_ablation_runs_offline_and_orders_prompt_lengths(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_cache: Path
 ) -> None:
     from tests.conftest import REPO
     from tests.test_cli import harness
 
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache.sqlite"))
+    monkeypatch.setenv("HARNESS_CACHE", str(smollm2_cache))
     out = harness(
         "run", str(REPO / "experiments/summarize-ablation.yaml"), "--limit", "1", "--no-tracking", cwd=tmp_path
     )

@@ -75,10 +75,10 @@ def test_gate_decides_on_an_ablation_variant(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_shipped_ablation_gate_runs_and_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shipped_ablation_gate_runs_and_decides(monkeypatch: pytest.MonkeyPatch, smollm2_cache: Path) -> None:
     """The shipped SmolLM2 ablation, gated on one truncation length (a few items: SmolLM2 takes 2-3 s a call),
-    with a cache of its own (the repository's would serve a second run of the suite)."""
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache.sqlite"))
+    with the session's SmolLM2 cache (the repository's would serve a second run of the suite)."""
+    monkeypatch.setenv("HARNESS_CACHE", str(smollm2_cache))
     candidate = "local/smollm2-135m:truncated(doc_tokens=128)"
     result = cli(
         "gate", "experiments/summarize-ablation.yaml", "--candidate", candidate, "--limit", "2", cwd=REPO, timeout=600
