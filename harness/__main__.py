@@ -1,6 +1,6 @@
 """`python -m harness` runs the CLI."""
 
-from harness.cli import main
+from harness.cli import entry
 
 if __name__ == "__main__":  # guarded: the tracking process (spawned) imports this module as __mp_main__
-    raise SystemExit(main())
+    entry()

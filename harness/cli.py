@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import math
 import os
 import re
@@ -17,10 +18,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from harness.exit_codes import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
-from harness.offline import apply_offline_defaults
+from harness.offline import apply_offline_defaults, short_lived_process
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -40,8 +41,22 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def entry() -> NoReturn:
+    """The `harness` command and `python -m harness`: `main` in a process that ends with the command.
+
+    Before the interpreter tears down, everything still alive is put out of the garbage collector's sight
+    (`gc.freeze`): its last full collection walked every record, response and imported module only to
+    free memory the process was about to return, and took 1.2-2.7 s of CPU after a 1,000-item run
+    (docs/development.md). Exit handlers and module teardown still run as before.
+    """
+    short_lived_process()
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `harness` and `python -m harness`."""
+    """The command line: `entry` in a process of its own, or called in-process (tests, programs)."""
     apply_offline_defaults()
     with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave it alone
         signal.signal(signal.SIGTERM, _on_sigterm)

@@ -21,6 +21,21 @@ OFFLINE_DEFAULTS: dict[str, str] = {
 }
 
 
+_SHORT_LIVED = {"process": False}
+
+
+def short_lived_process() -> None:
+    """Mark this process as one that ends with its command (the `harness` command line), not a notebook or
+    a program that runs experiment after experiment.
+
+    There `import_litellm` puts what the import made out of the garbage collector's sight (`gc.freeze`):
+    several hundred thousand objects that live as long as the process, which every full collection during
+    a run walked again. A long-lived process is left alone: whatever it holds at that moment and drops
+    later would never be collected.
+    """
+    _SHORT_LIVED["process"] = True
+
+
 def apply_offline_defaults() -> None:
     """Set the offline variables for this process and every process it starts."""
     for key, value in OFFLINE_DEFAULTS.items():
@@ -43,4 +58,8 @@ def import_litellm():
         logging.getLogger(name).setLevel(logging.CRITICAL)
     litellm.suppress_debug_info = True
     litellm.set_verbose = False
+    if _SHORT_LIVED["process"]:
+        import gc
+
+        gc.freeze()
     return litellm

@@ -166,3 +166,44 @@ def test_ui_refuses_a_bad_port_or_worker_count_in_one_line(tmp_path: Path) -> No
         result = harness("ui", flag, value, cwd=tmp_path)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert flag in result.stderr and value in result.stderr
+
+
+def test_litellms_import_is_frozen_only_in_a_process_that_ends_with_its_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`gc.freeze` after litellm's import: the command line's process, which exits with its command, never
+    needs those objects collected; a program (this test process is one) keeps the collector's full sight."""
+    import gc
+
+    from harness import offline
+
+    offline.import_litellm()
+    assert gc.get_freeze_count() == 0, "a program's objects stay collectable"
+    monkeypatch.setitem(offline._SHORT_LIVED, "process", True)
+    try:
+        offline.import_litellm.__wrapped__()
+        assert gc.get_freeze_count() > 100_000, "litellm's import is several hundred thousand objects"
+    finally:
+        gc.unfreeze()
+
+
+def test_the_command_line_exits_with_its_code_and_its_objects_frozen(tmp_path: Path) -> None:
+    """`python -m harness` runs `entry`: the command's exit code, exit handlers still run, and the interpreter's
+    last collection spared (everything alive is frozen first)."""
+    watch = (
+        "import atexit, gc, runpy, sys\n"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count()))\n"
+        "sys.argv = ['harness', *sys.argv[1:]]\n"
+        "runpy.run_module('harness', run_name='__main__')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-c", watch]
+    done = subprocess.run(
+        [*args, "estimate", "experiments/summarize.yaml"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.rsplit("frozen at exit:", 1)[1]) > 10_000
+    bad = subprocess.run(
+        [*args, "estimate", str(tmp_path / "missing.yaml")], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "no such config file" in bad.stderr
