@@ -22,6 +22,8 @@ OFFLINE_DEFAULTS: dict[str, str] = {
 
 
 _SHORT_LIVED = {"process": False}
+GC_YOUNG_THRESHOLD = 20_000
+"""New container objects between two collections of the youngest generation, in the command line's process."""
 
 
 def short_lived_process() -> None:
@@ -34,6 +36,12 @@ def short_lived_process() -> None:
     later would never be collected.
     """
     _SHORT_LIVED["process"] = True
+    import gc
+
+    # By default the youngest generation is collected every 700 new container objects. Every 20,000
+    # instead: 0.8-2.8 s less CPU for a 1,000-item run in six alternating pairs (docs/development.md),
+    # for at most some 20,000 unreachable objects waiting longer to be freed.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def apply_offline_defaults() -> None:

@@ -188,11 +188,16 @@ def test_litellms_import_is_frozen_only_in_a_process_that_ends_with_its_command(
 
 
 def test_the_command_line_exits_with_its_code_and_its_objects_frozen(tmp_path: Path) -> None:
-    """`python -m harness` runs `entry`: the command's exit code, exit handlers still run, and the interpreter's
-    last collection spared (everything alive is frozen first)."""
+    """`python -m harness` runs `entry`: the command's exit code, exit handlers still run, the interpreter's
+    last collection spared (everything alive is frozen first), and young objects collected less often."""
+    import gc
+
+    from harness.offline import GC_YOUNG_THRESHOLD
+
     watch = (
         "import atexit, gc, runpy, sys\n"
-        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count()))\n"
+        "young = lambda: gc.get_threshold()[0]\n"
+        "atexit.register(lambda: print('young every', young(), 'frozen at exit:', gc.get_freeze_count()))\n"
         "sys.argv = ['harness', *sys.argv[1:]]\n"
         "runpy.run_module('harness', run_name='__main__')\n"
     )
@@ -203,6 +208,7 @@ def test_the_command_line_exits_with_its_code_and_its_objects_frozen(tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.rsplit("frozen at exit:", 1)[1]) > 10_000
+    assert f"young every {GC_YOUNG_THRESHOLD} " in done.stdout and gc.get_threshold()[0] == 700, "only there"
     bad = subprocess.run(
         [*args, "estimate", str(tmp_path / "missing.yaml")], cwd=REPO, env=env, capture_output=True, text=True
     )
