@@ -8,6 +8,7 @@ wants the live price map can still export `LITELLM_LOCAL_MODEL_COST_MAP=False` t
 from __future__ import annotations
 
 import functools
+import gc
 import os
 
 OFFLINE_DEFAULTS: dict[str, str] = {
@@ -36,8 +37,6 @@ def short_lived_process() -> None:
     later would never be collected.
     """
     _SHORT_LIVED["process"] = True
-    import gc
-
     # By default the youngest generation is collected every 700 new container objects. Every 20,000
     # instead: 0.8-2.8 s less CPU for a 1,000-item run in six alternating pairs (docs/development.md),
     # for at most some 20,000 unreachable objects waiting longer to be freed.
@@ -67,7 +66,5 @@ def import_litellm():
     litellm.suppress_debug_info = True
     litellm.set_verbose = False
     if _SHORT_LIVED["process"]:
-        import gc
-
         gc.freeze()
     return litellm
