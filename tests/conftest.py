@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import shutil
@@ -24,14 +23,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pytest
 import yaml
 
-from harness.offline import GC_YOUNG_THRESHOLD, OFFLINE_DEFAULTS
+from harness.offline import OFFLINE_DEFAULTS, collect_young_less_often
 
 for _key, _value in OFFLINE_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
 
-# A test process runs experiment after experiment in-process, as the command line runs one: the collector's
-# youngest generation every 20,000 new objects, as there (`harness.offline.short_lived_process`).
-gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+# A test process runs experiment after experiment in-process, as the command line runs one: its youngest
+# generation collected as seldom as there (`harness.offline.short_lived_process`).
+collect_young_less_often()
 
 from tests.fake_server import FakeModelServer  # noqa: E402
 
