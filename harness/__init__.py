@@ -7,6 +7,8 @@ The public API, importable from here (loaded on first use, so `python -m harness
 - `load_run(run_id)` -> `StoredRun`; `analyze(stored)`, `route(stored, routing)`,
   `reprice(stored, prices, tier)`, `levers_of(stored, prices)`: everything from stored records, without a
   model call.
+- `decide(baseline_scores, {name: candidate_scores}, kind=..., margin=...)` -> `Decision`: the one decision
+  engine every verdict comes from, on paired per-item scores from harness or any other tool.
 - `Experiment`, `load_experiment`, `Record`, `Usage`, `ConfigError`: the data they take and give.
 """
 
@@ -28,6 +30,9 @@ _EXPORTS = {
     "StoredRun": "harness.tracking.read",
     "Rebuilt": "harness.rebuild",
     "GateOutcome": "harness.api",
+    "Decision": "harness.decision",
+    "SequentialDesign": "harness.decision",
+    "decide": "harness.decision",
     "Repriced": "harness.api",
     "analyze": "harness.api",
     "gate": "harness.api",

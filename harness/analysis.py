@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from harness.config import AnalysisConfig, GateConfig, RoutingConfig
-from harness.frontier import Point, Recommendation, pareto_front, recommend
+from harness.config import AnalysisConfig, DecisionConfig, GateConfig, RoutingConfig
+from harness.decision import CandidateDecision, Decision, decide
+from harness.frontier import Point, Recommendation, Upgrade, pareto_front, recommend
 from harness.records import NOT_A_LABEL, Record
 from harness.routing import PolicyResult, Routing, resolve, simulate
 from harness.stats import (
     PairedResult,
     Resampler,
     bootstrap_means,
-    holm,
-    paired_comparisons,
+    items_for_margin,
+    minimum_detectable_difference,
     percentile_interval,
     spearman,
     wilson_interval,
@@ -62,6 +63,8 @@ class Verdict:
     reason: str
     more_items: str = ""
     """For an undecided verdict: the items (and dollars) the decision needs, when they can be estimated."""
+    better: bool = False
+    """Shown better than the baseline (superiority, at the family-wise level), not only as good."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,11 @@ class Analysis:
     """What each priced variant's calls would cost bought otherwise (harness.levers), by variant."""
     sequential: SequentialOutcome | None = None
     """How a sequential gate ended; its looks decide the verdicts (harness.sequential)."""
+    decision: Decision | None = None
+    """The decision engine's verdicts on the gate metric, with the family-wise levels (harness.decision)."""
+    unequal: dict[str, int] = field(default_factory=dict)
+    """Variants that answered fewer items than the most any variant answered (a budget cap, an
+    interrupted run): variant -> items answered. Their comparisons use only the items both sides have."""
 
 
 def analyze(
@@ -115,9 +123,11 @@ def analyze(
     gate: GateConfig,
     settings: AnalysisConfig,
     sequential: SequentialOutcome | None = None,
+    value: DecisionConfig | None = None,
 ) -> Analysis:
     """CIs, paired tests, verdicts, frontier and recommendation for a finished run; a sequential gate's
-    looks decide the candidates it decided (after the same checks of errors and floor or ceiling)."""
+    looks decide the candidates it decided (after the same checks of errors and floor or ceiling).
+    `value` states what a point of quality is worth, for the recommendation to trade dollars for it."""
     ran = [s for s in summaries if s.skipped is None and s.n_items > 0]
     metric = gate.metric or (metrics[0].name if metrics else "")
     result = Analysis(
@@ -135,15 +145,37 @@ def analyze(
         sums, counts = score_arrays(records, names, item_ids, info.name, gate.errors)
         binary = info.kind == "binary"
         result.estimates[info.name] = _estimates(names, sums, counts, resampler, gate.confidence, binary)
-        comparisons = paired_comparisons(
-            sums, counts, base_index, resampler, gate.confidence, binary, gate.margin, score_range(sums, counts)
+        means = item_means(sums, counts)
+        spread = score_range(sums, counts)
+        kind = "binary" if binary and bool(np.all(counts <= 1)) else "continuous"
+        each = decide(
+            means[base_index],
+            {name: means[v] for v, name in enumerate(names)},
+            kind=kind,
+            margin=gate.margin,
+            confidence=gate.confidence,
+            multiplicity="none",
+            score_range=spread,
         )
-        result.paired[info.name] = dict(zip(names, comparisons, strict=True))
+        result.paired[info.name] = {
+            name: _paired(d, means[v] - means[base_index], gate, spread, name == result.baseline)
+            for v, (name, d) in enumerate(each.candidates.items())
+        }
+        if info.name == metric:
+            result.decision = decide(
+                means[base_index],
+                {name: means[v] for v, name in enumerate(names) if v != base_index},
+                kind=kind,
+                margin=gate.margin,
+                confidence=gate.confidence,
+                multiplicity=gate.multiplicity,
+                score_range=spread,
+            )
     by_name = {s.variant: s for s in ran}
-    passing, failing = _family_decisions(result, names, gate)
     stuck = floor_or_ceiling(records, names, metric)
     for name in names:
-        result.verdicts[name] = _verdict(name, result, by_name, gate, passing, failing, stuck)
+        result.verdicts[name] = _verdict(name, result, by_name, gate, stuck)
+    result.unequal = _unequal(ran)
     _add_cost_of_more_items(result, records, names, len(item_ids))
     if stuck is not None:
         result.warnings.append(stuck)
@@ -152,7 +184,10 @@ def analyze(
     ]
     result.pareto = pareto_front(result.points, settings.frontier_latency)
     passing = {v for v, verdict in result.verdicts.items() if verdict.status == "pass"}
-    result.recommendation = recommend(result.points, result.baseline, passing)
+    monthly = {s.variant: s.monthly_cost_usd for s in ran if math.isfinite(s.monthly_cost_usd)}
+    result.recommendation = recommend(
+        result.points, result.baseline, passing, _upgrades(result, monthly), monthly, value
+    )
     if sequential is None:  # a sequential design sized itself; its looks say what they resolved
         result.warnings += _power_warnings(result)
     result.agreement = scorer_agreement(records, [m.name for m in metrics])
@@ -255,26 +290,6 @@ def score_range(sums: np.ndarray, counts: np.ndarray) -> float:
     return max(1.0, float(seen.max() - seen.min())) if seen.size else 1.0
 
 
-def _family_decisions(analysis: Analysis, names: list[str], gate: GateConfig) -> tuple[set[str], set[str]]:
-    """The candidates shown non-inferior and those shown worse, with the family-wise error kept at
-    1 - confidence across all candidates (Holm by default; `gate.multiplicity`)."""
-    paired = analysis.paired.get(analysis.metric, {})
-    candidates = [n for n in names if n != analysis.baseline and paired.get(n) is not None]
-    alpha = 1 - gate.confidence
-    if len(candidates) <= 1 or gate.multiplicity == "none":
-        passing = {n for n in candidates if paired[n].lower_one_sided > -gate.margin}
-        failing = {n for n in candidates if paired[n].upper_one_sided < 0}
-        return passing, failing
-    if gate.multiplicity == "bonferroni":
-        level = alpha / len(candidates)
-        passing = {n for n in candidates if paired[n].p_noninferior <= level}
-        failing = {n for n in candidates if paired[n].p_worse <= level}
-        return passing, failing
-    passing = holm({n: paired[n].p_noninferior for n in candidates}, alpha)
-    failing = holm({n: paired[n].p_worse for n in candidates}, alpha)
-    return passing, failing
-
-
 def floor_or_ceiling(records: list[Record], names: list[str], metric: str) -> str | None:
     """A warning when every scored item of every variant has the same score: the metric cannot tell the
     variants apart (all at its floor or ceiling), so no verdict may rest on it."""
@@ -289,13 +304,7 @@ def floor_or_ceiling(records: list[Record], names: list[str], metric: str) -> st
 
 
 def _verdict(
-    name: str,
-    analysis: Analysis,
-    summaries: dict[str, VariantSummary],
-    gate: GateConfig,
-    passing: set[str],
-    failing: set[str],
-    stuck: str | None,
+    name: str, analysis: Analysis, summaries: dict[str, VariantSummary], gate: GateConfig, stuck: str | None
 ) -> Verdict:
     if name == analysis.baseline:
         return Verdict("baseline", "the reference every candidate is compared with")
@@ -306,31 +315,70 @@ def _verdict(
         return Verdict("undecided", f"error rate {worst_errors:.0%} is above max_error_rate {gate.max_error_rate:.0%}")
     if analysis.sequential is not None:
         return _sequential_verdict(name, analysis.sequential)
-    paired = analysis.paired[analysis.metric][name]
-    if paired.n_pairs < 2:
-        return Verdict("undecided", f"only {paired.n_pairs} items were answered by both variants")
-    low, high = paired.lower_one_sided, paired.upper_one_sided
-    family = len([n for n in analysis.paired.get(analysis.metric, {}) if n != analysis.baseline])
-    adjusted = f" ({gate.multiplicity} over {family} candidates)" if family > 1 else ""
-    if name in passing:
-        return Verdict("pass", f"non-inferior: lower bound {low:+.4f} > -margin {-gate.margin:.4f}{adjusted}")
-    if name in failing:
-        return Verdict(
-            "fail",
-            f"regression: worse than the baseline (upper bound {high:+.4f} < 0) and non-inferiority not shown "
-            f"(lower bound {low:+.4f} < -margin {-gate.margin:.4f})",
-        )
-    if low > -gate.margin or high < 0:
-        return Verdict(
-            "undecided",
-            f"one-sided bounds [{low:+.4f}, {high:+.4f}] decide this candidate alone, but not at the family-wise "
-            f"error{adjusted}: {paired.n_pairs} items are too few for {family} candidates; add items",
-        )
-    return Verdict(
-        "undecided",
-        f"inconclusive: one-sided bounds [{low:+.4f}, {high:+.4f}] span both 0 and -margin; "
-        f"{paired.n_pairs} items detect {paired.mdd:.4f} at 80% power (margin {gate.margin:.4f}); add items",
+    decided = analysis.decision.candidates.get(name) if analysis.decision is not None else None
+    if decided is None:
+        return Verdict("undecided", "not compared with the baseline")
+    status = decided.status if decided.status in ("pass", "fail") else "undecided"
+    reason = decided.reason
+    if status == "undecided" and decided.n_pairs >= 2:
+        paired = analysis.paired[analysis.metric][name]
+        reason += f"; {paired.n_pairs} items detect {paired.mdd:.4f} at 80% power (margin {gate.margin:.4f}); add items"
+    return Verdict(status, reason, better=decided.better)  # type: ignore[arg-type]
+
+
+def _paired(
+    d: CandidateDecision, diffs: np.ndarray, gate: GateConfig, spread: float, is_baseline: bool
+) -> PairedResult:
+    """A comparison for the tables, from the engine's unadjusted decision (the verdict's own test), with
+    the minimum detectable difference and the items the margin needs."""
+    diffs = diffs[~np.isnan(diffs)]
+    n, confidence = d.n_pairs, gate.confidence
+    sd = float(np.std(diffs, ddof=1)) if n > 1 else math.nan
+    mdd = minimum_detectable_difference(sd, n, confidence)
+    identical = n > 0 and not np.any(diffs != 0)
+    if identical:  # no pair differed: the exact 0-event bound is what n resolves
+        mdd = max(mdd if math.isfinite(mdd) else 0.0, spread * (1 - (1 - confidence) ** (1 / n)))
+    for_margin = items_for_margin(n, mdd, gate.margin, confidence, spread, identical)
+    needed = None if for_margin is None else max(n, for_margin)
+    return PairedResult(
+        n_pairs=d.n_pairs,
+        n_excluded=d.n_excluded,
+        mean_diff=d.mean_diff,
+        ci_low=d.ci_low,
+        ci_high=d.ci_high,
+        lower_one_sided=d.noninferior.bound,
+        upper_one_sided=d.worse.bound,
+        p_value=d.p_value,
+        test=d.test,
+        mdd=mdd,
+        p_noninferior=d.noninferior.p_value,
+        p_worse=d.worse.p_value,
+        items_needed=None if is_baseline else needed,
+        items_for_margin=None if is_baseline else for_margin,
     )
+
+
+def item_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """V x N item means (NaN where a variant has no score for an item)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _unequal(ran: list[VariantSummary]) -> dict[str, int]:
+    """Variants with fewer items than the most answered: a capped or interrupted run."""
+    most = max((s.n_items for s in ran), default=0)
+    return {s.variant: s.n_items for s in ran if s.n_items < most}
+
+
+def _upgrades(analysis: Analysis, monthly: dict[str, float]) -> list[Upgrade]:
+    """Candidates shown better than the baseline, with the two-sided interval of the gain."""
+    out = []
+    paired = analysis.paired.get(analysis.metric, {})
+    for name, verdict in analysis.verdicts.items():
+        if verdict.better and name in paired:
+            p = paired[name]
+            out.append(Upgrade(name, p.mean_diff, p.ci_low, p.ci_high))
+    return out
 
 
 def _sequential_verdict(name: str, outcome: SequentialOutcome) -> Verdict:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from harness.config import ConfigError, DatasetConfig, Experiment, GateConfig, RoutingConfig, load_config
-from harness.gating import GateResult, decide, gate_variants
+from harness.gating import GateResult, gate_result, gate_variants
 from harness.rebuild import Rebuilt, analyze_stored, comparable_records
 from harness.records import Record
 from harness.tracking.read import StoredRun
@@ -194,7 +194,7 @@ def gate(
         discard_early()
         raise
     outcome = execute(plan, console or Console(stderr=True), options, prior)
-    result = decide(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
+    result = gate_result(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
     return GateOutcome(result, outcome, baseline, candidates, options.shard)
 
 

@@ -287,6 +287,15 @@ class GateConfig(StrictModel):
     With several candidates each gets alpha / k (Bonferroni) unless multiplicity is none."""
 
 
+class DecisionConfig(StrictModel):
+    """What quality is worth, so the recommendation can trade dollars for it."""
+
+    usd_per_point_per_month: float | None = Field(default=None, ge=0)
+    """Dollars a month one point of the gate metric (0.01 of its scale) is worth at the configured traffic:
+    a variant shown better is recommended when its gain, at the lower bound of its interval, is worth more
+    than it costs. Needs `traffic:`."""
+
+
 class AnalysisConfig(StrictModel):
     """How the statistics are computed."""
 
@@ -424,6 +433,7 @@ class Experiment(StrictModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     traffic: TrafficConfig | None = None
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
     routing: RoutingConfig | None = None
     concurrency: int = Field(default=4, gt=0, le=1024)
     timeout_s: float = Field(default=60.0, gt=0)

@@ -42,12 +42,12 @@ def gate_variants(plan: Plan, candidate: str | None) -> tuple[str, set[str]]:
     return plan.baseline, {name}
 
 
-def decide(
+def gate_result(
     analysis: Analysis, candidates: set[str], budget_exhausted: bool = False, incomplete: str | None = None
 ) -> GateResult:
     """Combine the candidates' verdicts into one exit code. A regression found stands even when the run
     could not complete afterwards (tracking failed); anything else incomplete exits 4."""
-    result = _decide(analysis, candidates, budget_exhausted)
+    result = _exit_code(analysis, candidates, budget_exhausted)
     if analysis.sequential is not None:
         result = GateResult(result.exit_code, f"{result.summary}\n{analysis.sequential.summary()}")
     if incomplete is None or result.exit_code == EXIT_REGRESSION:
@@ -55,7 +55,7 @@ def decide(
     return GateResult(EXIT_INCOMPLETE, f"GATE INCOMPLETE: {incomplete}\n" + result.summary)
 
 
-def _decide(analysis: Analysis, candidates: set[str], budget_exhausted: bool) -> GateResult:
+def _exit_code(analysis: Analysis, candidates: set[str], budget_exhausted: bool) -> GateResult:
     decided_fail = analysis.sequential is not None and any(
         analysis.verdicts.get(c) is not None and analysis.verdicts[c].status == "fail" for c in candidates
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.config import AnalysisConfig, GateConfig, RoutingConfig, ScorerConfig, TrafficConfig
+from harness.config import AnalysisConfig, DecisionConfig, GateConfig, RoutingConfig, ScorerConfig, TrafficConfig
 from harness.summary import VariantInfo
 
 MANIFEST_ARTIFACT = "harness_run.json"
@@ -107,6 +107,7 @@ class RunManifest(BaseModel):
     prices: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Model string to the price fields it was billed at, `source` included."""
     traffic: TrafficConfig | None = None
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
     routing: RoutingConfig | None = None
     epochs: int = 1
     project_root: str = ""
@@ -177,6 +178,7 @@ class RunManifest(BaseModel):
             prompt_hashes={v.prompt.name: v.prompt.template_hash for v in plan.variants},
             prices={v.model.model: v.price.stored() for v in plan.variants},
             traffic=experiment.traffic,
+            decision=experiment.decision,
             routing=experiment.routing,
             epochs=experiment.epochs,
             project_root=str(experiment.root.resolve()),

@@ -66,7 +66,7 @@ def analyze_stored(
     variants = [v.info() for v in manifest.variants]
     summaries = summarize_records(variants, records, [m.name for m in metrics], scorers, by_id or None, rpd)
     gate = gate or manifest.gate
-    analysis = analyze(summaries, records, metrics, manifest.baseline, gate, manifest.analysis)
+    analysis = analyze(summaries, records, metrics, manifest.baseline, gate, manifest.analysis, value=manifest.decision)
     config = routing or manifest.routing
     if config is not None:
         attach_routing(analysis, config, summaries, records, metrics, manifest.analysis, f"run {manifest.experiment}")

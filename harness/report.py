@@ -139,6 +139,7 @@ def analysis_table(analysis: Analysis) -> Table:
         verdict = analysis.verdicts.get(variant)
         is_base = variant == analysis.baseline
         status = verdict.status if verdict else ""
+        label = f"{status} (better)" if verdict is not None and verdict.better else status
         table.add_row(
             variant
             + (" (recommended)" if analysis.recommendation and analysis.recommendation.variant == variant else ""),
@@ -149,25 +150,59 @@ def analysis_table(analysis: Analysis) -> Table:
             str(paired.n_excluded),
             "–" if is_base else _fmt(paired.mdd, ".3f"),
             "★" if variant in analysis.pareto else "",
-            f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]",
+            f"[{_STATUS_STYLE.get(status, 'white')}]{label}[/]",
         )
     return table
 
 
 def recommendation_line(analysis: Analysis) -> str:
-    """One sentence: what to switch to, and what it saves; or why there is no recommendation."""
+    """What to switch to and what it saves, or why there is no recommendation; then the dearer variants
+    shown better ("switch up"), and the variants that answered fewer items than the others."""
     rec = analysis.recommendation
     if rec is None:
         if analysis.baseline is None:
             return "No recommendation: no variant ran."
         return f"No recommendation: the baseline {analysis.baseline} has no scored answer to compare with."
+    verdict = analysis.verdicts.get(rec.variant)
     if rec.variant == rec.baseline:
-        return f"Recommendation: keep {rec.baseline}; no cheaper variant was shown non-inferior on {analysis.metric}."
-    return (
-        f"Recommendation: {rec.variant} is non-inferior to {rec.baseline} on {analysis.metric} "
-        f"(margin {analysis.margin:g}) and saves {rec.savings_pct:.1f}% "
-        f"(${rec.savings_per_1000_usd:.4f} per 1,000 items)."
-    )
+        line = f"Recommendation: keep {rec.baseline}; no cheaper variant was shown non-inferior on {analysis.metric}."
+    elif verdict is not None and verdict.better:
+        paired = analysis.paired[analysis.metric][rec.variant]
+        line = (
+            f"Recommendation: {rec.variant} is better than {rec.baseline} on {analysis.metric} "
+            f"({paired.mean_diff:+.3f} [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}]) "
+            + (
+                f"and saves {rec.savings_pct:.1f}% (${rec.savings_per_1000_usd:.4f} per 1,000 items)."
+                if rec.savings_per_1000_usd > 0
+                else f"for {_per_1000(-rec.savings_per_1000_usd)} more per 1,000 items."
+            )
+        )
+    else:
+        line = (
+            f"Recommendation: {rec.variant} is non-inferior to {rec.baseline} on {analysis.metric} "
+            f"(margin {analysis.margin:g}) and saves {rec.savings_pct:.1f}% "
+            f"(${rec.savings_per_1000_usd:.4f} per 1,000 items)."
+        )
+    if rec.value_note:
+        line += f" Chosen for its value: {rec.value_note}."
+    for up in rec.upgrades:
+        extra = (
+            f"+${up.extra_monthly_usd:,.2f}/month"
+            if up.extra_monthly_usd is not None
+            else f"+{_per_1000(up.extra_cost_per_item * 1000)} per 1,000 items"
+        )
+        line += (
+            f" Switch up: {up.variant} is better, {up.gain:+.3f} {analysis.metric} "
+            f"[{up.gain_low:+.3f}, {up.gain_high:+.3f}] for {extra}."
+        )
+    if analysis.unequal:
+        fewer = ", ".join(f"{name} ({n} items)" for name, n in analysis.unequal.items())
+        line += f" Fewer items than the others: {fewer}; each comparison uses only the items both sides answered."
+    return line
+
+
+def _per_1000(usd: float) -> str:
+    return f"${usd:,.4f}"
 
 
 def print_analysis(console: Console, analysis: Analysis) -> None:

@@ -15,14 +15,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 from rich.console import Console
 
-from harness.analysis import floor_or_ceiling, score_arrays, score_range
+from harness.analysis import floor_or_ceiling, item_means, score_arrays, score_range
 from harness.config import ConfigError, SequentialConfig
+from harness.decision import CandidateDecision, candidate_alpha, look
 from harness.estimate import VariantEstimate
 from harness.plan import Plan
 from harness.pool import ModelPool
 from harness.records import Record, usd_per_item
 from harness.runner import RunResult, run_plan
-from harness.sequential import Look, SequentialOutcome, boundaries, item_order, look, schedule
+from harness.sequential import SequentialOutcome, boundaries, item_order, schedule
 
 Score = Callable[[Plan, list[Record]], None]
 
@@ -54,11 +55,10 @@ def run_stages(
         problem = "a sequential gate needs the baseline to run"
         raise ConfigError(experiment.source_path, "gate.sequential", problem, "configure baseline")
     active = [v.name for v in plan.runnable if v.name != baseline]
-    family = len(active) if gate.multiplicity != "none" else 1
-    alpha = (1 - gate.confidence) / max(family, 1)
+    alpha = candidate_alpha(1 - gate.confidence, len(active), gate.multiplicity)
     order = item_order([item.id for item in plan.eval_set.items], experiment.analysis.seed)
     stops = schedule(len(order), config.looks)
-    bounds = boundaries(len(stops), alpha, config.spending)
+    bounds = boundaries(tuple(stop / len(order) for stop in stops), alpha, config.spending)
     outcome = SequentialOutcome(len(stops), config.spending, alpha, len(order))
     metric = gate.metric or (plan.scorers[0].name if plan.scorers else "")
     total = RunResult(records=[])
@@ -105,24 +105,24 @@ def decide(
     bounds: tuple[float, ...],
     futility: float,
     plan: Plan,
-) -> dict[str, Look]:
-    """Each undecided candidate's look at the items scored so far, paired with the baseline."""
+) -> dict[str, CandidateDecision]:
+    """Each undecided candidate's look at the items scored so far, paired with the baseline (the decision
+    engine's `look`); a metric at its floor or ceiling never passes (the verdict's own rule)."""
     gate = plan.experiment.gate
     item_ids = list(dict.fromkeys(r.item_id for r in records))
     names = [baseline, *candidates]
     sums, counts = score_arrays(records, names, item_ids, metric, gate.errors)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    means = item_means(sums, counts)
+    kind = next((s.kind for s in plan.scorers if s.name == metric), "continuous")
+    binary = kind == "binary" and bool(np.all(counts <= 1))
+    columns = {name: means[v] for v, name in enumerate(candidates, start=1)}
     spread = score_range(sums, counts)
-    stuck = floor_or_ceiling(records, names, metric) is not None  # the verdict's own rule
-    out = {}
-    for v, name in enumerate(candidates, start=1):
-        both = (counts[v] > 0) & (counts[0] > 0)
-        decision = look(means[v][both] - means[0][both], index, bounds, gate.margin, spread, futility)
-        if stuck and decision.status == "pass":  # a metric at its floor or ceiling never passes
-            last = index == len(bounds) - 1
-            decision = replace(decision, status="undecided" if last else "continue")
-        out[name] = decision
+    out = look(means[0], columns, binary, gate.margin, gate.confidence, spread, index, bounds, futility)
+    if floor_or_ceiling(records, names, metric) is not None:
+        last = index == len(bounds) - 1
+        for name, decision in out.items():
+            if decision.status == "pass":
+                out[name] = replace(decision, status="undecided" if last else "continue", better=False)
     return out
 
 

@@ -1,4 +1,6 @@
-"""Uncertainty and paired tests: bootstrap CIs, Wilson intervals, McNemar, Wilcoxon, non-inferiority, power.
+"""Uncertainty and power: bootstrap CIs, Wilson intervals, rank correlation, detectable differences.
+
+The paired tests and every verdict live in the decision engine (`harness.decision`, `harness.paired_tests`).
 
 Scores arrive as per-item sums and counts over samples (`sums[v, i]`, `counts[v, i]`; count 0 means the
 item has no score for that variant, e.g. its call errored). Resampling items, not samples, is the
@@ -26,8 +28,7 @@ import numpy as np
 
 POWER = 0.8
 NORMAL = statistics.NormalDist()
-"""The standard normal's quantiles from the standard library: importing scipy.stats for them took about
-2 s and 75 MB in every run, and the Wilcoxon test (continuous scores) is the only use left for it here."""
+"""The standard normal's quantiles from the standard library, for the intervals computed here."""
 
 
 KEPT_WEIGHTS = 2_000_000
@@ -132,28 +133,6 @@ def wilson_interval(successes: float, n: int, confidence: float) -> tuple[float,
     return low, high
 
 
-def mcnemar_exact(candidate: np.ndarray, baseline: np.ndarray) -> float:
-    """Two-sided exact McNemar p-value for paired pass/fail outcomes (binomial test on discordant pairs)."""
-    gained = int(np.sum((candidate >= 0.5) & (baseline < 0.5)))
-    lost = int(np.sum((candidate < 0.5) & (baseline >= 0.5)))
-    if gained + lost == 0:
-        return 1.0
-    # Binomial(n, 1/2) is symmetric, so the two-sided exact p-value is twice the smaller tail (capped at 1),
-    # which is what scipy.stats.binomtest gives at p = 0.5; counted in integers, so exact at any n.
-    n, k = gained + lost, min(gained, lost)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
-
-
-def wilcoxon_signed_rank(diffs: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value for paired continuous scores; 1.0 when nothing differs."""
-    nonzero = diffs[diffs != 0]
-    if nonzero.size == 0:
-        return 1.0
-    from scipy import stats as sps  # imported here: a run scored pass/fail never needs it
-
-    return float(sps.wilcoxon(nonzero).pvalue)
-
-
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """Ranks from 1, ties given the mean of the ranks they span (scipy's `rankdata`, method "average")."""
     values = np.asarray(values, dtype=float)
@@ -189,21 +168,10 @@ def minimum_detectable_difference(diff_sd: float, n: int, confidence: float, pow
     return z * diff_sd / math.sqrt(n)
 
 
-def zero_event_bound(n: int, confidence: float) -> float:
-    """The largest share of n items that may go one way when none is seen to: 1 - (1 - confidence)^(1/n).
-
-    The exact one-sided Clopper-Pearson bound for 0 events in n (about 3/n at 95%, the "rule of three":
-    Hanley & Lippman-Hand, JAMA 1983). A bootstrap cannot produce it: with no pair going one way, no
-    resample does either, and the interval collapses onto the observed difference.
-    """
-    if n < 1:
-        return 1.0
-    return 1.0 - (1.0 - confidence) ** (1.0 / n)
-
-
 @dataclass(frozen=True)
 class PairedResult:
-    """One candidate against the baseline on one metric, over the items both answered."""
+    """One candidate against the baseline on one metric, over the items both answered, unadjusted for
+    multiplicity: the decision engine's test (`harness.decision`) with the power figures beside it."""
 
     n_pairs: int
     n_excluded: int
@@ -221,93 +189,14 @@ class PairedResult:
     mdd: float
     """Minimum detectable difference at 80% power for this many pairs."""
     p_noninferior: float = math.nan
-    """One-sided p-value for "the candidate is worse by the margin or more" (small: non-inferior)."""
+    """One-sided p-value for "the candidate is worse by the margin or more" (small: non-inferior); below
+    1 - confidence exactly when `lower_one_sided` > -margin."""
     p_worse: float = math.nan
     """One-sided p-value for "the candidate is at least as good" (small: shown worse)."""
     items_needed: int | None = None
     """Paired items at which the margin becomes detectable at 80% power (None: no margin, or no estimate)."""
     items_for_margin: int | None = None
     """The same, possibly fewer than n_pairs: what a new run of these variants needs (`estimate`)."""
-
-
-def paired_comparisons(
-    sums: np.ndarray,
-    counts: np.ndarray,
-    baseline: int,
-    resampler: Totals,
-    confidence: float,
-    binary: bool,
-    margin: float = 0.0,
-    score_range: float = 1.0,
-) -> list[PairedResult]:
-    """Every variant against `baseline` on the items both have scores for (paired bootstrap).
-
-    Where no pair goes one way (no item worse, or none better), the bound on that side is the exact
-    bound for 0 events in n (`zero_event_bound`) times the score range: 0 of 40 both ways never proves
-    non-inferiority at a margin finer than 40 items resolve.
-    """
-    n_variants = sums.shape[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        item_means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    both = (counts > 0) & (counts[baseline] > 0)[None, :]
-    diffs = np.where(both, item_means - item_means[baseline][None, :], 0.0)
-    totals = resampler.totals(np.hstack([diffs.T, both.T]))
-    num, den = totals[:, :n_variants], totals[:, n_variants:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        draws = np.where(den > 0, num / den, np.nan)
-    alpha = 1.0 - confidence
-    lo, hi, lower, upper = column_percentiles(
-        draws, [100 * alpha / 2, 100 * (1 - alpha / 2), 100 * (1 - confidence), 100 * confidence]
-    )
-    results = []
-    single_sample = bool(np.all(counts <= 1))
-    for v in range(n_variants):
-        mask = both[v]
-        d = diffs[v][mask]
-        n = int(mask.sum())
-        if binary and single_sample:
-            p, test = mcnemar_exact(item_means[v][mask], item_means[baseline][mask]), "McNemar exact"
-        else:
-            p, test = wilcoxon_signed_rank(d), "Wilcoxon signed-rank"
-        sd = float(np.std(d, ddof=1)) if n > 1 else math.nan
-        mean = float(d.mean()) if n else math.nan
-        low, high, low1, high1 = float(lo[v]), float(hi[v]), float(lower[v]), float(upper[v])
-        with np.errstate(invalid="ignore"):
-            column = draws[:, v][~np.isnan(draws[:, v])]
-        p_ni = float(np.mean(column <= -margin)) if column.size else math.nan
-        p_worse = float(np.mean(column >= 0)) if column.size else math.nan
-        mdd = minimum_detectable_difference(sd, n, confidence)
-        if n and v != baseline:
-            one, two = zero_event_bound(n, confidence), zero_event_bound(n, (1 + confidence) / 2)
-            if not np.any(d < 0):  # no item worse: the loss rate is bounded by n alone
-                low1, low = min(low1, mean - score_range * one), min(low, mean - score_range * two)
-                p_ni = max(p_ni, (1 - margin / score_range) ** n if margin < score_range else 0.0)
-            if not np.any(d > 0):
-                high1, high = max(high1, mean + score_range * one), max(high, mean + score_range * two)
-                p_worse = 1.0
-            if not np.any(d != 0):
-                mdd = max(mdd if math.isfinite(mdd) else 0.0, score_range * one)
-        for_margin = items_for_margin(n, mdd, margin, confidence, score_range, n > 0 and not np.any(d != 0))
-        needed = None if for_margin is None else max(n, for_margin)
-        results.append(
-            PairedResult(
-                n_pairs=n,
-                n_excluded=sums.shape[1] - n,
-                mean_diff=mean,
-                ci_low=low,
-                ci_high=high,
-                lower_one_sided=low1,
-                upper_one_sided=high1,
-                p_value=p if n else math.nan,
-                test=test,
-                mdd=mdd,
-                p_noninferior=p_ni,
-                p_worse=p_worse,
-                items_needed=needed if v != baseline else None,
-                items_for_margin=for_margin if v != baseline else None,
-            )
-        )
-    return results
 
 
 def items_for_margin(
@@ -326,17 +215,3 @@ def items_for_margin(
             return 1
         return math.ceil(math.log(1 - confidence) / math.log(1 - margin / score_range))
     return max(2, math.ceil(n * (mdd / margin) ** 2))
-
-
-def holm(p_values: dict[str, float], alpha: float) -> set[str]:
-    """The hypotheses Holm's step-down procedure rejects at family-wise error `alpha` (Holm, Scand. J.
-    Statist. 1979): the i-th smallest p-value is compared with alpha / (k - i + 1), stopping at the first
-    that is not below it."""
-    ranked = sorted((p, name) for name, p in p_values.items() if not math.isnan(p))
-    rejected: set[str] = set()
-    k = len(ranked)
-    for i, (p, name) in enumerate(ranked):
-        if p > alpha / (k - i):
-            break
-        rejected.add(name)
-    return rejected

@@ -355,7 +355,16 @@ def _execute(
         )
     summaries = summarize(plan, records)
     metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
-    analysis = analyze(summaries, records, metrics, plan.baseline, experiment.gate, experiment.analysis, sequential)
+    analysis = analyze(
+        summaries,
+        records,
+        metrics,
+        plan.baseline,
+        experiment.gate,
+        experiment.analysis,
+        sequential,
+        experiment.decision,
+    )
     if experiment.routing is not None:
         _simulate_routing(plan, analysis, summaries, records, metrics)
     attach_levers(

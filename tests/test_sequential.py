@@ -25,9 +25,10 @@ def test_boundaries_match_published_lan_demets_values() -> None:
     alpha 0.025. O'Brien-Fleming-type: 4.877, 3.357, 2.680, 2.290, 2.031; Pocock-type about 2.44 to 2.39."""
     from harness.sequential import boundaries
 
-    obf = boundaries(5, 0.025, "obrien-fleming")
+    five = (0.2, 0.4, 0.6, 0.8, 1.0)
+    obf = boundaries(five, 0.025, "obrien-fleming")
     assert np.allclose(obf, [4.877, 3.357, 2.680, 2.290, 2.031], atol=0.006), obf
-    pocock = boundaries(5, 0.025, "pocock")
+    pocock = boundaries(five, 0.025, "pocock")
     assert np.allclose(pocock, [2.438, 2.427, 2.410, 2.397, 2.386], atol=0.006), pocock
 
 
@@ -39,7 +40,7 @@ def test_boundaries_spend_exactly_alpha_under_no_difference() -> None:
     rng = np.random.default_rng(7)
     paths = np.cumsum(rng.normal(size=(200_000, 5)), axis=1) / np.sqrt(np.arange(1, 6))
     for spending in ("pocock", "obrien-fleming"):
-        bounds = np.array(boundaries(5, 0.05, spending))
+        bounds = np.array(boundaries((0.2, 0.4, 0.6, 0.8, 1.0), 0.05, spending))
         crossed = (paths >= bounds).any(axis=1).mean()
         assert abs(crossed - 0.05) < 0.002, (spending, crossed)
         assert abs((paths[:, 0] >= bounds[0]).mean() - spent(0.2, 0.05, spending)) < 0.002
@@ -50,37 +51,45 @@ def test_identical_outputs_at_a_look_bound_the_loss_by_n_alone() -> None:
     """40 pairs, none differing, at look 1 of 5 (Pocock, alpha 0.05): c1 = 2.176, the look's level is
     Phi(2.176) = 0.9852, so the lower bound is -(1 - 0.0148^(1/40)) = -0.100; a margin of 0.05 is not shown,
     0.11 is."""
-    from harness.sequential import boundaries, look
+    from harness.sequential import boundaries
 
-    bounds = boundaries(5, 0.05, "pocock")
+    bounds = boundaries((0.2, 0.4, 0.6, 0.8, 1.0), 0.05, "pocock")
     level = 1 - (1 - 0.9852) ** (1 / 40)
-    decision = look(np.zeros(40), 0, bounds, 0.05, 1.0, 0.1)
+    decision = _look(np.zeros(40), 0, bounds, 0.05, 0.1)
     assert decision.status == "continue"
-    assert decision.lower == pytest.approx(-level, abs=0.001)
-    assert look(np.zeros(40), 0, bounds, 0.11, 1.0, 0.1).status == "pass"
+    assert decision.noninferior.bound == pytest.approx(-level, abs=0.001)
+    assert decision.noninferior.level == pytest.approx(1 - 0.9852, abs=0.0002)
+    assert _look(np.zeros(40), 0, bounds, 0.11, 0.1).status == "pass"
+
+
+def _look(diffs: np.ndarray, index: int, bounds: tuple[float, ...], margin: float, futility: float):
+    """One candidate whose paired differences from a baseline of zeros are `diffs`, at look `index`."""
+    from harness.decision import look
+
+    return look(np.zeros(diffs.size), {"c": diffs}, False, margin, 0.95, 1.0, index, bounds, futility)["c"]
 
 
 def test_a_clear_regression_stops_with_fail_and_a_hopeless_one_is_futile() -> None:
-    from harness.sequential import boundaries, look
+    from harness.sequential import boundaries
 
-    bounds = boundaries(4, 0.05, "pocock")
+    bounds = boundaries((0.25, 0.5, 0.75, 1.0), 0.05, "pocock")
     rng = np.random.default_rng(3)
     worse = rng.normal(-0.3, 0.2, 50)
-    assert look(worse, 0, bounds, 0.05, 1.0, 0.1).status == "fail"
-    assert look(worse, 0, bounds, 0.05, 1.0, 0.0).status == "fail"  # the fail needs no futility rule
+    assert _look(worse, 0, bounds, 0.05, 0.1).status == "fail"
+    assert _look(worse, 0, bounds, 0.05, 0.0).status == "fail"  # the fail needs no futility rule
     flat = rng.normal(-0.05, 2.0, 50)  # noisy around -margin: neither side is reachable under this trend
-    decision = look(flat, 2, bounds, 0.05, 1.0, 0.5)
+    decision = _look(flat, 2, bounds, 0.05, 0.5)
     assert decision.status == "futile" and "out of reach" in decision.reason
-    assert look(flat, 2, bounds, 0.05, 1.0, 0.0).status == "continue"  # futility 0 never stops
-    assert look(flat, 3, bounds, 0.05, 1.0, 0.5).status == "undecided"  # the last look decides or not
+    assert _look(flat, 2, bounds, 0.05, 0.0).status == "continue"  # futility 0 never stops
+    assert _look(flat, 3, bounds, 0.05, 0.5).status == "undecided"  # the last look decides or not
 
 
 def test_schedule_and_order_are_fixed_by_the_seed() -> None:
     from harness.sequential import item_order, schedule
 
     assert schedule(200, 5) == [40, 80, 120, 160, 200]
-    assert schedule(7, 3) == [3, 5, 7]
-    assert schedule(2, 5) == [1, 2]
+    assert schedule(20, 5) == [10, 13, 15, 18, 20], "the first look reads at least 10 items"
+    assert schedule(7, 3) == [7] and schedule(2, 5) == [2], "too few items for a look before the last"
     ids = [str(i) for i in range(50)]
     assert item_order(ids, 1) == item_order(ids, 1) != ids
     assert sorted(item_order(ids, 1)) == sorted(ids)

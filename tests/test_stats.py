@@ -12,16 +12,14 @@ from scipy import stats as sps
 
 from harness.analysis import MetricInfo, analyze
 from harness.config import AnalysisConfig, GateConfig
+from harness.decision import decide, family_levels
 from harness.frontier import Point, pareto_front, recommend
 from harness.records import Record
 from harness.stats import (
     Resampler,
     bootstrap_means,
-    mcnemar_exact,
     minimum_detectable_difference,
-    paired_comparisons,
     percentile_interval,
-    wilcoxon_signed_rank,
     wilson_interval,
 )
 from harness.summary import VariantSummary
@@ -33,21 +31,6 @@ def test_wilson_interval_matches_published_values() -> None:
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
     low, high = wilson_interval(0, 20, 0.95)
     assert low == 0.0 and high == pytest.approx(0.1611, abs=1e-4)
-
-
-def test_mcnemar_exact_by_hand() -> None:
-    baseline = np.array([1, 1, 1, 1, 1, 1, 0, 1, 0, 0])
-    candidate = np.array([0, 0, 0, 0, 0, 0, 1, 1, 0, 0])
-    # 6 lost, 1 gained: two-sided exact p = 2 * P(Bin(7, 0.5) <= 1) = 2 * 8/128
-    assert mcnemar_exact(candidate, baseline) == pytest.approx(0.125)
-    assert mcnemar_exact(baseline, baseline) == 1.0
-
-
-def test_wilcoxon_matches_scipy() -> None:
-    rng = np.random.default_rng(1)
-    diffs = rng.normal(0.1, 0.3, size=40)
-    assert wilcoxon_signed_rank(diffs) == pytest.approx(sps.wilcoxon(diffs).pvalue)
-    assert wilcoxon_signed_rank(np.zeros(5)) == 1.0
 
 
 class FixedWeights:
@@ -96,11 +79,9 @@ def test_cluster_bootstrap_uses_item_means() -> None:
 
 
 def test_paired_comparison_excludes_errored_items() -> None:
-    baseline = [0.5, 0.6, 0.7, 0.8, 0.9]
-    candidate = [0.4, 0.6, 0.5, math.nan, 0.9]
-    sums = np.array([baseline, np.nan_to_num(candidate)])
-    counts = np.array([[1] * 5, [1, 1, 1, 0, 1]], dtype=float)
-    result = paired_comparisons(sums, counts, 0, Resampler(5, 500, seed=0), 0.95, binary=False)[1]
+    baseline = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
+    candidate = np.array([0.4, 0.6, 0.5, math.nan, 0.9])
+    result = decide(baseline, {"cand": candidate}, kind="continuous").candidates["cand"]
     assert result.n_pairs == 4 and result.n_excluded == 1
     assert result.mean_diff == pytest.approx((-0.1 + 0 - 0.2 + 0) / 4)
     assert result.ci_low <= result.mean_diff <= result.ci_high
@@ -247,13 +228,19 @@ def test_a_metric_at_its_ceiling_for_every_variant_never_passes() -> None:
 
 
 def test_holm_by_hand() -> None:
-    from harness.stats import holm
+    def rejected(p_values: dict[str, float]) -> set[str]:
+        levels, adjusted = family_levels(p_values, 0.05, "holm")
+        shown = {n for n, p in p_values.items() if p < levels[n]}
+        assert shown == {n for n, p in adjusted.items() if p < 0.05}, "levels and adjusted p-values agree"
+        return shown
 
-    # alpha 0.05 over 4: 0.010 <= 0.0125, 0.015 <= 0.0167, 0.020 <= 0.025, 0.030 <= 0.05: all four
-    assert holm({"a": 0.015, "b": 0.010, "c": 0.030, "d": 0.020}, 0.05) == {"a", "b", "c", "d"}
-    # 0.010 <= 0.0125, then 0.020 > 0.0167 stops: 0.001 more than the Bonferroni level is enough to stop
-    assert holm({"a": 0.010, "b": 0.020, "c": 0.030, "d": 0.040}, 0.05) == {"a"}
-    assert holm({"a": 0.2}, 0.05) == set()
+    # alpha 0.05 over 4: 0.010 < 0.0125, 0.015 < 0.0167, 0.020 < 0.025, 0.030 < 0.05: all four
+    assert rejected({"a": 0.015, "b": 0.010, "c": 0.030, "d": 0.020}) == {"a", "b", "c", "d"}
+    # 0.010 < 0.0125, then 0.020 > 0.0167 stops: 0.001 more than the Bonferroni level is enough to stop
+    assert rejected({"a": 0.010, "b": 0.020, "c": 0.030, "d": 0.040}) == {"a"}
+    assert rejected({"a": 0.2}) == set()
+    levels, _ = family_levels({"a": 0.010, "b": 0.020, "c": 0.030, "d": 0.040}, 0.05, "holm")
+    assert levels == {"a": 0.0125, "b": 0.05 / 3, "c": 0.05 / 3, "d": 0.05 / 3}, "after the stop: its level"
 
 
 @pytest.mark.slow
@@ -300,23 +287,6 @@ def test_an_undecided_verdict_says_how_many_items_and_dollars_the_decision_needs
     )
     reason = analysis.verdicts["cand"].reason
     assert "add about 109 items (to 149), about $4.36 for both variants" in reason, reason
-
-
-def test_exact_mcnemar_equals_scipys_binomial_test_at_every_split() -> None:
-    """The p-value counted in integers equals scipy.stats.binomtest(k, n, 0.5) for every split of up to 60
-    discordant pairs, and stays exact (a tiny positive number) at 3,000."""
-    from scipy.stats import binomtest
-
-    from harness.stats import mcnemar_exact
-
-    for n in range(1, 61):
-        for gained in range(n + 1):
-            candidate = np.array([1.0] * gained + [0.0] * (n - gained))
-            baseline = 1.0 - candidate
-            expected = binomtest(min(gained, n - gained), n, 0.5).pvalue
-            assert mcnemar_exact(candidate, baseline) == pytest.approx(expected, rel=1e-9, abs=1e-300), (n, gained)
-    big = np.array([1.0] * 1400 + [0.0] * 1600)
-    assert 0 < mcnemar_exact(big, 1.0 - big) == pytest.approx(binomtest(1400, 3000, 0.5).pvalue, rel=1e-9)
 
 
 def test_normal_quantiles_equal_scipys() -> None:
