@@ -342,7 +342,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config, args.limit)
     plan = prepare(experiment)
     cache = open_cache(experiment, RunOptions(use_cache=not args.no_cache))
-    show_estimate(plan, console, cache, tracking=True)
+    show_estimate(plan, console, cache, tracking=True, unrunnable=True)
     console.print(f"at concurrency {experiment.concurrency}; cached calls cost nothing and take no time")
     from harness.api import size_decisions
     from harness.report import decision_size_lines

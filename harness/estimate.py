@@ -7,13 +7,15 @@ Cached calls cost nothing and take no time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.cache import ResponseCache
-from harness.plan import Plan
+from harness.plan import Plan, Variant
 from harness.pool import ModelPool, requested_tier
+from harness.prompts import count_prompts
 from harness.records import Record, Usage, usd_per_item
 from harness.runner import model_concurrency, variant_output_limit
 
@@ -43,15 +45,25 @@ class VariantEstimate:
     expected_usd: float
     max_usd: float
     expected_seconds: float | None
+    needs: str = ""
+    """Why the variant cannot run here (an API key not set): priced all the same, left out of the totals."""
 
 
-def estimate_plan(plan: Plan, cache: ResponseCache | None, history: dict[str, History]) -> list[VariantEstimate]:
+def estimate_plan(
+    plan: Plan, cache: ResponseCache | None, history: dict[str, History], unrunnable: bool = False
+) -> list[VariantEstimate]:
     """One estimate per runnable variant over exactly the calls the runner makes (every sample of every
-    item, from `Plan.jobs` and `Plan.call`); cached calls are free."""
+    item, from `Plan.jobs` and `Plan.call`); cached calls are free. With `unrunnable`, also the variants
+    skipped for a missing key whose price is known, marked with what they need: a run can be priced
+    before anyone buys the key."""
     pool = ModelPool.for_experiment(plan.experiment, cache)
     out = []
-    for variant in plan.runnable:
+    extra = [v for v in plan.variants if v.skipped is not None and _priced(v)] if unrunnable else []
+    for variant in [*plan.runnable, *extra]:
         specs = [plan.call(v, item, k) for v, item, k in plan.jobs([variant])]
+        if variant.skipped is not None:  # its prompts were not counted by the plan: count them now
+            counted = count_prompts([(variant.model.model, s.messages) for s in specs])
+            specs = [dataclasses.replace(s, input_tokens=n) for s, n in zip(specs, counted, strict=True)]
         hits = pool.prefetch([s.key for s in specs])
         pending = [s for s in specs if s.key not in hits]
         limit = variant_output_limit(variant)
@@ -81,9 +93,14 @@ def estimate_plan(plan: Plan, cache: ResponseCache | None, history: dict[str, Hi
                 ),
                 max_usd=sum(pool.worst_case_usd(s) for s in pending),
                 expected_seconds=None if latency is None else latency * len(pending),
+                needs=(variant.skipped or "").removeprefix("skipped: "),
             )
         )
     return out
+
+
+def _priced(variant: Variant) -> bool:
+    return bool(variant.price.rates) or variant.price.usd_per_hour > 0
 
 
 SCORER_PREFIX = "scorer "

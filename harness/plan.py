@@ -14,6 +14,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from harness.config import ConfigError, Experiment, ModelConfig
 from harness.datasets import EvalSet, Item
 from harness.pool import CallSpec
@@ -91,9 +93,14 @@ class Plan:
         return out
 
     def jobs(self, variants: list[Variant] | None = None) -> list[tuple[Variant, Item, int]]:
-        """Every (variant, item, sample) to run, in that order: epochs included, always."""
+        """Every (variant, item, sample) to run, epochs included, always: item by item in the seeded order
+        the sequential gate uses (`item_order`), every variant of an item before the next item. A budget
+        cap then stops every variant at about the same item, so what it allowed is paired across variants
+        instead of the first variant's items alone."""
         chosen = self.runnable if variants is None else variants
-        return [(v, item, k) for v in chosen for item in self.eval_set.items for k in self.samples]
+        by_id = {item.id: item for item in self.eval_set.items}
+        order = item_order(list(by_id), self.experiment.analysis.seed)
+        return [(v, by_id[i], k) for i in order for v in chosen for k in self.samples]
 
     def resolve(self, ref: str, field_name: str = "variant") -> Variant:
         """The variant `ref` names: `MODEL:PROMPT` (model by display name or model string, the prompt
@@ -227,3 +234,11 @@ def baseline_name(experiment: Experiment) -> str | None:
         return None
     model = experiment.model_by_ref(experiment.baseline.model)
     return None if model is None else variant_name(model, experiment.baseline.prompt)
+
+
+def item_order(item_ids: list[str], seed: int) -> list[str]:
+    """The seeded random order items are taken in: stages are random samples of the eval, not its head
+    (an eval sorted by difficulty would otherwise decide on its easy items), and the same seed gives the
+    same stages, so a re-run is served from the cache."""
+    rng = np.random.default_rng(seed)
+    return [item_ids[i] for i in rng.permutation(len(item_ids))]

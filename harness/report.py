@@ -505,10 +505,11 @@ def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None)
         ("max", "right"),
     ):
         table.add_column(name, justify=justify, no_wrap=name == "variant")  # type: ignore[arg-type]
+    runnable = [e for e in estimates if not e.needs]
     for e in estimates:
         out = "–" if e.expected_output_per_call is None else f"{e.expected_output_per_call:.0f}"
         table.add_row(
-            e.variant,
+            f"{e.variant} (needs {e.needs}; not in the total)" if e.needs else e.variant,
             str(e.calls),
             str(e.cached),
             f"{e.input_tokens:,}",
@@ -521,14 +522,14 @@ def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None)
     wall = "unknown (no earlier run)" if wall_seconds is None else f"{wall_seconds:,.0f} s"
     table.add_row(
         "[bold]total[/]",
-        str(sum(e.calls for e in estimates)),
-        str(sum(e.cached for e in estimates)),
-        f"{sum(e.input_tokens for e in estimates):,}",
+        str(sum(e.calls for e in runnable)),
+        str(sum(e.cached for e in runnable)),
+        f"{sum(e.input_tokens for e in runnable):,}",
         "",
         f"wall {wall}",
-        _usd(sum(e.min_usd for e in estimates)),
-        _usd(sum(e.expected_usd for e in estimates)),
-        _usd(sum(e.max_usd for e in estimates)),
+        _usd(sum(e.min_usd for e in runnable)),
+        _usd(sum(e.expected_usd for e in runnable)),
+        _usd(sum(e.max_usd for e in runnable)),
         style="bold",
     )
     return table

@@ -87,13 +87,20 @@ async def run_plan_async(
         await asyncio.gather(*(_drain(store, indices, window) for indices, window in _groups(plan, pool, jobs)))
     counts = pool.counts
     return RunResult(
-        records=[r for r in done if r is not None],
+        records=_in_plan_order(plan, [r for r in done if r is not None]),
         spent_usd=pool.budget.spent - spent_before,
         calls_made=counts.calls_made - before.calls_made,
         cache_hits=counts.cache_hits - before.cache_hits,
         not_run=counts.not_run - before.not_run,
         budget_exhausted=pool.budget.exhausted,
     )
+
+
+def _in_plan_order(plan: Plan, records: list[Record]) -> list[Record]:
+    """Records by variant, then item in the eval's order, then sample (the calls ran item by item)."""
+    variants = {v.name: i for i, v in enumerate(plan.variants)}
+    items = {item.id: i for i, item in enumerate(plan.eval_set.items)}
+    return sorted(records, key=lambda r: (variants.get(r.variant, len(variants)), items.get(r.item_id, 0), r.sample))
 
 
 @contextlib.contextmanager

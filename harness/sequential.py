@@ -105,14 +105,6 @@ def schedule(n_items: int, looks: int, min_first: int = MIN_FIRST_LOOK) -> list[
     return sorted({first + math.ceil(k * rest / (looks - 1)) for k in range(looks)})
 
 
-def item_order(item_ids: list[str], seed: int) -> list[str]:
-    """The seeded random order items are taken in: stages are random samples of the eval, not its head
-    (an eval sorted by difficulty would otherwise decide on its easy items), and the same seed gives the
-    same stages, so a re-run is served from the cache."""
-    rng = np.random.default_rng(seed)
-    return [item_ids[i] for i in rng.permutation(len(item_ids))]
-
-
 @dataclass
 class SequentialOutcome:
     """How a sequential gate ended: each candidate's deciding look, and what stopping early saved."""

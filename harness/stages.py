@@ -1,7 +1,7 @@
 """The sequential gate's stages: run a share of the items, look, and stop once every candidate is decided.
 
 The statistics live in `harness.sequential`; this module only decides which calls to make next. Items
-are taken in the seeded order `sequential.item_order` gives, so an interrupted or repeated gate makes the
+are taken in the seeded order `plan.item_order` gives, so an interrupted or repeated gate makes the
 same stages and the cache serves what was paid for. A candidate decided at a look is not called again;
 the baseline runs while any candidate is undecided.
 """
@@ -19,11 +19,11 @@ from harness.analysis import floor_or_ceiling, item_means, score_arrays, score_r
 from harness.config import ConfigError, SequentialConfig
 from harness.decision import CandidateDecision, candidate_alpha, look
 from harness.estimate import VariantEstimate
-from harness.plan import Plan
+from harness.plan import Plan, item_order
 from harness.pool import ModelPool
 from harness.records import Record, usd_per_item
 from harness.runner import RunResult, run_plan
-from harness.sequential import SequentialOutcome, boundaries, item_order, schedule
+from harness.sequential import SequentialOutcome, boundaries, schedule
 
 Score = Callable[[Plan, list[Record]], None]
 

@@ -585,6 +585,7 @@ def estimates_for(
     tracking: bool | TrackingProcess,
     exclude: set[str] | None = None,
     warnings_out: list[str] | None = None,
+    unrunnable: bool = False,
 ) -> tuple[list[VariantEstimate], float | None]:
     """Per-variant estimates and the expected wall time (history from MLflow when tracking, read in the
     tracking process when one is given). A store that cannot be read adds a line to `warnings_out`."""
@@ -602,9 +603,9 @@ def estimates_for(
                 history = variant_history(plan)
         except Exception as exc:  # history only sharpens the estimate; never stop a run for it
             warnings_out.append(f"no history from MLflow for the estimate ({scrub(str(exc))[:200]})")
-    if history:
-        estimates = [e for e in estimate_plan(plan, cache, history) if e.variant not in (exclude or set())]
-    wall = expected_wall_seconds(plan, estimates)
+    if history or unrunnable:
+        estimates = [e for e in estimate_plan(plan, cache, history, unrunnable) if e.variant not in (exclude or set())]
+    wall = expected_wall_seconds(plan, [e for e in estimates if not e.needs])
     return estimates + estimate_scorers(plan, exclude), wall
 
 
@@ -614,16 +615,18 @@ def show_estimate(
     cache: ResponseCache | None,
     tracking: bool | TrackingProcess,
     exclude: set[str] | None = None,
+    unrunnable: bool = False,
 ) -> list[VariantEstimate]:
-    """Print the estimate table; returns the estimates."""
+    """Print the estimate table; returns the estimates of the variants that will run. With `unrunnable`
+    (the `estimate` command) the variants that need a key are priced too, in rows of their own."""
     from harness.report import estimate_table
 
     warnings: list[str] = []
-    estimates, wall = estimates_for(plan, cache, tracking, exclude, warnings)
+    estimates, wall = estimates_for(plan, cache, tracking, exclude, warnings, unrunnable)
     for warning in warnings:
         console.print(f"[bold yellow]WARNING[/] {warning}")
     console.print(estimate_table(estimates, wall))
-    return estimates
+    return [e for e in estimates if not e.needs]
 
 
 def confirm_spend(plan: Plan, estimates: list[VariantEstimate], options: RunOptions) -> None:

@@ -85,7 +85,8 @@ def test_a_clear_regression_stops_with_fail_and_a_hopeless_one_is_futile() -> No
 
 
 def test_schedule_and_order_are_fixed_by_the_seed() -> None:
-    from harness.sequential import item_order, schedule
+    from harness.plan import item_order
+    from harness.sequential import schedule
 
     assert schedule(200, 5) == [40, 80, 120, 160, 200]
     assert schedule(20, 5) == [10, 13, 15, 18, 20], "the first look reads at least 10 items"

@@ -53,6 +53,12 @@ def load_records(run_id: str, uri: str) -> list[Record]:
     return [Record.model_validate_json(line) for line in lines if line.strip()]
 
 
+def _has_records(client: Any, run_id: str) -> bool:
+    """Whether a variant run logged its records (runs stored before a capped variant with no call logged
+    an empty file have none)."""
+    return any(f.path == RECORDS_ARTIFACT for f in client.list_artifacts(run_id))
+
+
 @dataclass
 class StoredRun:
     """A finished run read back from MLflow: enough to rebuild the analysis without a model call."""
@@ -87,7 +93,7 @@ def load_run(run_id: str, uri: str) -> StoredRun:
     child_runs = {c.info.run_name: c.info.run_id for c in children}
     records: list[Record] = []
     for child in children:
-        if child.data.tags.get("harness.status") == "finished":
+        if child.data.tags.get("harness.status") == "finished" and _has_records(client, child.info.run_id):
             records += load_records(child.info.run_id, uri)
     return StoredRun(parent.info.run_id, manifest, records, child_runs, items, uri)
 

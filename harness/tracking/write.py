@@ -369,7 +369,7 @@ def _log_variant(client: Any, run_id: str, variant: Variant, summary: VariantSum
         metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
         params=[Param(k, v) for k, v in _scrubbed(params).items()],
     )
-    if records and not variant.skipped:
+    if not variant.skipped:  # an empty file too: a variant the budget cap never reached reads back as no records
         _log_records(client, run_id, records)
 
 
