@@ -60,7 +60,12 @@ def test_every_bound_agrees_with_its_p_value_on_random_paired_data() -> None:
         multiplicity = str(rng.choice(["holm", "bonferroni", "none"]))
         for sequential in (None, design):
             result = decide(
-                base, candidates, kind=kind, margin=margin, sequential=sequential, multiplicity=multiplicity  # type: ignore[arg-type]
+                base,
+                candidates,
+                kind=kind,
+                margin=margin,
+                sequential=sequential,
+                multiplicity=multiplicity,  # type: ignore[arg-type]
             )
             for name, d in result.candidates.items():
                 for claim, beyond in (
@@ -126,20 +131,21 @@ def _false_passes(kind: str, n: int, runs: int, seed: int, sequential: Sequentia
     baseline's model would (an independent draw) except that with probability q it fails the item."""
     rng = np.random.default_rng(seed)
     margin, passes = 0.05, 0
+    mean = 4 / 6 if kind == "binary" else 0.5
     for _ in range(runs):
         mu = rng.beta(4, 2, n) if kind == "binary" else rng.beta(2, 2, n)
-        mean = 4 / 6 if kind == "binary" else 0.5
-
-        def draw() -> np.ndarray:
-            if kind == "binary":
-                return (rng.random(n) < mu).astype(float)
-            return rng.beta(np.clip(mu, 1e-3, 1) * 10, np.clip(1 - mu, 1e-3, 1) * 10)
-
-        base = draw()
-        candidates = {f"c{j}": np.where(rng.random(n) < margin / mean, 0.0, draw()) for j in range(k)}
+        base = _draw(rng, kind, mu)
+        candidates = {f"c{j}": np.where(rng.random(n) < margin / mean, 0.0, _draw(rng, kind, mu)) for j in range(k)}
         result = decide(base, candidates, kind=kind, margin=margin, sequential=sequential)  # type: ignore[arg-type]
         passes += any(d.status == "pass" for d in result.candidates.values())
     return passes / runs
+
+
+def _draw(rng: np.random.Generator, kind: str, mu: np.ndarray) -> np.ndarray:
+    """One variant's scores on items whose mean scores are `mu`."""
+    if kind == "binary":
+        return (rng.random(mu.size) < mu).astype(float)
+    return rng.beta(np.clip(mu, 1e-3, 1) * 10, np.clip(1 - mu, 1e-3, 1) * 10)
 
 
 @pytest.mark.parametrize(
