@@ -1,10 +1,11 @@
 """The gate's error rates by seeded simulation: false-fail on identical variants, power on a regression,
-the sequential design against the fixed one, and the family-wise error over five candidates.
+the sequential design against the fixed one, and the family-wise error over five candidates. The false
+pass at a true loss equal to the margin, on every path and score shape, is benchmarks/calibration.py's.
 
 Run: .venv/bin/python benchmarks/gate_simulation.py [runs]
 Identical variants share each item's difficulty and differ only by noise; the regression plants a loss
 of twice the margin. Prints the share of runs ending pass / fail / undecided for each, and for the
-sequential gate (the same `harness.sequential.look` the gate runs, 5 looks) the mean share of the fixed
+sequential gate (the decision engine's looks, as the gate runs them, 5 looks) the mean share of the fixed
 design's items it used.
 """
 
@@ -17,8 +18,8 @@ import numpy as np
 
 from harness.analysis import MetricInfo, analyze
 from harness.config import AnalysisConfig, GateConfig
+from harness.decision import SequentialDesign, decide
 from harness.records import Record
-from harness.sequential import boundaries, look, schedule
 from harness.summary import VariantSummary
 
 
@@ -63,14 +64,11 @@ def simulate(kind: str, n_items: int, margin: float, runs: int, seed: int) -> No
     )
 
 
-def sequential(diffs: np.ndarray, margin: float, spending: str, looks: int = 5) -> tuple[str, float]:
-    """The sequential gate on one run's paired differences: its status and the share of items it used."""
-    bounds = boundaries(looks, 0.05, spending)  # type: ignore[arg-type]
-    for index, stop in enumerate(schedule(diffs.size, looks)):
-        decision = look(diffs[:stop], index, bounds, margin, 1.0, 0.1)
-        if decision.status != "continue":
-            return {"futile": "undecided"}.get(decision.status, decision.status), stop / diffs.size
-    raise AssertionError("the last look always decides")
+def sequential(base: np.ndarray, cand: np.ndarray, kind: str, margin: float, spending: str) -> tuple[str, float]:
+    """The sequential gate on one run (the decision engine, 5 looks): its status and the share of items used."""
+    design = SequentialDesign(5, spending)  # type: ignore[arg-type]
+    decision = decide(base, {"cand": cand}, kind=kind, margin=margin, sequential=design).candidates["cand"]  # type: ignore[arg-type]
+    return {"futile": "undecided"}.get(decision.status, decision.status), decision.items_used / base.size
 
 
 def simulate_sequential(kind: str, n_items: int, margin: float, runs: int, seed: int, spending: str) -> None:
@@ -79,8 +77,8 @@ def simulate_sequential(kind: str, n_items: int, margin: float, runs: int, seed:
     for _ in range(runs):
         latent = rng.beta(2, 2, size=n_items) if kind == "continuous" else rng.beta(4, 2, size=n_items)
         base = draw(kind, latent, 0.0, rng)
-        outcomes["0"].append(sequential(draw(kind, latent, 0.0, rng) - base, margin, spending))
-        outcomes["2x"].append(sequential(draw(kind, latent, -2 * margin, rng) - base, margin, spending))
+        outcomes["0"].append(sequential(base, draw(kind, latent, 0.0, rng), kind, margin, spending))
+        outcomes["2x"].append(sequential(base, draw(kind, latent, -2 * margin, rng), kind, margin, spending))
     print(f"sequential, {spending}: {kind}, {n_items} items, margin {margin}, 5 looks, {runs} seeded runs")
     for label, truth in (("0", "identical variants"), ("2x", "regression of 2x margin")):
         statuses = Counter(status for status, _ in outcomes[label])
