@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from harness.config import AnalysisConfig, DecisionConfig, GateConfig, RoutingConfig
-from harness.decision import CandidateDecision, Decision, decide
+from harness.decision import CandidateDecision, Decision, decide, score_range_of
 from harness.frontier import Point, Recommendation, Upgrade, pareto_front, recommend
 from harness.records import NOT_A_LABEL, Record
 from harness.routing import PolicyResult, Routing, resolve, simulate
@@ -146,7 +146,7 @@ def analyze(
         binary = info.kind == "binary"
         result.estimates[info.name] = _estimates(names, sums, counts, resampler, gate.confidence, binary)
         means = item_means(sums, counts)
-        spread = score_range(sums, counts)
+        spread = score_range_of(info.kind, list(means))
         kind = "binary" if binary and bool(np.all(counts <= 1)) else "continuous"
         each = decide(
             means[base_index],
@@ -247,7 +247,7 @@ def score_arrays(
         value = r.scores.get(metric)
         if value is None and r.error is not None and errors == "as_failure":
             value = 0.0
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or not math.isfinite(value):  # no score, or one no statistic can use
             continue
         i = i_index[r.item_id]
         sums[v, i] += value
@@ -280,14 +280,6 @@ def _estimates(
         else:
             out[name] = Estimate(mean, float(lo[v]), float(hi[v]), "bootstrap (items)", n)
     return out
-
-
-def score_range(sums: np.ndarray, counts: np.ndarray) -> float:
-    """The range a paired difference is bounded by: 1 for pass/fail and [0, 1] scores, else what was seen."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    seen = means[~np.isnan(means)]
-    return max(1.0, float(seen.max() - seen.min())) if seen.size else 1.0
 
 
 def floor_or_ceiling(records: list[Record], names: list[str], metric: str) -> str | None:

@@ -520,6 +520,14 @@ class Experiment(StrictModel):
         return value
 
     @model_validator(mode="after")
+    def _value_needs_traffic(self) -> Experiment:
+        if self.decision.usd_per_point_per_month is not None and self.traffic is None:
+            raise ValueError(
+                "decision.usd_per_point_per_month prices a month of quality: add traffic: {requests_per_day: N}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _names_unique(self) -> Experiment:
         for label, names in (
             ("prompts", [p.name for p in self.prompts]),

@@ -33,7 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-from harness.paired_tests import PairedTest, is_pass_fail, norm_sf, paired_test
+from harness.paired_tests import PairedTest, norm_sf, paired_test
 from harness.sequential import Spending, boundaries, schedule
 
 Kind = Literal["binary", "continuous", "ordinal", "bounded"]
@@ -50,6 +50,21 @@ class SequentialDesign:
     looks: int = 5
     spending: Spending = "pocock"
     futility: float = 0.1
+
+
+@dataclass(frozen=True)
+class PairedScores:
+    """What every design decides on: the baseline's item scores and each candidate's (the same items in
+    the same order, NaN where an item has no score), and how to read them."""
+
+    base: np.ndarray
+    columns: Mapping[str, np.ndarray]
+    binary: bool
+    """Pass/fail outcomes, one per item: the score test where both sides are 0 or 1."""
+    spread: float
+    """The score range the 0-event guard scales by (`score_range_of`)."""
+    margin: float
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -164,32 +179,31 @@ def decide(
         raise ValueError("confidence must be between 0.5 and 1")
     if not math.isfinite(margin) or margin < 0:
         raise ValueError("margin must be a finite number, 0 or more")
+    if multiplicity not in ("holm", "bonferroni", "none"):
+        raise ValueError(f"multiplicity must be holm, bonferroni or none, not {multiplicity!r}")
+    if score_range is not None and not (math.isfinite(score_range) and score_range > 0):
+        raise ValueError("score_range must be a finite number above 0")
     base = item_means(baseline_scores)
     columns = {name: item_means(values) for name, values in candidate_scores.items()}
-    for name, column in columns.items():
+    if base.size == 0:
+        raise ValueError("no items: the baseline has no scores")
+    for name, column in {"baseline": base, **columns}.items():
         if column.shape != base.shape:
             raise ValueError(f"{name}: {column.size} items, but the baseline has {base.size}; scores must be paired")
+        if np.isinf(column).any():
+            raise ValueError(f"{name}: scores must be finite numbers (NaN where an item has no score)")
     spread = score_range if score_range is not None else score_range_of(kind, [base, *columns.values()])
     binary = kind == "binary" and np.asarray(baseline_scores).ndim == 1
+    scores = PairedScores(base, columns, binary, spread, margin, confidence)
     if sequential is None:
-        decisions = fixed(base, columns, binary, margin, confidence, multiplicity, spread)
-        return Decision(decisions, margin, confidence, multiplicity)
-    design = sequential if isinstance(sequential, SequentialDesign) else SequentialDesign(**sequential)  # type: ignore[arg-type]
-    return run_looks(base, columns, binary, margin, confidence, multiplicity, spread, design)
+        return Decision(fixed(scores, multiplicity), margin, confidence, multiplicity)
+    return run_looks(scores, multiplicity, _design(sequential))
 
 
-def fixed(
-    base: np.ndarray,
-    columns: Mapping[str, np.ndarray],
-    binary: bool,
-    margin: float,
-    confidence: float,
-    multiplicity: Multiplicity,
-    spread: float,
-) -> dict[str, CandidateDecision]:
+def fixed(scores: PairedScores, multiplicity: Multiplicity) -> dict[str, CandidateDecision]:
     """The fixed design: each candidate's test on all its pairs, the family's levels by `multiplicity`."""
-    alpha = 1.0 - confidence
-    tests = {name: _test(column, base, binary, spread) for name, column in columns.items()}
+    alpha, margin = 1.0 - scores.confidence, scores.margin
+    tests = {name: _test(scores, column) for name, column in scores.columns.items()}
     p_ni = {name: t.p_above(-margin) for name, t in tests.items()}
     p_worse = {name: t.p_below(0.0) for name, t in tests.items()}
     p_better = {name: t.p_above(0.0) for name, t in tests.items()}
@@ -204,7 +218,7 @@ def fixed(
         status: Status = "pass" if ni.shown else "fail" if worse.shown else "undecided"
         better = ni.shown and superior.shown
         reason = _fixed_reason(status, better, (ni, worse, superior), test, margin, len(tests), multiplicity)
-        out[name] = _decision(test, columns[name], base, confidence, status, better, ni, worse, superior, reason)
+        out[name] = _decision(test, scores, scores.columns[name], status, better, (ni, worse, superior), reason)
     return out
 
 
@@ -234,32 +248,36 @@ def family_levels(
     return levels, adjusted
 
 
-def run_looks(
-    base: np.ndarray,
-    columns: Mapping[str, np.ndarray],
-    binary: bool,
-    margin: float,
-    confidence: float,
-    multiplicity: Multiplicity,
-    spread: float,
-    design: SequentialDesign,
-) -> Decision:
+def _design(sequential: SequentialDesign | Mapping[str, object]) -> SequentialDesign:
+    if isinstance(sequential, SequentialDesign):
+        return sequential
+    unknown = set(sequential) - {"looks", "spending", "futility"}
+    if unknown:
+        raise ValueError(f"sequential takes looks, spending and futility, not {', '.join(sorted(unknown))}")
+    design = SequentialDesign(**sequential)  # type: ignore[arg-type]
+    if not isinstance(design.looks, int) or design.looks < 1 or design.spending not in ("pocock", "obrien-fleming"):
+        raise ValueError("sequential needs looks >= 1 and spending 'pocock' or 'obrien-fleming'")
+    return design
+
+
+def run_looks(scores: PairedScores, multiplicity: Multiplicity, design: SequentialDesign) -> Decision:
     """A sequential design over the items in the order given: each candidate stops at its deciding look."""
-    stops = tuple(schedule(base.size, design.looks))
-    alpha = candidate_alpha(1.0 - confidence, len(columns), multiplicity)
-    bounds = boundaries(tuple(s / base.size for s in stops), alpha, design.spending)
-    active = dict(columns)
+    n = scores.base.size
+    stops = tuple(schedule(n, design.looks))
+    alpha = candidate_alpha(1.0 - scores.confidence, len(scores.columns), multiplicity)
+    bounds = boundaries(tuple(s / n for s in stops), alpha, design.spending)
+    active = dict(scores.columns)
     out: dict[str, CandidateDecision] = {}
     for index, stop in enumerate(stops):
         subset = {name: column[:stop] for name, column in active.items()}
-        looked = look(base[:stop], subset, binary, margin, confidence, spread, index, bounds, design.futility)
+        looked = look(replace(scores, base=scores.base[:stop], columns=subset), index, bounds, design.futility)
         for name, decision in looked.items():
             out[name] = decision
             if decision.status != "continue":
                 del active[name]
         if not active:
             break
-    return Decision(out, margin, confidence, multiplicity, design, stops)
+    return Decision(out, scores.margin, scores.confidence, multiplicity, design, stops)
 
 
 def candidate_alpha(alpha: float, candidates: int, multiplicity: Multiplicity) -> float:
@@ -267,17 +285,7 @@ def candidate_alpha(alpha: float, candidates: int, multiplicity: Multiplicity) -
     return alpha if multiplicity == "none" else alpha / max(candidates, 1)
 
 
-def look(
-    base: np.ndarray,
-    columns: Mapping[str, np.ndarray],
-    binary: bool,
-    margin: float,
-    confidence: float,
-    spread: float,
-    index: int,
-    bounds: tuple[float, ...],
-    futility: float,
-) -> dict[str, CandidateDecision]:
+def look(scores: PairedScores, index: int, bounds: tuple[float, ...], futility: float) -> dict[str, CandidateDecision]:
     """Every candidate at look `index` (0-based) of a design with these z boundaries, on the items so far.
 
     Non-inferiority when the repeated lower bound clears -margin; a regression when the upper bound is
@@ -289,9 +297,10 @@ def look(
     c = bounds[index]
     level = norm_sf(c) if math.isfinite(c) else 0.0
     last = index == len(bounds) - 1
+    margin = scores.margin
     out = {}
-    for name, column in columns.items():
-        test = _test(column, base, binary, spread)
+    for name, column in scores.columns.items():
+        test = _test(scores, column)
         ni = _lower_claim(test, test.p_above(-margin), level, -margin)
         worse = _upper_claim(test, test.p_below(0.0), level, 0.0)
         superior = _lower_claim(test, test.p_above(0.0), level, 0.0)
@@ -303,7 +312,7 @@ def look(
         better = status == "pass" and superior.shown
         if better:
             reason = f"better: lower bound {superior.bound:+.4f} > 0; {reason}"
-        decision = _decision(test, column, base, confidence, status, better, ni, worse, superior, reason)
+        decision = _decision(test, scores, column, status, better, (ni, worse, superior), reason)
         out[name] = replace(decision, look=index + 1, items_used=int(column.size))
     return out
 
@@ -355,10 +364,9 @@ def _conditional_power(effect: float, se: float, fraction: float, final_bound: f
     return norm_sf((final_bound - z / math.sqrt(fraction)) / math.sqrt(1 - fraction))
 
 
-def _test(column: np.ndarray, base: np.ndarray, binary: bool, spread: float) -> PairedTest:
-    both = ~np.isnan(column) & ~np.isnan(base)
-    candidate, baseline = column[both], base[both]
-    return paired_test(candidate, baseline, binary and is_pass_fail(candidate) and is_pass_fail(baseline), spread)
+def _test(scores: PairedScores, column: np.ndarray) -> PairedTest:
+    both = ~np.isnan(column) & ~np.isnan(scores.base)
+    return paired_test(column[both], scores.base[both], scores.binary, scores.spread)
 
 
 def _lower_claim(test: PairedTest, p: float, level: float, threshold: float, adjusted: float = math.nan) -> Claim:
@@ -373,17 +381,15 @@ def _upper_claim(test: PairedTest, p: float, level: float, threshold: float, adj
 
 def _decision(
     test: PairedTest,
+    scores: PairedScores,
     column: np.ndarray,
-    base: np.ndarray,
-    confidence: float,
     status: Status,
     better: bool,
-    ni: Claim,
-    worse: Claim,
-    superior: Claim,
+    claims: tuple[Claim, Claim, Claim],
     reason: str,
 ) -> CandidateDecision:
-    half = (1.0 - confidence) / 2
+    ni, worse, superior = claims
+    half = (1.0 - scores.confidence) / 2
     two_sided = min(1.0, 2 * min(test.p_above(0.0), test.p_below(0.0))) if test.n >= 2 else math.nan
     return CandidateDecision(
         status=status,
@@ -399,7 +405,7 @@ def _decision(
         superior=superior,
         test=test.name,
         reason=reason,
-        items_used=int(base.size),
+        items_used=int(scores.base.size),
     )
 
 

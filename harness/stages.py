@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from rich.console import Console
 
-from harness.analysis import floor_or_ceiling, item_means, score_arrays, score_range
+from harness.analysis import floor_or_ceiling, item_means, score_arrays
 from harness.config import ConfigError, SequentialConfig
-from harness.decision import CandidateDecision, candidate_alpha, look
+from harness.decision import CandidateDecision, PairedScores, candidate_alpha, look, score_range_of
 from harness.estimate import VariantEstimate
 from harness.plan import Plan, item_order
 from harness.pool import ModelPool
@@ -116,8 +116,8 @@ def decide(
     kind = next((s.kind for s in plan.scorers if s.name == metric), "continuous")
     binary = kind == "binary" and bool(np.all(counts <= 1))
     columns = {name: means[v] for v, name in enumerate(candidates, start=1)}
-    spread = score_range(sums, counts)
-    out = look(means[0], columns, binary, gate.margin, gate.confidence, spread, index, bounds, futility)
+    scores = PairedScores(means[0], columns, binary, score_range_of(kind, list(means)), gate.margin, gate.confidence)
+    out = look(scores, index, bounds, futility)
     if floor_or_ceiling(records, names, metric) is not None:
         last = index == len(bounds) - 1
         for name, decision in out.items():

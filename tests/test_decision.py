@@ -221,3 +221,23 @@ def test_estimate_prices_a_model_whose_key_is_not_set(
     line = next(row for row in result.stdout.splitlines() if "gpt-4o-mini" in row)
     assert "needs OPENAI_API_KEY" in line and "$0.00" in line, line
     assert model_server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("scores", "options", "message"),
+    [
+        ((np.array([]), {"c": np.array([])}), {"sequential": {"looks": 3}}, "no items"),
+        ((np.array([1.0, np.inf, 0.0]), {"c": np.zeros(3)}), {}, "finite"),
+        ((np.ones(3), {"c": np.ones(4)}), {}, "scores must be paired"),
+        ((np.ones(5), {"c": np.ones(5)}), {"sequential": {"loks": 3}}, "not loks"),
+        ((np.ones(5), {"c": np.ones(5)}), {"sequential": {"spending": "linear"}}, "spending"),
+        ((np.ones(5), {"c": np.ones(5)}), {"margin": math.nan}, "margin"),
+        ((np.ones(5), {"c": np.ones(5)}), {"multiplicity": "sidak"}, "multiplicity"),
+        ((np.ones(5), {"c": np.ones(5)}), {"score_range": -1.0}, "score_range"),
+        ((np.ones(5), {"c": np.ones(5)}), {"kind": "ranking"}, "kind"),
+        ((np.ones((2, 2, 2)), {"c": np.ones((2, 2, 2))}), {}, "items x samples"),
+    ],
+)
+def test_bad_input_to_the_engine_is_one_clear_error(scores: tuple, options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        decide(*scores, **options)

@@ -64,9 +64,10 @@ def test_identical_outputs_at_a_look_bound_the_loss_by_n_alone() -> None:
 
 def _look(diffs: np.ndarray, index: int, bounds: tuple[float, ...], margin: float, futility: float):
     """One candidate whose paired differences from a baseline of zeros are `diffs`, at look `index`."""
-    from harness.decision import look
+    from harness.decision import PairedScores, look
 
-    return look(np.zeros(diffs.size), {"c": diffs}, False, margin, 0.95, 1.0, index, bounds, futility)["c"]
+    scores = PairedScores(np.zeros(diffs.size), {"c": diffs}, False, 1.0, margin, 0.95)
+    return look(scores, index, bounds, futility)["c"]
 
 
 def test_a_clear_regression_stops_with_fail_and_a_hopeless_one_is_futile() -> None:
