@@ -447,4 +447,6 @@ def attach_routing(
         settings.resamples,
         settings.seed,
         analysis.confidence,
+        analysis.margin,
+        next((m.kind == "binary" for m in metrics if m.name == routing.metric), False),
     )

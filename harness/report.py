@@ -18,6 +18,7 @@ from harness.summary import VariantSummary
 if TYPE_CHECKING:
     from harness.api import Sizing
     from harness.config import GateConfig
+    from harness.routing import PolicyResult
 
 
 def _fmt(value: float, spec: str) -> str:
@@ -255,7 +256,17 @@ def agreement_table(analysis: Analysis) -> Table:
     return table
 
 
-POLICY_HEADER = ["policy", "cost/item [CI]", "quality [CI]", "to strong", "PGR", "APGR", "CPT(50%)", "CPT(80%)"]
+POLICY_HEADER = [
+    "policy",
+    "cost/item [CI]",
+    "quality [CI]",
+    "vs strong [CI]",
+    "to strong",
+    "PGR",
+    "APGR",
+    "CPT(50%)",
+    "CPT(80%)",
+]
 
 
 def policy_rows(analysis: Analysis) -> list[list[str]]:
@@ -267,6 +278,7 @@ def policy_rows(analysis: Analysis) -> list[list[str]]:
                 p.name,
                 f"{_usd(p.cost_per_item)} [{_usd(p.cost_ci[0])}, {_usd(p.cost_ci[1])}]",
                 f"{p.quality:.3f} [{p.quality_ci[0]:.3f}, {p.quality_ci[1]:.3f}]",
+                _policy_verdict(p),
                 f"{p.strong_share:.0%}",
                 _fmt(p.pgr, ".2f"),
                 _fmt(p.apgr, ".3f"),
@@ -275,6 +287,15 @@ def policy_rows(analysis: Analysis) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _policy_verdict(policy: PolicyResult) -> str:
+    """May the policy replace the strong variant: the engine's status, its difference and interval."""
+    v = policy.verdict
+    if v is None or math.isnan(v.mean_diff):
+        return "–"
+    status = f"{v.status} (better)" if v.better else v.status
+    return f"{status}: {v.mean_diff:+.3f} [{v.ci_low:+.3f}, {v.ci_high:+.3f}]"
 
 
 def policy_notes(analysis: Analysis) -> list[str]:

@@ -11,6 +11,8 @@ Every variant already answered every item, so a policy's outcome on an item is a
 RouteLLM's metrics (Ong et al., arXiv:2406.18665, section 5.1) put them on one scale: PGR, the part of the
 weak-to-strong quality gap a policy recovers; APGR, PGR averaged over the share of calls sent to the strong
 variant; CPT(x%), the smallest share of calls to the strong variant that recovers x% of the gap.
+Whether a policy may replace the strong variant is a verdict like any other: the decision engine judges
+its per-item quality against the strong variant's, at the gate's margin, Holm over the policies.
 Pure: records in, numbers out.
 """
 
@@ -19,11 +21,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from harness.config import CheckConfig, ConfigError, PolicyConfig, RoutingConfig
+from harness.decision import CandidateDecision, decide
 from harness.records import Record
 from harness.stats import Resampler, bootstrap_means, percentile_interval
 
@@ -66,6 +69,9 @@ class PolicyResult:
     in_sample: tuple[float, float] | None = None
     """A cross-fitted policy's (quality, strong share) had its threshold been chosen and scored on the same
     items: what the optimistic report would have said."""
+    verdict: CandidateDecision | None = None
+    """May it replace the strong variant: the engine's verdict on its per-item quality against the strong
+    variant's (non-inferior within the margin, Holm over the policies)."""
 
 
 def build_table(records: list[Record], metric: str, variants: list[str]) -> Table:
@@ -315,8 +321,11 @@ def simulate(
     resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
+    margin: float = 0.0,
+    binary: bool = False,
 ) -> list[PolicyResult]:
-    """Every policy's cost and quality with bootstrap CIs over items, PGR, and APGR/CPT where defined."""
+    """Every policy's cost and quality with bootstrap CIs over items, PGR, APGR/CPT where defined, and its
+    verdict against the strong variant at `margin` (`binary`: the metric is pass/fail)."""
     variants = list(dict.fromkeys([weak, strong, *_variants_named(policies)]))
     variants += [v for v in dict.fromkeys(r.variant for r in records) if v not in variants]
     table = build_table(records, metric, variants)
@@ -326,6 +335,7 @@ def simulate(
     weak_mean, strong_mean = table.quality[weak].mean(), table.quality[strong].mean()
     resampler = Resampler(n, resamples, seed)
     results = []
+    per_item: dict[str, np.ndarray] = {}
     for policy in policies:
         curve: tuple[np.ndarray, np.ndarray] | None = None
         answered: list[str] = []
@@ -353,6 +363,7 @@ def simulate(
                 confidence_order = np.argsort(np.nan_to_num(table.scores[policy.check.score][chain[0]], nan=-np.inf))
                 curve = gap_curve(table.quality[chain[0]], table.quality[chain[1]], confidence_order)
         apgr, cpt50, cpt80 = apgr_and_cpt(*curve) if curve is not None else (math.nan,) * 3
+        per_item[policy.label] = quality
         draws = bootstrap_means(resampler, np.vstack([cost, quality]), np.ones((2, n)))
         low, high = percentile_interval(draws, confidence)
         gap = strong_mean - weak_mean
@@ -374,7 +385,9 @@ def simulate(
                 in_sample=in_sample,
             )
         )
-    return results
+    kind = "binary" if binary else "continuous"
+    verdicts = decide(table.quality[strong], per_item, kind=kind, margin=margin, confidence=confidence).candidates
+    return [replace(r, verdict=verdicts.get(r.name)) for r in results]
 
 
 def _variants_named(policies: list[PolicyConfig]) -> list[str]:

@@ -310,3 +310,18 @@ def test_a_noise_judge_looks_useful_in_sample_and_no_better_than_random_cross_fi
         vs_coin.append(result.pgr - result.strong_share)
     assert abs(np.mean(vs_coin)) < 0.03, "out of sample, a noise judge routes like a coin"
     assert np.mean(np.array(cross_pgr) < 0.5) >= 0.25, cross_pgr
+
+
+def test_a_policy_is_judged_against_the_strong_variant_by_the_engine() -> None:
+    # 60 items the weak variant fails and the strong one passes: always sending to the strong variant
+    # (random p=1) or to the cheapest variant that reaches the strong one's quality (oracle) may replace it;
+    # never sending (p=0) is a regression. Holm over the three policies, margin 0.1.
+    records = [
+        r for i in range(60) for r in (record("w", f"i{i}", 0.0, 1.0, "no"), record("s", f"i{i}", 1.0, 10.0, "yes"))
+    ]
+    policies = [PolicyConfig(kind="random", p=1.0), PolicyConfig(kind="random", p=0.0), PolicyConfig(kind="oracle")]
+    always, never, oracle = simulate(records, "q", "w", "s", policies, 200, margin=0.1, binary=True)
+    assert always.verdict is not None and never.verdict is not None and oracle.verdict is not None
+    assert (always.verdict.status, never.verdict.status, oracle.verdict.status) == ("pass", "fail", "pass")
+    assert never.verdict.mean_diff == pytest.approx(-1.0)
+    assert never.verdict.worse.p_adjusted < 0.05 < always.verdict.worse.p_value
