@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -86,7 +87,27 @@ def check_call_params(params: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{name} must be {'a whole number' if integer else 'a number'} (got {value!r})")
         if not math.isfinite(value) or not low <= value <= high:
             raise ValueError(f"{name} must be between {low:g} and {high:g} (got {value!r})")
+    if params.get("extra_headers") is not None:
+        check_headers(params["extra_headers"])
     return params
+
+
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP header name (RFC 9110's token)."""
+
+
+def check_headers(headers: object) -> None:
+    """`extra_headers` is a mapping of header names to one-line values; said before any call, not after
+    every call's retries, and never quoting a value (a header is where keys live)."""
+    if not isinstance(headers, dict):
+        raise ValueError(f"extra_headers must be a mapping of header names to values, not {type(headers).__name__}")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
+            raise ValueError(f"extra_headers: {str(name)[:40]!r} is not a header name (letters, digits and -)")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(f"extra_headers.{name} must be text, not {type(value).__name__}")
+        if any(c in str(value) for c in "\r\n\0"):
+            raise ValueError(f"extra_headers.{name} holds a line break or NUL; a header value is one line")
 
 
 _PARAM_RANGES = (
@@ -540,14 +561,37 @@ class Experiment(StrictModel):
                 raise ValueError(f"{label} names must be unique; repeated: {', '.join(dupes)}{hint}")
         return self
 
-    def resolve(self, relative: str) -> Path:
-        """A path from the config, relative to the project root the config lives in."""
-        path = Path(relative)
-        return path if path.is_absolute() else self.root / path
+    def resolve(self, relative: str, field: str) -> Path:
+        """A file the config names at `field`, relative to the project root and confined to it (see
+        `inside_project`)."""
+        return inside_project(relative, self.root, self.source_path, field)
 
     def model_by_ref(self, ref: str) -> ModelConfig | None:
         """Find a model by display name or model string."""
         return next((m for m in self.models if ref in (m.display_name, m.model)), None)
+
+
+def inside_project(relative: str | Path, root: Path, file: str | Path, field: str) -> Path:
+    """`relative` under the project root, links followed, or a ConfigError naming `field`.
+
+    A config is data a pull request can change, so every file it names (dataset, prompts, constants,
+    rubrics, scorer files, the cache) must lie inside the project: `path: /etc/passwd` or `../../secrets`
+    would otherwise be read, sent to a model and stored in the cache, MLflow and the records. Files given
+    on the command line (`--prices FILE`) are the user's own choice and are not held to this.
+    """
+    path = Path(relative)
+    full = path if path.is_absolute() else root / path
+    home = root.resolve()
+    real = full.resolve()
+    if not real.is_relative_to(home):
+        shown = f"{relative} (a link to {real})" if real != Path(os.path.abspath(full)) else str(relative)
+        raise ConfigError(
+            file,
+            field,
+            f"{shown} is outside the project {home}",
+            "keep every file an experiment names inside its project folder (copy it in, do not link out)",
+        )
+    return real
 
 
 def project_root(config_path: Path) -> Path:

@@ -42,7 +42,9 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
         build_scorer(s, file, f"scorers[{i}]", labels[i], experiment.root) for i, s in enumerate(experiment.scorers)
     ]
     templates = {
-        p.name: load_template(p.name, experiment.resolve(p.path), experiment.source_path, f"prompts[{i}].path")
+        p.name: load_template(
+            p.name, experiment.resolve(p.path, f"prompts[{i}].path"), experiment.source_path, f"prompts[{i}].path"
+        )
         for i, p in enumerate(experiment.prompts)
     }
     constants = _load_constants(experiment)
@@ -235,8 +237,8 @@ def _load_constants(experiment: Experiment) -> dict[str, Any]:
 
 
 def _read_constant_file(experiment: Experiment, key: str, relative: str) -> Any:
-    path: Path = experiment.resolve(relative)
     field = f"constants.{key}.file"
+    path: Path = experiment.resolve(relative, field)
     if not path.is_file():
         raise ConfigError(
             experiment.source_path, field, f"no such file {path}", "give a path relative to the project root"

@@ -1,7 +1,9 @@
 """Secrets never reach records, the cache, MLflow, reports or the terminal.
 
-A secret is known three ways: by the name it is stored under (`api_key`, `Authorization`, any depth of a
-tree), by the environment variable it comes from (provider keys, and every `api_key_env` a config names,
+A secret is known three ways: by the name it is stored under (`api_key`, `X-Api-Key`, `Authorization`,
+`Cookie`, any depth of a tree; `-` and `_` alike, any case), and every `extra_headers` value unless its
+header is on the short list of known non-secret headers (`PUBLIC_HEADERS`), by the environment variable it
+comes from (provider keys, and every `api_key_env` a config names,
 whatever the variable is called), and by where it sits in a URL (`user:password@`, `?key=...`). Every
 value known these ways is remembered for the process, so text from anywhere (a provider's 401 body that
 echoes the key, an output, a report) is scrubbed by value as a last line of defence.
@@ -17,9 +19,28 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SECRET_NAME = re.compile(
     r"api_?key|secret|password|passwd|authorization|bearer|credential|creds|access_token|auth_token|^token$|(?<!per)_token$"
-    r"|^key$|^sig$|signature",
+    r"|^key$|^sig$|signature|cookie|subscription_key|private_key|^x_.*_key$",
     re.IGNORECASE,
 )
+PUBLIC_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "anthropic-beta",
+        "anthropic-version",
+        "content-type",
+        "http-referer",
+        "openai-beta",
+        "openai-organization",
+        "openai-project",
+        "user-agent",
+        "x-request-id",
+        "x-title",
+    }
+)
+"""The `extra_headers` whose values are kept as written (lower case): every other header's value is masked,
+because a header is where providers put keys under names nobody can list in advance."""
 MASK = "***"
 MIN_SECRET_LENGTH = 6
 """Shorter values are not scrubbed by value: masking every `abc` in every text would mangle it."""
@@ -29,7 +50,17 @@ _KNOWN: set[str] = set()
 def is_secret_name(name: str) -> bool:
     """True for names that carry credentials (`api_key`, `Authorization`, `LLM_CREDS`, `key`, ...); not for
     `api_key_env`, which names the variable holding a key, not the key."""
-    return not name.lower().endswith("_env") and _SECRET_NAME.search(name) is not None
+    normal = name.lower().replace("-", "_")
+    return not normal.endswith("_env") and _SECRET_NAME.search(normal) is not None
+
+
+def is_header_group(name: str) -> bool:
+    """`extra_headers` (or `extra-headers`, `headers`): a mapping whose values are secret by default."""
+    return name.lower().replace("-", "_") in ("extra_headers", "headers")
+
+
+def is_public_header(name: str) -> bool:
+    return name.lower().replace("_", "-") in PUBLIC_HEADERS
 
 
 def remember_tree(tree: Any) -> None:
@@ -80,7 +111,10 @@ def redact_tree(value: Any) -> tuple[Any, bool]:
     if isinstance(value, dict):
         out, masked = {}, False
         for key, inner in value.items():
-            if is_secret_name(str(key)) and inner not in (None, ""):
+            if is_header_group(str(key)) and isinstance(inner, dict):
+                out[key] = {h: v if is_public_header(str(h)) or v in (None, "") else MASK for h, v in inner.items()}
+                masked = masked or out[key] != inner
+            elif is_secret_name(str(key)) and inner not in (None, ""):
                 out[key], masked = MASK, True
             else:
                 out[key], inner_masked = redact_tree(inner)
@@ -107,6 +141,8 @@ def tree_secrets(value: Any) -> set[str]:
                 if key == "api_key_env":
                     if isinstance(inner, str) and os.environ.get(inner):
                         found.add(os.environ[inner])
+                elif is_header_group(str(key)) and isinstance(inner, dict):
+                    found.update(str(v) for h, v in inner.items() if not is_public_header(str(h)) and v)
                 elif is_secret_name(str(key)) and isinstance(inner, str):
                     found.add(inner)
                 else:

@@ -163,6 +163,10 @@ def write_project(
     (root / "evals" / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     for name, text in (templates or {"terse": TERSE}).items():
         (root / "prompts" / f"{name}.j2").write_text(text, encoding="utf-8")
+    if any(":" in str(s) for s in config.get("scorers", []) for s in ([s] if isinstance(s, str) else s)):
+        # A custom scorer lives in the project it scores (a config never runs code from elsewhere).
+        (root / "tests").mkdir(exist_ok=True)
+        shutil.copy(REPO / "tests" / "custom_scorers.py", root / "tests" / "custom_scorers.py")
     path = root / "experiments" / "exp.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path

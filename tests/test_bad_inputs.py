@@ -8,6 +8,7 @@ message must mention: `# expect: <field> | <problem>`.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,12 +51,12 @@ def test_truncation_in_the_template_makes_a_long_item_fit(tmp_path: Path) -> Non
     from harness.config import load_config
     from harness.preflight import prepare
 
-    files = REPO / "tests" / "bad_inputs" / "files"
+    shutil.copy(REPO / "tests" / "bad_inputs" / "files" / "too_long.jsonl", tmp_path / "too_long.jsonl")
     (tmp_path / "short.j2").write_text(
         "{% block user %}<document>{{ document | truncate_tokens(200) }}</document>{% endblock %}"
     )
     (tmp_path / "exp.yaml").write_text(
-        f"name: fits\ndataset: {{path: {files / 'too_long.jsonl'}, fields: {{id: id, reference: reference}}}}\n"
+        "name: fits\ndataset: {path: too_long.jsonl, fields: {id: id, reference: reference}}\n"
         "prompts: [short.j2]\nmodels: [local/smollm2-135m]\nscorers: [rouge]\n"
     )
     plan = prepare(load_config(tmp_path / "exp.yaml"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -147,13 +148,14 @@ def test_local_smollm2_as_judge_gives_a_score_or_a_recorded_scorer_error(
             {
                 "llm_judge": {
                     "model": "local/smollm2-135m",
-                    "rubric": str(REPO / "prompts/judges/summary.j2"),
+                    "rubric": "summary.j2",
                     "params": {"max_tokens": 24},
                 }
             }
         ],
         cache={"enabled": False},
     )
+    shutil.copy(REPO / "prompts/judges/summary.j2", tmp_path / "summary.j2")
     outcome = run(write_project(tmp_path, config, items=base_items()))
     for r in outcome.records:
         value = r.scores["llm_judge"]

@@ -146,15 +146,24 @@ CANARIES = {
     "header": "canary-HEADER-77d1e0",
     "url_password": "canary-URLPASS-b3c5aa",
     "url_query": "canary-URLQUERY-9e8d7c",
+    "X-Api-Key": "canary-XAPIKEY-1a2b3c",
+    "api-key": "canary-AZUREKEY-4d5e6f",
+    "x-goog-api-key": "canary-GOOGKEY-7a8b9c",
+    "x-auth-token": "canary-AUTHTOKEN-0d1e2f",
+    "Ocp-Apim-Subscription-Key": "canary-APIMKEY-3a4b5c",
+    "Cookie": "canary-COOKIE-6d7e8f",
+    "X-Tenant-Secretless-Name": "canary-UNLISTED-9a0b1c",
 }
+HEADERS = ("X-Api-Key", "api-key", "x-goog-api-key", "x-auth-token", "Ocp-Apim-Subscription-Key", "Cookie")
 
 
 @pytest.mark.slow
 def test_secret_canaries_never_leak_through_any_channel(
     tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Keys under an unusual variable name, in nested headers and in a URL: echoed back by a provider's
-    401, they reach no record, cache, MLflow param, tag or artifact, report or terminal line."""
+    """Keys under an unusual variable name, in nested headers (hyphenated names, and a header no name test
+    would call secret) and in a URL: echoed back by a provider's 401, they reach no record, cache, MLflow
+    param, tag or artifact, report or terminal line."""
     from tests.fake_server import Fault
 
     monkeypatch.setenv("LLM_CREDS", CANARIES["api_key_env"])
@@ -165,7 +174,15 @@ def test_secret_canaries_never_leak_through_any_channel(
             model_server,
             "headers",
             price=PRICE,
-            params={"extra_headers": {"Authorization": f"Bearer {CANARIES['header']}"}},
+            params={
+                "extra_headers": {
+                    "Authorization": f"Bearer {CANARIES['header']}",
+                    **{name: CANARIES[name] for name in HEADERS},
+                    # not a name anyone would call secret: masked because it is not on the public list
+                    "X-Tenant-Secretless-Name": CANARIES["X-Tenant-Secretless-Name"],
+                    "anthropic-version": "2023-06-01",
+                }
+            },
         ),
         {**fake_model(model_server, "url", price=PRICE), "api_base": f"http://user:{CANARIES['url_password']}@{host}"},
         # never called (its key is unset, so it is skipped), but its params and the config are still logged

@@ -96,7 +96,7 @@ def test_estimate_counts_every_epoch_the_runner_makes(tmp_path: Path, model_serv
             [fake_model(model_server, price=PRICE)],
             epochs=epochs,
             params={"temperature": 0.7, "max_tokens": 16},
-            cache={"path": str(tmp_path / f"cache{epochs}.sqlite")},
+            cache={"path": f"mlruns/cache{epochs}.sqlite"},
         )
 
     from harness.workflow import estimates_for, open_cache
@@ -385,13 +385,15 @@ def test_limit_must_be_positive(tmp_path: Path, limit: str) -> None:
 
 
 @pytest.mark.slow
-def test_experiment_built_in_python_is_tracked(tmp_path: Path) -> None:
+def test_experiment_built_in_python_is_tracked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built in Python, an experiment's project is the working directory: its files are found there."""
     write_project(tmp_path, base_config(["local/lead"]))
+    monkeypatch.chdir(tmp_path)
     experiment = harness.Experiment.model_validate(
         {
             "name": "built-in-python",
-            "dataset": {"path": str(tmp_path / "evals" / "data.jsonl")},
-            "prompts": [str(tmp_path / "prompts" / "terse.j2")],
+            "dataset": {"path": "evals/data.jsonl"},
+            "prompts": ["prompts/terse.j2"],
             "models": ["local/lead"],
             "scorers": ["rouge"],
             "cache": {"enabled": False},

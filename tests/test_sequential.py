@@ -50,14 +50,15 @@ def test_boundaries_spend_exactly_alpha_under_no_difference() -> None:
 def test_identical_outputs_at_a_look_bound_the_loss_by_n_alone() -> None:
     """40 pairs, none differing, at look 1 of 5 (Pocock, alpha 0.05): c1 = 2.176, the look's level is
     Phi(2.176) = 0.9852, so the lower bound is -(1 - 0.0148^(1/40)) = -0.100; a margin of 0.05 is not shown,
-    0.11 is."""
+    0.11 is. (Gaffke's bound, which small samples must also clear, is the same figure here up to its Monte
+    Carlo error: its weight on the worst value -1 is Beta(1, 40), so its quantile is that bound.)"""
     from harness.sequential import boundaries
 
     bounds = boundaries((0.2, 0.4, 0.6, 0.8, 1.0), 0.05, "pocock")
     level = 1 - (1 - 0.9852) ** (1 / 40)
     decision = _look(np.zeros(40), 0, bounds, 0.05, 0.1)
     assert decision.status == "continue"
-    assert decision.noninferior.bound == pytest.approx(-level, abs=0.001)
+    assert decision.noninferior.bound == pytest.approx(-level, abs=0.003)
     assert decision.noninferior.level == pytest.approx(1 - 0.9852, abs=0.0002)
     assert _look(np.zeros(40), 0, bounds, 0.11, 0.1).status == "pass"
 

@@ -8,14 +8,16 @@ items (macro-F1 cannot be computed item by item).
 
 from __future__ import annotations
 
-import importlib
+import hashlib
+import importlib.util
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
-from harness.config import ConfigError, ScorerConfig
+from harness.config import ConfigError, ScorerConfig, inside_project
 from harness.datasets import Item
 
 if TYPE_CHECKING:
@@ -139,11 +141,12 @@ def build_scorer(
     with a `root` parameter receives the project root, which its file options are relative to.
     """
     label = label or cfg.label or cfg.name
-    entry = _lookup(cfg.name, config_file, field_path)
+    root = root or Path(config_file).resolve().parent
+    entry = _lookup(cfg.name, config_file, field_path, root)
     parameters = inspect.signature(entry.factory).parameters
     options = dict(cfg.options)
     if "root" in parameters and "root" not in options:
-        options["root"] = root or Path(config_file).resolve().parent
+        options["root"] = root
     try:
         inspect.signature(entry.factory).bind(**options)
     except TypeError:
@@ -161,6 +164,13 @@ def build_scorer(
         raise ConfigError(
             config_file, f"{field_path}.options", f"scorer '{cfg.name}': {problem}", "fix the option's value"
         ) from None
+    if not isinstance(built, ScorerParts) and not callable(built):
+        raise ConfigError(
+            config_file,
+            field_path,
+            f"scorer '{cfg.name}' returned {type(built).__name__}, not a score function",
+            "a scorer factory returns score(output, item) -> float, or ScorerParts",
+        )
     needs = entry.needs_reference
     if isinstance(built, ScorerParts):
         kind = built.kind or entry.kind
@@ -178,20 +188,11 @@ def build_scorer(
     return Scorer(label, built, entry.kind, dict(cfg.options), needs_reference=needs)
 
 
-def _lookup(name: str, config_file: str, field_path: str) -> _Entry:
+def _lookup(name: str, config_file: str, field_path: str, root: Path) -> _Entry:
     if name in REGISTRY:
         return REGISTRY[name]
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(
-                config_file,
-                field_path,
-                f"cannot import scorer '{name}' ({exc})",
-                "give module:function for a module on the Python path",
-            ) from None
+        factory = project_factory(name, root, config_file, field_path)
         return _Entry(
             factory=factory,
             kind=getattr(factory, "kind", "continuous"),
@@ -205,5 +206,66 @@ def _lookup(name: str, config_file: str, field_path: str) -> _Entry:
         config_file,
         field_path,
         f"unknown scorer '{name}'",
-        f"{hint}built-in scorers: {', '.join(sorted(REGISTRY))}; or module:function",
+        f"{hint}built-in scorers: {', '.join(sorted(REGISTRY))}; or path/to/file.py:function in the project",
     )
+
+
+def project_factory(name: str, root: Path, config_file: str, field_path: str) -> Callable[..., Any]:
+    """A user's scorer factory, `path/to/file.py:function` or `package.module:function`, from a file
+    inside the project only.
+
+    The trust model (docs/reliability.md): a config is data, and a pull request that edits one must not
+    run code. So the name is looked up as a file under the project root (`a.b` is `a/b.py` or
+    `a/b/__init__.py`), never imported by name: `os:system` or `builtins:print` name nothing in the
+    project and are refused before anything runs. The function must be defined in that file, not imported
+    into it from elsewhere.
+    """
+    where, _, attr = name.rpartition(":")
+    fix = (
+        "a custom scorer is path/to/file.py:function (or a.b:function for a/b.py) inside the project; "
+        "the standard library and installed packages are never run from a config"
+    )
+    if where.endswith(".py"):
+        relative = Path(where)
+    elif where and all(part.isidentifier() for part in where.split(".")):
+        stem = Path(*where.split("."))
+        relative = stem.with_suffix(".py") if not (root / stem / "__init__.py").is_file() else stem / "__init__.py"
+    else:
+        raise ConfigError(config_file, field_path, f"'{name}' is neither file.py:function nor module:function", fix)
+    if not attr.isidentifier():
+        raise ConfigError(config_file, field_path, f"'{attr}' in '{name}' is not a function name", fix)
+    path = inside_project(relative, root, config_file, field_path)
+    if not path.is_file():
+        raise ConfigError(config_file, field_path, f"scorer '{name}': no file {relative} in the project {root}", fix)
+    try:
+        module = _load_file(path)
+    except Exception as exc:  # the user's file failed to import: their code, reported as their config's fault
+        problem = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            config_file, field_path, f"cannot load {relative}: {type(exc).__name__}: {problem}", "fix the file"
+        ) from None
+    factory = getattr(module, attr, None)
+    if not (inspect.isfunction(factory) or inspect.isclass(factory)) or factory.__module__ != module.__name__:
+        raise ConfigError(
+            config_file, field_path, f"{relative} defines no function '{attr}'", f"define {attr}(...) in {relative}"
+        )
+    return factory
+
+
+def _load_file(path: Path) -> Any:
+    """The module in `path`, loaded once per process under a name of its own (never shadowing a real one)."""
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    module_name = f"harness_project_scorer_{path.stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module

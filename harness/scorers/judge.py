@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError
+from harness.config import ConfigError, inside_project
 from harness.datasets import Item
 from harness.pool import CallSpec, ModelPool
 from harness.prompts import Messages, load_template, render_checked
@@ -70,8 +70,8 @@ def llm_judge(
         bounds = (float(scale[0]), float(scale[1]))
     else:
         raise ValueError(f"scale must be [low, high] or pass_fail, not {scale!r}")
-    path = Path(rubric) if Path(rubric).is_absolute() else (root or Path.cwd()) / rubric
     try:
+        path = inside_project(rubric, root or Path.cwd(), "rubric", "rubric")
         template = load_template("rubric", path, path, "rubric")
     except ConfigError as exc:
         raise ValueError(f"rubric: {exc.problem}") from None
