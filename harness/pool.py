@@ -162,6 +162,9 @@ class ModelPool:
         self._state: _LoopState | None = None
         self._newer_than = None if read_cache else time.time()
         """Under --refresh, only answers stored after this pool began are reused (another process's)."""
+        self.distrusted: dict[str, str] = {}
+        """Models that reported usage they cannot have had, and what: called no more this run, since their
+        bills cannot be bounded (the cap reserves a call's worst case from the limits it was given)."""
 
     @classmethod
     def for_experiment(
@@ -330,6 +333,14 @@ class ModelPool:
         # A provider may serve a requested tier at another (flex falls back to standard): the dearer counts.
         return max(spec.price.cost(usage, latency, tier) for tier in {None, requested_tier(spec.params)})
 
+    @staticmethod
+    def _over_limit(spec: CallSpec, usage: Usage) -> str | None:
+        """What is wrong when a response bills more output tokens than the call allowed (None if nothing)."""
+        limit = max_output_tokens(spec.model, spec.params)
+        if limit is None or usage.output_tokens <= limit:
+            return None
+        return f"{usage.output_tokens:,} output tokens for a limit of {limit:,}"
+
     def _served(self, spec: CallSpec, hit: CachedResponse) -> Completion:
         self.counts.cache_hits += 1
         return Completion(
@@ -368,6 +379,9 @@ class ModelPool:
         from harness.providers.local import register_local_provider
 
         register_local_provider()  # here, not before: a run served from the cache never imports litellm
+        if spec.model.model in self.distrusted:
+            message = f"not called: {self.distrusted[spec.model.model]} earlier in this run"
+            return Completion(error=RecordError(type="ImplausibleUsage", message=message))
         worst = self.worst_case_usd(spec)
         if not await self._reserve(worst, state):
             self.counts.not_run += 1
@@ -389,6 +403,15 @@ class ModelPool:
             if result.error is not None and result.error.type == "ImplausibleUsage":
                 # Reported usage that cannot be true is never trusted: the call counts at its worst case.
                 cost, source = worst, source + " (usage implausible: counted at the call's worst case)"
+                self.distrusted[spec.model.model] = (
+                    f"{spec.model.display_name} {result.error.message.removeprefix('the provider ')}"
+                )
+            elif result.usage_reported and self._over_limit(spec, usage) is not None:
+                # More output than the call allowed: the money is spent (billed as reported), but the
+                # cap's reservation assumed the limit, so the model is called no more this run.
+                problem = self._over_limit(spec, usage)
+                result.error = RecordError(type="ImplausibleUsage", message=f"the provider reported {problem}")
+                self.distrusted[spec.model.model] = f"{spec.model.display_name}: it reported {problem}"
         finally:
             self._settle(worst, cost, state)
         self.counts.calls_made += 1

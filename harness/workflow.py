@@ -353,6 +353,8 @@ def _execute(
             f"[bold red]BUDGET EXHAUSTED[/]: the cap of ${max_usd:g} would have been passed; "
             f"{status.calls_not_run} calls were not started. Raise the cap and run again: finished calls are cached."
         )
+    for line in distrust_lines(pool, max_usd):
+        console.print(line, markup=False, highlight=False)
     summaries = summarize(plan, records)
     metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
     analysis = analyze(
@@ -560,6 +562,20 @@ def track_run(
             file=sys.stderr,
         )
         return None
+
+
+def distrust_lines(pool: ModelPool, max_usd: float | None) -> list[str]:
+    """One line per model that billed usage it was not allowed, and what that did to the cap."""
+    lines = [
+        f"stopped calling {what}; its answers are recorded as ImplausibleUsage" for what in pool.distrusted.values()
+    ]
+    if max_usd is not None and pool.budget.spent > max_usd:
+        over = pool.budget.spent - max_usd
+        lines.append(
+            f"spent ${pool.budget.spent:.4f}, ${over:.4f} over the cap of ${max_usd:g}: a provider billed more than "
+            "the limits the cap reserved for (docs/reliability.md, what the cap guarantees)"
+        )
+    return lines
 
 
 def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:

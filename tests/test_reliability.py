@@ -241,9 +241,39 @@ def test_implausible_usage_is_an_error_never_trusted_by_the_budget(
     outcome = quiet_run(write_project(tmp_path, config, items=items))
     records = outcome.records  # type: ignore[attr-defined]
     assert records and all(r.error is not None and r.error.type == "ImplausibleUsage" for r in records)
-    assert all(r.cost_usd > 0 for r in records)  # counted at the worst case, never negative
-    assert 0 < outcome.status.spent_usd <= 0.0003 and outcome.status.budget_exhausted  # type: ignore[attr-defined]
-    assert len(model_server.requests) < 10
+    called = [r for r in records if r.attempts > 0]
+    assert called and all(r.cost_usd > 0 for r in called)  # counted at the worst case, never negative
+    assert 0 < outcome.status.spent_usd <= 0.0003  # type: ignore[attr-defined]
+    # The model is called no more once it has reported what cannot be true (2 calls were in flight).
+    assert len(model_server.requests) == len(called) <= 2
+    assert all("not called" in r.error.message for r in records if r.attempts == 0)
+
+
+def test_output_beyond_the_limit_is_billed_and_stops_that_model(tmp_path: Path, model_server: FakeModelServer) -> None:
+    """A server billing 400 output tokens for max_tokens 16: the money is spent (billed as reported), the
+    answer is an ImplausibleUsage error, the model is called no more, and the overshoot is one line."""
+    from tests.fake_server import Usage
+
+    model_server.usage = Usage(prompt_tokens=10, completion_tokens=400)
+    items = [{"id": f"i{n}", "document": f"Item {n}.", "reference": "x"} for n in range(10)]
+    cap = 0.0005  # room for a call's worst case (16 output tokens), not for 400
+    config = base_config([fake_model(model_server, price=PRICE)], budget={"max_usd": cap}, concurrency=1)
+    out = io.StringIO()
+    outcome = run_experiment(
+        load_config(write_project(tmp_path, config, items=items)),
+        Console(file=out, width=250),
+        RunOptions(tracking=False),
+    )
+    records = outcome.records
+    assert len(model_server.requests) == 1
+    first = next(r for r in records if r.attempts > 0)
+    assert first.error is not None and first.error.type == "ImplausibleUsage"
+    assert "400 output tokens for a limit of 16" in first.error.message
+    assert first.cost_usd == pytest.approx(10 * 1e-6 + 400 * 2e-6)  # billed as reported
+    text = out.getvalue()
+    assert "stopped calling openai/fake-model" in text, text
+    over = outcome.status.spent_usd - cap
+    assert over > 0 and f"${over:.4f} over the cap of ${cap:g}" in text
 
 
 def test_an_answer_over_the_size_cap_is_an_error(tmp_path: Path, model_server: FakeModelServer) -> None:
