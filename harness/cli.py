@@ -357,6 +357,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
     from harness.report import print_analysis, print_results
 
     console = _console()
+    _check_prices(args.prices)
     stored = load_run(args.run_id, args.tracking_uri)
     repriced = reprice(stored, args.prices, args.tier)
     tier = f" at {args.tier} prices" if args.tier else ""
@@ -372,11 +373,20 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_prices(path: Path | None) -> None:
+    """A `--prices` file is read before the run, so a mistake in it is named first (file, field, fix)."""
+    if path is not None:
+        from harness.pricing import load_price_file
+
+        load_price_file(path)
+
+
 def _cmd_levers(args: argparse.Namespace) -> int:
     from harness.api import load_run, reprice
     from harness.report import NO_PRICED_VARIANT, lever_notes, lever_table
 
     console = _console()
+    _check_prices(args.prices)
     stored = load_run(args.run_id, args.tracking_uri)
     analysis = reprice(stored, args.prices).rebuilt.analysis
     if not analysis.levers:

@@ -508,6 +508,11 @@ class Experiment(StrictModel):
                 out.append({"name": v})
             elif isinstance(v, dict) and len(v) == 1 and "name" not in v:
                 ((name, options),) = v.items()
+                if options is not None and not isinstance(options, dict):
+                    raise ValueError(
+                        f"scorer {name}'s options must be a mapping such as {{{name}: {{label: x}}}}, "
+                        f"not {type(options).__name__} {str(options)[:40]!r}"
+                    )
                 options = dict(options or {})
                 label = options.pop("label", None)
                 out.append({"name": name, "options": options, "label": label})

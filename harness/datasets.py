@@ -207,7 +207,15 @@ def _to_item(row: dict[str, Any], index: int, fields: DatasetFields, file: Path,
                 f"column '{column}' is not in the dataset",
                 f"use one of: {', '.join(row)}",
             )
-    item_id = str(row[fields.id]) if fields.id and row.get(fields.id) is not None else str(index)
+    raw_id = row.get(fields.id) if fields.id else None
+    if isinstance(raw_id, dict | list | bool | float):
+        raise ConfigError(
+            file,
+            f"dataset.fields.id (row {index + 1})",
+            f"the id column '{fields.id}' holds a {type(raw_id).__name__}, not a name or a whole number",
+            "give each item a text or integer id (ids key the cache and pair items across variants)",
+        )
+    item_id = str(raw_id) if raw_id is not None else str(index)
     references = _as_list(row.get(fields.references)) if fields.references else []
     reference = row.get(fields.reference) if fields.reference else None
     if isinstance(reference, list):

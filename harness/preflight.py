@@ -7,6 +7,7 @@ for every item (StrictUndefined finds missing variables here), then prices and c
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from harness.config import ConfigError, Experiment, check_tree_size, load_yaml
 from harness.datasets import Item, load_items
 from harness.plan import Plan, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
 from harness.pricing import ModelPrice, is_local_model, resolve_price
-from harness.prompts import count_prompts, load_template, messages_hash, render_checked
+from harness.prompts import BUILTINS, count_prompts, load_template, messages_hash, render_checked
 from harness.providers.credentials import missing_credentials
 from harness.scorers import build_scorer
 from harness.secrets import remember_tree
@@ -30,6 +31,7 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     _check_baseline(experiment, file)
     _check_models(experiment, file)
     _check_epochs(experiment, file)
+    _check_variant_count(experiment, file)
     labels = experiment.scorer_labels()
     if experiment.gate.metric is not None and experiment.gate.metric not in labels:
         raise ConfigError(
@@ -49,6 +51,12 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     }
     constants = _load_constants(experiment)
     eval_set = load_items(experiment)
+    _check_call_count(experiment, file, len(eval_set.items))
+    _check_names(experiment, file, eval_set.items, constants)
+    if any("truncate_tokens" in t.source for t in templates.values()):
+        from harness.offline import import_litellm
+
+        import_litellm()  # the filter's tokenizer, loaded before the render timer starts
     for i, sc in enumerate(scorers):
         if sc.needs_reference:
             _check_references(experiment, sc.name, f"scorers[{i}]", eval_set.items)
@@ -162,6 +170,64 @@ def _check_baseline(experiment: Experiment, file: str) -> None:
         raise ConfigError(
             file, "baseline.prompt", f"'{baseline.prompt}' is not one of the prompts", f"use one of: {names}"
         )
+
+
+MAX_VARIANTS = 500
+"""The most variants (models x prompts x vars combinations) one experiment may have."""
+
+MAX_CALLS = 1_000_000
+"""The most model calls (variants x items x epochs) one run may plan."""
+
+
+def _check_variant_count(experiment: Experiment, file: str) -> None:
+    """Counted, not expanded: `vars` with a million combinations would otherwise hang before saying so."""
+    count = len(experiment.models) * len(experiment.prompts) * math.prod(len(v) for v in experiment.vars.values())
+    if count > MAX_VARIANTS:
+        raise ConfigError(
+            file,
+            "vars" if experiment.vars else "models",
+            f"{count:,} variants (models x prompts x vars combinations), more than the limit of {MAX_VARIANTS:,}",
+            "split the ablation into several experiments, or give vars fewer values",
+        )
+
+
+def _check_call_count(experiment: Experiment, file: str, items: int) -> None:
+    count = len(experiment.models) * len(experiment.prompts) * math.prod(len(v) for v in experiment.vars.values())
+    calls = count * items * experiment.epochs
+    if calls > MAX_CALLS:
+        raise ConfigError(
+            file,
+            "dataset",
+            f"{calls:,} calls ({count:,} variants x {items:,} items x {experiment.epochs} epochs), more than the limit "
+            f"of {MAX_CALLS:,} per run",
+            "run a sample first (dataset.limit or --limit), or fewer variants",
+        )
+
+
+def _check_names(experiment: Experiment, file: str, items: list[Item], constants: dict[str, Any]) -> None:
+    """One name, one meaning in a template: a column, a constant and a var of the same name would hide one
+    another silently (the later wins), and so would one named like a template builtin (`turn`, `range`)."""
+    columns = sorted({name for item in items for name in item.fields})
+    sources = [("dataset column", "dataset", columns), ("constant", "constants", list(constants))]
+    sources.append(("var", "vars", list(experiment.vars)))
+    seen: dict[str, str] = {}
+    for kind, field, names in sources:
+        for name in names:
+            if name in BUILTINS:
+                raise ConfigError(
+                    file,
+                    f"{field}.{name}" if field != "dataset" else "dataset",
+                    f"{kind} '{name}' is named like the template builtin {name}, which would hide it",
+                    f"rename the {kind}",
+                )
+            if name in seen:
+                raise ConfigError(
+                    file,
+                    f"{field}.{name}" if field != "dataset" else "dataset",
+                    f"{kind} '{name}' has the name of a {seen[name]}, so one would hide the other in templates",
+                    f"rename the {kind} or the {seen[name]}",
+                )
+            seen[name] = kind
 
 
 def _check_epochs(experiment: Experiment, file: str) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from harness.config import PRICE_DIMENSIONS, PRICE_FIELD, ConfigError, ModelConfig, Price
+from harness.config import PRICE_DIMENSIONS, PRICE_FIELD, ConfigError, ModelConfig, Price, load_yaml
 from harness.records import Record, Usage
 
 LOCAL_PROVIDER = "local"
@@ -409,12 +409,15 @@ def resolve_price(cfg: ModelConfig, config_file: str) -> ModelPrice:
 
 def load_price_file(path: Path) -> dict[str, Price]:
     """A prices YAML (model string -> litellm-named price fields), validated like a config."""
-    import yaml
     from pydantic import ValidationError
 
     if not path.is_file():
         raise ConfigError(path, "", "no such prices file", "give a YAML file mapping model strings to prices")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(path, "", f"cannot read the prices file ({exc})", "save it as UTF-8 text") from None
+    raw = load_yaml(text, path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(
             path,

@@ -23,14 +23,19 @@ internals (`cycler.__init__.__globals__`) is a config error, not a shell command
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.runtime
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from harness.config import ConfigError
@@ -69,7 +74,8 @@ class PromptTemplate:
         if "messages" in blocks:
             return self._turns(variables)
         if "system" not in blocks and "user" not in blocks:
-            return [{"role": "user", "content": self.template.render(variables).strip()}]
+            text = self.template.render(variables).strip()
+            return [{"role": "user", "content": text}] if text else []
         context = self.template.new_context(variables)
         messages: Messages = []
         for role in ("system", "user"):
@@ -132,17 +138,81 @@ class ConfinedLoader(jinja2.FileSystemLoader):
         return source, filename, uptodate
 
 
+MAX_PROMPT_CHARS = 10_000_000
+"""The most characters one rendered prompt may hold (about 2.5M tokens, past every context window): a
+template that makes more (`{{ 'x' * 10**9 }}`) is a config error before it fills the memory."""
+
+MAX_RENDER_S = 10.0
+"""The longest one item's prompt may take to render (a loop over a loop, say): then it is a config error."""
+
+MAX_POWER = 10_000
+"""The largest exponent `**` takes in a template, and a power's result is held to 100 x that many bits
+(`10 ** 10 ** 10` would compute for hours, where no timer can stop it)."""
+
+BUILTINS = frozenset({"turn", "range", "dict", "lipsum", "cycler", "joiner", "namespace", "loop", "self", "super"})
+"""Names a template already means something by: a dataset column, constant or var named so is refused."""
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, with the sizes a template can ask for bounded: repeating a text or a
+    list past MAX_PROMPT_CHARS and exponents past MAX_POWER are refused (the sandbox bounds `range`, not
+    these), and `lipsum` (a million paragraphs on request) is gone."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > MAX_PROMPT_CHARS
+                ):
+                    raise SecurityError(f"repeating {len(seq):,} characters {times:,} times is past the prompt limit")
+        if operator == "**" and isinstance(right, int) and not isinstance(right, bool):
+            bits = abs(left).bit_length() if isinstance(left, int) else 1
+            if abs(right) > MAX_POWER or (right > 0 and bits > 1 and right * bits > 100 * MAX_POWER):
+                raise SecurityError(f"a power of {right:,} is past the template limit")
+        return super().call_binop(context, operator, left, right)
+
+
 def make_environment(search_path: Path) -> jinja2.Environment:
     """The one Jinja2 environment: sandboxed (a template from a pull request must not run code where API
-    keys live), strict about undefined names, no HTML escaping (prompts are text), includes confined."""
-    env = ImmutableSandboxedEnvironment(
+    keys live), bounded in size, strict about undefined names, no HTML escaping (prompts are text),
+    includes confined."""
+    env = BoundedSandbox(
         loader=ConfinedLoader(str(search_path)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
     )
+    env.globals.pop("lipsum", None)
     env.filters["truncate_tokens"] = truncate_tokens
     return env
+
+
+class RenderTimeout(Exception):
+    """A template took longer than MAX_RENDER_S to render one item."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise RenderTimeout in the block after `seconds` (the main thread only: a signal timer is the one
+    way to stop a Jinja2 loop from outside; elsewhere the size limits alone apply)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise RenderTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def truncate_tokens(text: str, max_tokens: int) -> str:
@@ -196,7 +266,19 @@ def load_template(name: str, path: Path, config_file: Path, field: str) -> Promp
 def render_checked(template: PromptTemplate, variables: dict[str, Any], item_id: str) -> Messages:
     """Render for one item, turning an undefined variable into a ConfigError that says which."""
     try:
-        messages = template.render(variables)
+        with time_limit(MAX_RENDER_S):
+            messages = template.render(variables)
+    except RenderTimeout:
+        raise ConfigError(
+            str(template.path),
+            f"item {item_id}",
+            f"rendering took more than {MAX_RENDER_S:g} s",
+            "simplify the template's loops",
+        ) from None
+    except MemoryError:
+        raise ConfigError(
+            str(template.path), f"item {item_id}", "rendering ran out of memory", "make the template smaller"
+        ) from None
     except jinja2.UndefinedError as exc:
         available = ", ".join(sorted(variables))
         raise ConfigError(
@@ -233,8 +315,16 @@ def render_checked(template: PromptTemplate, variables: dict[str, Any], item_id:
         raise ConfigError(
             str(template.path),
             f"item {item_id}",
-            "template rendered no text",
+            "template rendered no text (an empty prompt would still be paid for)",
             "put the prompt in a {% block user %}, in the file body, or in turn() calls",
+        )
+    size = sum(len(m["content"]) for m in messages)
+    if size > MAX_PROMPT_CHARS:
+        raise ConfigError(
+            str(template.path),
+            f"item {item_id}",
+            f"the prompt is {size:,} characters, past the limit of {MAX_PROMPT_CHARS:,}",
+            "cut long fields with {{ document | truncate_tokens(3000) }}",
         )
     return messages
 

@@ -84,6 +84,8 @@ def _main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
         (["report", "0123456789abcdef0123456789abcdef"], "cannot read run"),
         (["route", "0123456789abcdef0123456789abcdef"], "cannot read run"),
         (["reprice", "0123456789abcdef0123456789abcdef"], "cannot read run"),
+        (["reprice", "0123456789abcdef0123456789abcdef", "--prices", "PRICES_BAD_YAML"], "invalid YAML"),
+        (["levers", "0123456789abcdef0123456789abcdef", "--prices", "PRICES_BAD_FIELD"], "input_cost_per_tokn"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else v,
 )
@@ -92,7 +94,14 @@ def test_bad_command_lines_give_one_clear_line(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     case = str(REPO / "tests" / "bad_inputs" / "files" / "good.yaml")  # a valid config, wrong flags
-    code, err = _main([case if a == "CASE" else a for a in args], capsys)
+    files = {
+        "CASE": case,
+        "PRICES_BAD_YAML": tmp_path / "bad.yaml",
+        "PRICES_BAD_FIELD": tmp_path / "field.yaml",
+    }
+    files["PRICES_BAD_YAML"].write_text("openai/gpt-4o-mini: {input_cost_per_token: 1e-7\n")  # unclosed
+    files["PRICES_BAD_FIELD"].write_text("openai/gpt-4o-mini: {input_cost_per_tokn: 1e-7}\n")
+    code, err = _main([str(files.get(a, a)) for a in args], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and expect in err, err
 
 

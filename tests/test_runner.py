@@ -26,7 +26,8 @@ def run(path: Path) -> list[Record]:
 
 def test_cost_is_usage_times_price_with_cached_tokens(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.usage = Usage(prompt_tokens=1000, completion_tokens=200, cached_tokens=400)
-    path = write_project(tmp_path, base_config([fake_model(model_server, price=PRICE)]))
+    config = base_config([fake_model(model_server, price=PRICE)], params={"temperature": 0, "max_tokens": 256})
+    path = write_project(tmp_path, config)
     records = run(path)
     assert len(records) == 3
     expected = 600 * 1e-6 + 400 * 2.5e-7 + 200 * 3e-6
@@ -40,7 +41,8 @@ def test_cost_is_usage_times_price_with_cached_tokens(tmp_path: Path, model_serv
 def test_reasoning_tokens_billed_at_reasoning_price(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.usage = Usage(prompt_tokens=100, completion_tokens=50, reasoning_tokens=30)
     price = {**PRICE, "output_cost_per_reasoning_token": 5e-6}
-    path = write_project(tmp_path, base_config([fake_model(model_server, price=price)]))
+    config = base_config([fake_model(model_server, price=price)], params={"temperature": 0, "max_tokens": 64})
+    path = write_project(tmp_path, config)
     record = run(path)[0]
     assert record.usage.reasoning_tokens == 30
     assert record.cost_usd == pytest.approx(100 * 1e-6 + 20 * 3e-6 + 30 * 5e-6, rel=1e-12)
