@@ -60,7 +60,7 @@ def run(
     analyse, print to `console` (stderr by default) and track in MLflow. See `RunOutcome.exit_code`."""
     options = options or RunOptions()
     plan = prepare_tracked(load_experiment(experiment, limit), options, strict=options.strict)
-    return execute(plan, console or Console(stderr=True), options)
+    return execute(plan, console or Console(stderr=True, emoji=False), options)
 
 
 def load_run(run_id: str, tracking_uri: str | None = None) -> StoredRun:
@@ -193,7 +193,7 @@ def gate(
     except BaseException:
         discard_early()
         raise
-    outcome = execute(plan, console or Console(stderr=True), options, prior)
+    outcome = execute(plan, console or Console(stderr=True, emoji=False), options, prior)
     result = gate_result(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
     return GateOutcome(result, outcome, baseline, candidates, options.shard)
 

@@ -281,11 +281,19 @@ def _ask(question: str) -> bool:
     return Confirm.ask(question, default=False)
 
 
+def escape(text: str) -> str:
+    """User and model text printed as written: `[/]x[bold` is a name, not markup (rich, imported late)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console() -> Console:
     from rich.console import Console
 
-    console = Console()
-    return console if console.is_terminal else Console(width=max(console.width, 200))
+    # emoji off: a model or prompt named ":b:" prints as written
+    console = Console(emoji=False)
+    return console if console.is_terminal else Console(width=max(console.width, 200), emoji=False)
 
 
 def _incomplete(reason: str | None) -> None:
@@ -311,15 +319,17 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
     console = _console()
     proposal = propose(args.dataset, args.reference, args.input)
-    table = Table(title=f"{args.dataset}: {len(proposal.rows)} rows", title_justify="left")
+    table = Table(title=escape(f"{args.dataset}: {len(proposal.rows)} rows"), title_justify="left")
     for column in proposal.columns:
-        table.add_column(column)
+        table.add_column(escape(column))
     for row in preview(proposal):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
     console.print(
-        f"input <- column '{proposal.input}', reference <- column '{proposal.reference}'"
-        + (f", id <- column '{proposal.id}'" if proposal.id else ", id: the row number")
+        escape(
+            f"input <- column '{proposal.input}', reference <- column '{proposal.reference}'"
+            + (f", id <- column '{proposal.id}'" if proposal.id else ", id: the row number")
+        )
     )
     what = {"labels": f"{len(proposal.labels)} labels", "numbers": "numbers", "text": "free text"}[proposal.kind]
     console.print(f"the references are {what}: scorers {', '.join(_names(proposal.scorers))}")
@@ -394,7 +404,7 @@ def _cmd_levers(args: argparse.Namespace) -> int:
         return EXIT_OK
     console.print(lever_table(analysis))
     for note in lever_notes(analysis):
-        console.print(f"  {note}")
+        console.print(escape(f"  {note}"))
     return EXIT_OK
 
 
@@ -434,9 +444,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _print_notes(console: Console, stored: StoredRun, rebuilt: Rebuilt) -> None:
     for note in stored.manifest.status.notes():
-        console.print(f"as run: {note}")
+        console.print(escape(f"as run: {note}"))
     for note in rebuilt.notes:
-        console.print(f"[bold yellow]NOTE[/] {note}")
+        console.print(f"[bold yellow]NOTE[/] {escape(note)}")
 
 
 def _cmd_route(args: argparse.Namespace) -> int:
@@ -449,7 +459,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
     rebuilt = route(stored, _routing_config(args, stored.manifest.routing))
     console.print(policy_table(rebuilt.analysis))
     for note in policy_notes(rebuilt.analysis):
-        console.print(f"  {note}")
+        console.print(escape(f"  {note}"))
     files = _republish(args, stored, rebuilt)
     add_policy_runs(stored.run_id, stored.uri, rebuilt.analysis)
     console.print(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.analysis import Analysis
 from harness.config import ConfigError
@@ -78,7 +79,7 @@ def _exit_code(analysis: Analysis, candidates: set[str], budget_exhausted: bool)
 def publish(result: GateResult, report_markdown: str, console: Console) -> None:
     """Print the decision; append it and the report to $GITHUB_STEP_SUMMARY when CI provides one."""
     style = {EXIT_PASS: "green", EXIT_REGRESSION: "red"}.get(result.exit_code, "yellow")
-    console.print(f"[bold {style}]{result.summary}[/]")
+    console.print(f"[bold {style}]{escape(result.summary)}[/]")
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_file:
         with Path(summary_file).open("a", encoding="utf-8") as handle:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import Analysis
@@ -86,13 +87,13 @@ def result_rows(summaries: list[VariantSummary], baseline: str | None) -> tuple[
 def results_table(summaries: list[VariantSummary], baseline: str | None, title: str) -> Table:
     """A rich table of every variant; skipped ones stay visible, in yellow, with the reason."""
     header, rows = result_rows(summaries, baseline)
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=escape(title), title_justify="left", header_style="bold")
     table.add_column(header[0], no_wrap=True)
     for name in header[1:-1]:
-        table.add_column(name, justify="right")
+        table.add_column(escape(name), justify="right")
     table.add_column(header[-1], min_width=30)
     for s, row in zip(summaries, rows, strict=True):
-        cells = list(row)
+        cells = [escape(cell) for cell in row]  # names and notes come from configs and providers
         if s.variant == baseline:
             cells[0] += " [dim](baseline)[/]"
         if s.skipped:
@@ -108,7 +109,7 @@ def print_results(console: Console, summaries: list[VariantSummary], baseline: s
     console.print(results_table(summaries, baseline, title))
     for s in summaries:
         if s.skipped:
-            console.print(f"[bold yellow]WARNING[/] {s.variant} was not run: {s.skipped}")
+            console.print(f"[bold yellow]WARNING[/] {escape(s.variant)} was not run: {escape(s.skipped)}")
 
 
 _STATUS_STYLE = {"pass": "green", "fail": "red", "undecided": "yellow", "baseline": "cyan"}
@@ -118,14 +119,14 @@ def analysis_table(analysis: Analysis) -> Table:
     """Quality with CIs, the paired comparison with the baseline, and the verdict, per variant."""
     metric = analysis.metric
     table = Table(
-        title=f"{metric}: {analysis.confidence:.0%} CIs and paired comparison with the baseline "
+        title=f"{escape(metric)}: {analysis.confidence:.0%} CIs and paired comparison with the baseline "
         f"(margin {analysis.margin:g})",
         title_justify="left",
         header_style="bold",
     )
     for name, justify in (
         ("variant", "left"),
-        (metric, "right"),
+        (escape(metric), "right"),
         ("vs baseline", "right"),
         ("p", "right"),
         ("test", "left"),
@@ -142,12 +143,12 @@ def analysis_table(analysis: Analysis) -> Table:
         status = verdict.status if verdict else ""
         label = f"{status} (better)" if verdict is not None and verdict.better else status
         table.add_row(
-            variant
+            escape(variant)
             + (" (recommended)" if analysis.recommendation and analysis.recommendation.variant == variant else ""),
             f"{est.mean:.3f} [{est.ci_low:.3f}, {est.ci_high:.3f}]",
             "–" if is_base else f"{paired.mean_diff:+.3f} [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}]",
             "–" if is_base else _fmt(paired.p_value, ".3g"),
-            "" if is_base else paired.test,
+            "" if is_base else escape(paired.test),
             str(paired.n_excluded),
             "–" if is_base else _fmt(paired.mdd, ".3f"),
             "★" if variant in analysis.pareto else "",
@@ -209,28 +210,28 @@ def _per_1000(usd: float) -> str:
 def print_analysis(console: Console, analysis: Analysis) -> None:
     """The evidence after the results table: CIs, paired tests, frontier, recommendation, warnings."""
     if analysis.baseline_note:
-        console.print(f"[bold yellow]NOTE[/] {analysis.baseline_note}")
+        console.print(f"[bold yellow]NOTE[/] {escape(analysis.baseline_note)}")
     if analysis.estimates:
         console.print(analysis_table(analysis))
-        console.print(f"Pareto frontier (cost vs {analysis.metric}): {', '.join(analysis.pareto)}")
+        console.print(escape(f"Pareto frontier (cost vs {analysis.metric}): {', '.join(analysis.pareto)}"))
         for name, verdict in analysis.verdicts.items():
             if verdict.more_items:
-                console.print(f"{name}: undecided; to decide, {verdict.more_items}")
+                console.print(escape(f"{name}: undecided; to decide, {verdict.more_items}"))
     for line in sequential_lines(analysis):
-        console.print(line)
+        console.print(escape(line))
     if analysis.agreement:
         console.print(agreement_table(analysis))
     if analysis.policies:
         console.print(policy_table(analysis))
         for note in policy_notes(analysis):
-            console.print(f"  {note}")
+            console.print(escape(f"  {note}"))
     if analysis.levers:
         console.print(lever_table(analysis))
     elif analysis.estimates:
         console.print(NO_PRICED_VARIANT)
-    console.print(f"[bold]{recommendation_line(analysis)}[/]")
+    console.print(f"[bold]{escape(recommendation_line(analysis))}[/]")
     for warning in analysis.warnings:
-        console.print(f"[bold yellow]WARNING[/] {warning}")
+        console.print(f"[bold yellow]WARNING[/] {escape(warning)}")
 
 
 def sequential_lines(analysis: Analysis) -> list[str]:
@@ -252,7 +253,7 @@ def agreement_table(analysis: Analysis) -> Table:
     for column in ("scorer", "compared with", "rho", "outputs"):
         table.add_column(column, justify="right" if column in ("rho", "outputs") else "left")
     for a in analysis.agreement:
-        table.add_row(a.first, a.second, f"{a.rho:+.3f}", str(a.n))
+        table.add_row(escape(a.first), escape(a.second), f"{a.rho:+.3f}", str(a.n))
     return table
 
 
@@ -313,7 +314,7 @@ def policy_table(analysis: Analysis) -> Table:
     for column in POLICY_HEADER:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for row in policy_rows(analysis):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     return table
 
 
@@ -376,7 +377,7 @@ def lever_table(analysis: Analysis) -> Table:
     for column in lever_header(analysis):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for row in lever_rows(analysis):
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     return table
 
 
@@ -530,7 +531,7 @@ def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None)
     for e in estimates:
         out = "–" if e.expected_output_per_call is None else f"{e.expected_output_per_call:.0f}"
         table.add_row(
-            f"{e.variant} (needs {e.needs}; not in the total)" if e.needs else e.variant,
+            escape(f"{e.variant} (needs {e.needs}; not in the total)" if e.needs else e.variant),
             str(e.calls),
             str(e.cached),
             f"{e.input_tokens:,}",

@@ -61,7 +61,7 @@ async def run_plan_async(
     `pool` is the run's model pool (cache, budget, concurrency); scorers use the same one afterwards.
     """
     pool = pool or ModelPool.for_experiment(plan.experiment)
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, emoji=False)
     jobs = plan.jobs([v for v in plan.runnable if v.name not in (exclude or set())])
     specs = [plan.call(v, item, k) for v, item, k in jobs]
     pool.prefetch([s.key for s in specs])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.analysis import Analysis, MetricInfo, analyze, attach_routing
 from harness.cache import ResponseCache, SqliteCache
@@ -410,19 +411,19 @@ def _simulate_routing(
 def _announce(plan: Plan, console: Console, ready: dict[str, list[Record]]) -> None:
     experiment = plan.experiment
     console.print(
-        f"[bold]{experiment.name}[/]: {len(plan.eval_set.items)} items x {len(plan.runnable)} variants "
-        f"(dataset {plan.eval_set.source}, fingerprint {plan.eval_set.fingerprint})"
+        f"[bold]{escape(experiment.name)}[/]: {len(plan.eval_set.items)} items x {len(plan.runnable)} variants "
+        f"(dataset {escape(plan.eval_set.source)}, fingerprint {plan.eval_set.fingerprint})"
     )
     if plan.eval_set.conventional:
         roles = ", ".join(f"{role} <- column '{column}'" for role, column in plan.eval_set.conventional.items())
-        console.print(f"dataset roles by conventional column names: {roles} (map dataset.fields to change)")
+        console.print(escape(f"dataset roles by conventional column names: {roles} (map dataset.fields to change)"))
     for variant in plan.variants:
         if variant.skipped:
-            console.print(f"[bold yellow]WARNING[/] {variant.name}: {variant.skipped}")
+            console.print(f"[bold yellow]WARNING[/] {escape(variant.name)}: {escape(variant.skipped)}")
     for warning in self_preference_warnings(plan):
-        console.print(f"[bold yellow]WARNING[/] {warning}")
+        console.print(f"[bold yellow]WARNING[/] {escape(warning)}")
     for name in ready:
-        console.print(f"using stored records for {name} (no model calls)")
+        console.print(escape(f"using stored records for {name} (no model calls)"))
 
 
 def _score(plan: Plan, records: list[Record], pool: ModelPool, console: Console) -> None:
@@ -432,7 +433,7 @@ def _score(plan: Plan, records: list[Record], pool: ModelPool, console: Console)
     before = pool.budget.spent
     score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers, pool, console)
     for warning in scorer_error_warnings(records, plan.scorers):
-        console.print(f"[bold yellow]WARNING[/] {warning}")
+        console.print(f"[bold yellow]WARNING[/] {escape(warning)}")
     eval_cost = sum(r.eval_cost_usd for r in records)
     if eval_cost or any(s.batch is not None for s in plan.scorers):
         console.print(
@@ -465,7 +466,7 @@ def _track(
         outcome.report_files = _report_locally(plan, outcome.summaries, started_at, outcome.analysis, outcome.status)
         folder = outcome.report_files[0].parent
         console.print(
-            f"[bold red]TRACKING FAILED[/]: {outcome.tracking_error}. Nothing is lost: every answer is in the "
+            f"[bold red]TRACKING FAILED[/]: {escape(outcome.tracking_error)}. Nothing is lost: every answer is in the "
             f"response cache, and the report is in {folder}. Fix the store and run the same command again."
         )
         return
@@ -640,7 +641,7 @@ def show_estimate(
     warnings: list[str] = []
     estimates, wall = estimates_for(plan, cache, tracking, exclude, warnings, unrunnable)
     for warning in warnings:
-        console.print(f"[bold yellow]WARNING[/] {warning}")
+        console.print(f"[bold yellow]WARNING[/] {escape(warning)}")
     console.print(estimate_table(estimates, wall))
     return [e for e in estimates if not e.needs]
 

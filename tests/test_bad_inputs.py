@@ -165,3 +165,28 @@ def test_a_template_cannot_run_code_or_read_outside_its_folder(
         assert code == 2, err
         assert "root:" not in err  # nothing of the password file reached the message either
     assert not marker.exists()
+
+
+def test_names_and_texts_print_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model named like rich markup (`[/]x[bold`, which crashed the run) or an emoji code (`:b:`), and
+    dataset text the warnings quote, print as written: no crash, no emoji, no lost brackets."""
+    from harness.cli import main
+
+    (tmp_path / "d.jsonl").write_text(
+        '{"id": "a", "document": "The cat sat on the mat.", "reference": "cat mat"}\n'
+        '{"id": "b", "document": "A dog ran far.", "reference": "dog ran"}\n'
+    )
+    (tmp_path / "p.j2").write_text("{{ document }}")
+    (tmp_path / "e.yaml").write_text(
+        'name: "exp [bold]:x:"\ndataset: {path: d.jsonl}\nprompts: [p.j2]\n'
+        'models: [{model: local/lead, name: "[/]x[bold :b:"}, local/lead-2]\nscorers: [rouge]\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", str(tmp_path / "e.yaml"), "--yes", "--no-tracking", "--no-cache"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "Traceback" not in out + err
+    assert "[/]x[bold :b::p" in out and "exp [bold]:x:: results" in out
+    assert "\N{NEGATIVE SQUARED LATIN CAPITAL LETTER B}" not in out and "\N{CROSS MARK}" not in out

@@ -55,7 +55,7 @@ def _score_batch(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console or Console(stderr=True),
+        console=console or Console(stderr=True, emoji=False),
         disable=not records or console is None,
     )
     with progress:
