@@ -33,8 +33,22 @@ if TYPE_CHECKING:
     from harness.workflow import RunOptions
 
 
-class Terminated(BaseException):
-    """SIGTERM (sent by `timeout`, CI runners and Kubernetes), handled like Ctrl-C."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by `timeout`, CI runners and Kubernetes), handled like Ctrl-C.
+
+    A KeyboardInterrupt, so asyncio treats it as one: raised inside one of the event loop's callbacks, any
+    other BaseException is logged with a traceback and swallowed there, while these end the loop, which
+    cancels its tasks on the way out."""
+
+
+def _quiet_teardown() -> None:
+    """After an interrupt, the tasks it cut short are reported as they are collected ("coroutine ... was
+    never awaited", "Task was destroyed but it is pending"): nothing is lost by them, so say nothing."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -51,6 +65,10 @@ def entry() -> NoReturn:
     """
     short_lived_process()
     code = main()
+    # The command is over: a SIGTERM now (exit handlers, module teardown) ends the process at once and
+    # quietly, instead of raising into whatever teardown code happens to run.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(EXIT_TERMINATED))
     gc.freeze()
     sys.exit(code)
 
@@ -60,6 +78,28 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_defaults()
     with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave it alone
         signal.signal(signal.SIGTERM, _on_sigterm)
+    try:  # from here on, a signal at any moment (even mid-import) ends in the one resume line
+        return _dispatch(argv)
+    except Terminated:
+        _quiet_teardown()
+        print(
+            "terminated (SIGTERM): every call that finished is in the response cache; run the same command again "
+            "to resume",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        _quiet_teardown()
+        print(
+            "interrupted: every call that finished is in the response cache; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(argv: list[str] | None) -> int:
+    """Parse the arguments and run the command; a config mistake is one line (exit 2), anything unexpected
+    "could not complete" (exit 4, never mistaken for a regression)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
@@ -74,20 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: {scrub(exc.line())}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(
-            "interrupted: every call that finished is in the response cache; run the same command again to resume",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    except Terminated:
-        print(
-            "terminated (SIGTERM): every call that finished is in the response cache; run the same command again "
-            "to resume",
-            file=sys.stderr,
-        )
-        return EXIT_TERMINATED
-    except Exception as exc:  # anything unexpected: "could not complete", never mistaken for a regression
+    except Exception as exc:
         from harness.secrets import scrub
 
         first = scrub(str(exc)).strip().splitlines()[0][:400] if str(exc).strip() else ""

@@ -459,6 +459,8 @@ class Experiment(StrictModel):
     concurrency: int = Field(default=4, gt=0, le=1024)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)
+    max_retry_after_s: float = Field(default=120.0, gt=0, le=3600)
+    """The longest a provider's Retry-After is obeyed before a retry (a longer one is cut to this)."""
     max_response_chars: int = Field(default=1_000_000, gt=0)
     """A longer answer is recorded as an error (ResponseTooLarge) instead of being scored and stored."""
     tracking_uri: str | None = None

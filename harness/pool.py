@@ -148,6 +148,7 @@ class ModelPool:
         timeout_s: float = 60.0,
         max_retries: int = 4,
         max_response_chars: int = 1_000_000,
+        max_retry_after_s: float = 120.0,
     ) -> None:
         self.cache = cache
         self.max_response_chars = max_response_chars
@@ -156,6 +157,7 @@ class ModelPool:
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.max_retry_after_s = max_retry_after_s
         self.counts = PoolCounts()
         self._hits: dict[str, CachedResponse] = {}
         self._limits: dict[str, int] = {}
@@ -179,6 +181,7 @@ class ModelPool:
             timeout_s=experiment.timeout_s,
             max_retries=experiment.max_retries,
             max_response_chars=experiment.max_response_chars,
+            max_retry_after_s=experiment.max_retry_after_s,
         )
 
     def prefetch(self, keys: list[str]) -> set[str]:
@@ -277,7 +280,9 @@ class ModelPool:
 
                 cost = worst
                 try:
-                    result = await call_embedding(model, chunk, self.timeout_s, self.max_retries)
+                    result = await call_embedding(
+                        model, chunk, self.timeout_s, self.max_retries, self.max_retry_after_s
+                    )
                     usage = result.usage if result.usage.input_tokens > 0 else Usage(input_tokens=estimate)
                     cost = price.cost(usage) if result.error is None or result.usage.input_tokens else 0.0
                     if implausible_usage(result.usage) is not None:
@@ -390,7 +395,9 @@ class ModelPool:
         try:
             params = sample_params(spec.model, spec.params, spec.sample)
             prices = spec.price.for_litellm(spec.model.model)
-            result = await call_model(spec.model, spec.messages, params, self.timeout_s, self.max_retries, prices)
+            result = await call_model(
+                spec.model, spec.messages, params, self.timeout_s, self.max_retries, prices, self.max_retry_after_s
+            )
             self._check_size(result)
             usage, source = result.usage, spec.price.source
             if result.output is not None and not result.usage_reported:

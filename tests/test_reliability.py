@@ -216,6 +216,17 @@ def quiet_run(path: Path, **options: object) -> object:
     return run_experiment(load_config(path), Console(file=io.StringIO(), width=250), RunOptions(tracking=False))
 
 
+def test_a_retry_after_of_a_day_waits_only_the_configured_clamp(tmp_path: Path, model_server: FakeModelServer) -> None:
+    import time
+
+    model_server.fail_next(Fault(status=429, headers={"Retry-After": "86400"}))
+    config = base_config([fake_model(model_server, price=PRICE)], concurrency=1, max_retry_after_s=0.5)
+    started = time.perf_counter()
+    outcome = quiet_run(write_project(tmp_path, config))
+    assert all(r.error is None for r in outcome.records)  # type: ignore[attr-defined]
+    assert 0.5 <= time.perf_counter() - started < 60  # waited the clamp, not a day (nor the default 120 s)
+
+
 def test_retry_after_that_is_not_a_number_falls_back_to_backoff(tmp_path: Path, model_server: FakeModelServer) -> None:
     from tests.fake_server import Fault
 

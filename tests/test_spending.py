@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,22 @@ def test_a_fully_cached_rerun_does_not_wait_for_history(
     assert asked == [] and all(e.calls == 0 and e.cached > 0 for e in estimates if e.variant in names)
     estimates_for(plan, None, True)  # no cache: every call is still to make
     assert asked == ["history"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.3, 1.0, 2.0, 3.5, 5.0, 7.0])
+def test_sigterm_is_quiet_in_every_phase(tmp_path: Path, model_server: FakeModelServer, after_s: float) -> None:
+    """SIGTERM at any moment (imports, checks, calls, scoring, logging to MLflow, the report) ends with the
+    one resume line or a finished run: never a traceback, an asyncio callback error or an unawaited coroutine."""
+    model_server.delay_s = 0.15
+    path = project(tmp_path, model_server, concurrency=2)
+    process = _spawn(path, tmp_path)
+    time.sleep(after_s)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    # -15: the signal came before harness had started, and ended the process as the default action does
+    assert process.returncode in (0, 143, -signal.SIGTERM), stderr
+    for noise in ("Traceback", "never awaited", "Exception in callback", "Task was destroyed", "Error in atexit"):
+        assert noise not in stderr, stderr
+    if process.returncode == 143:
+        assert "run the same command again to resume" in stderr

@@ -48,6 +48,7 @@ async def call_model(
     timeout_s: float,
     max_retries: int,
     prices: Mapping[str, float] | None = None,
+    max_retry_after_s: float = RETRY_AFTER_CAP_S,
 ) -> CallResult:
     """Call the model, retrying 429/5xx/timeouts with exponential backoff and jitter.
 
@@ -61,7 +62,9 @@ async def call_model(
     kwargs["max_retries"] = 0
     kwargs.update(prices or {})
     result = CallResult()
-    response = await _with_retries(lambda: litellm.acompletion(**kwargs), result, timeout_s, max_retries)
+    response = await _with_retries(
+        lambda: litellm.acompletion(**kwargs), result, timeout_s, max_retries, max_retry_after_s
+    )
     if response is not None:
         _fill_from_response(result, response, params.get("service_tier"), echoed=bool(prices))
     return result
@@ -78,14 +81,18 @@ class EmbeddingResult:
     error: RecordError | None = None
 
 
-async def call_embedding(cfg: ModelConfig, texts: list[str], timeout_s: float, max_retries: int) -> EmbeddingResult:
+async def call_embedding(
+    cfg: ModelConfig, texts: list[str], timeout_s: float, max_retries: int, max_retry_after_s: float = RETRY_AFTER_CAP_S
+) -> EmbeddingResult:
     """Embed texts through `litellm.aembedding`, with the same retries as a completion."""
     from harness.offline import import_litellm
 
     litellm = import_litellm()
     kwargs = {**cfg.params, **_endpoint(cfg), "input": texts, "timeout": timeout_s, "num_retries": 0}
     result = CallResult()
-    response = await _with_retries(lambda: litellm.aembedding(**kwargs), result, timeout_s, max_retries)
+    response = await _with_retries(
+        lambda: litellm.aembedding(**kwargs), result, timeout_s, max_retries, max_retry_after_s
+    )
     out = EmbeddingResult(latency_s=result.latency_s, attempts=result.attempts, error=result.error)
     if response is not None:
         data = sorted(response.data, key=lambda d: d["index"] if isinstance(d, dict) else d.index)
@@ -111,7 +118,11 @@ def _endpoint(cfg: ModelConfig) -> dict[str, Any]:
 
 
 async def _with_retries(
-    make_call: Callable[[], Awaitable[Any]], result: CallResult, timeout_s: float, max_retries: int
+    make_call: Callable[[], Awaitable[Any]],
+    result: CallResult,
+    timeout_s: float,
+    max_retries: int,
+    max_retry_after_s: float = RETRY_AFTER_CAP_S,
 ) -> Any:
     """The response, or None with `result.error` set; `result` counts attempts and the last latency."""
     for attempt in range(max_retries + 1):
@@ -122,7 +133,7 @@ async def _with_retries(
         except Exception as exc:  # every failure is classified, recorded or retried
             result.latency_s = time.perf_counter() - start
             result.error = _as_error(exc, timeout_s)
-            delay = _retry_delay(exc, attempt)
+            delay = _retry_delay(exc, attempt, max_retry_after_s)
             if delay is None or attempt == max_retries:
                 return None
             await asyncio.sleep(delay)
@@ -238,8 +249,10 @@ def _connection_refused(exc: BaseException) -> bool:
     return False
 
 
-def _retry_delay(exc: BaseException, attempt: int) -> float | None:
-    """Seconds to wait before retrying, or None when the error is not worth retrying."""
+def _retry_delay(exc: BaseException, attempt: int, max_retry_after_s: float = RETRY_AFTER_CAP_S) -> float | None:
+    """Seconds to wait before retrying, or None when the error is not worth retrying. A provider's
+    Retry-After is obeyed up to `max_retry_after_s` (the config's `max_retry_after_s`): a hostile or broken
+    one asking for a day would otherwise stall the run."""
     name = type(exc).__name__
     status = getattr(exc, "status_code", None)
     transient = (
@@ -260,7 +273,7 @@ def _retry_delay(exc: BaseException, attempt: int) -> float | None:
         return None
     retry_after = _retry_after_s(exc)
     if retry_after is not None:
-        return min(retry_after, RETRY_AFTER_CAP_S)
+        return min(retry_after, max_retry_after_s)
     ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
     return random.uniform(ceiling / 2, ceiling)
 
