@@ -190,3 +190,20 @@ def test_names_and_texts_print_as_written(
     assert "Traceback" not in out + err
     assert "[/]x[bold :b::p" in out and "exp [bold]:x:: results" in out
     assert "\N{NEGATIVE SQUARED LATIN CAPITAL LETTER B}" not in out and "\N{CROSS MARK}" not in out
+
+
+def test_a_local_tracking_store_outside_the_project_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The config's `tracking_uri` names a file too (when MLFLOW_TRACKING_URI does not override it)."""
+    outside = tmp_path / "outside.db"
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "tests" / "bad_inputs" / "files", project / "files")
+    config = project / "files" / "e.yaml"
+    config.write_text((project / "files" / "good.yaml").read_text() + f"tracking_uri: sqlite:///{outside}\n")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("HARNESS_CACHE", str(project / "cache.sqlite"))
+    monkeypatch.chdir(project)
+    code, err = _main(["run", str(config), "--yes"], capsys)
+    assert code == 2 and "tracking_uri" in err and "outside the project" in err, err
+    assert not outside.exists() and not (project / "cache.sqlite").exists()

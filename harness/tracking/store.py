@@ -29,8 +29,21 @@ def tracking_uri(experiment: Experiment) -> str:
     if env:
         return env
     if experiment.tracking_uri:
-        return experiment.tracking_uri
+        return confined_uri(experiment)
     return default_uri(experiment.root)
+
+
+def confined_uri(experiment: Experiment) -> str:
+    """The config's `tracking_uri`, with a local store (sqlite file, file: folder) held inside the project
+    like every other file a config names (relative to the project root); servers are taken as given."""
+    from harness.config import inside_project
+
+    uri = str(experiment.tracking_uri)
+    for prefix in ("sqlite:///", "file://", "file:"):
+        if uri.startswith(prefix):
+            path = inside_project(uri.removeprefix(prefix), experiment.root, experiment.source_path, "tracking_uri")
+            return f"{prefix.rstrip('/')}///{path}" if prefix != "file:" else f"file://{path}"
+    return uri
 
 
 KNOWN_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
