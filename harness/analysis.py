@@ -30,8 +30,8 @@ from harness.stats import (
 from harness.summary import VariantSummary
 
 if TYPE_CHECKING:
+    from harness.decision import SequentialOutcome
     from harness.levers import VariantLevers
-    from harness.sequential import SequentialOutcome
 
 Status = Literal["pass", "fail", "undecided", "baseline"]
 

@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from harness.config import ConfigError, DatasetConfig, Experiment, GateConfig, RoutingConfig, load_config
+from harness.estimate import Sizing
 from harness.gating import GateResult, gate_result, gate_variants
 from harness.rebuild import Rebuilt, analyze_stored, comparable_records
 from harness.records import Record
+from harness.report_files import write_outputs
 from harness.tracking.read import StoredRun
-from harness.workflow import RunOptions, RunOutcome, discard_early, execute, prepare_tracked, write_outputs
+from harness.workflow import RunOptions, RunOutcome, discard_early, execute, prepare_tracked
 
 if TYPE_CHECKING:
-    from harness.estimate import DecisionSize
     from harness.levers import VariantLevers
     from harness.plan import Plan
 
@@ -196,16 +197,6 @@ def gate(
     outcome = execute(plan, console or Console(stderr=True, emoji=False), options, prior)
     result = gate_result(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
     return GateOutcome(result, outcome, baseline, candidates, options.shard)
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """The items the gate's decisions need, sized from an earlier run (`estimate`)."""
-
-    run_id: str | None
-    sizes: list[DecisionSize] = field(default_factory=list)
-    note: str = ""
-    """Why nothing could be sized, or against what the sizes were taken when not the configured baseline."""
 
 
 def size_decisions(plan: Plan, pilot: str | None = None) -> Sizing:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from harness.cache import ResponseCache
@@ -170,6 +170,16 @@ class DecisionSize:
     @property
     def usd(self) -> float | None:
         return None if self.items is None else self.items * self.usd_per_item
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """The items the gate's decisions need, sized from an earlier run (`estimate`)."""
+
+    run_id: str | None
+    sizes: list[DecisionSize] = field(default_factory=list)
+    note: str = ""
+    """Why nothing could be sized, or against what the sizes were taken when not the configured baseline."""
 
 
 def decision_sizes(

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from harness.pricing import TIERS, ModelPrice
 from harness.records import Record
 from harness.summary import DAYS_PER_MONTH
 
-if TYPE_CHECKING:
-    from harness.analysis import Analysis
+
+class CarriesLevers(Protocol):
+    """What `attach_levers` fills in (an `Analysis`; named by shape, so levers never imports analysis)."""
+
+    levers: dict[str, VariantLevers]
+    warnings: list[str]
+
 
 CACHE_TTL_MINUTES = 5.0
 """How long a provider keeps a prompt prefix after its last use (Anthropic's default lifetime, OpenAI's
@@ -221,7 +226,7 @@ def _output_cap(records: list[Record], price: ModelPrice) -> tuple[float | None,
 
 
 def attach_levers(
-    analysis: Analysis,
+    analysis: CarriesLevers,
     records: list[Record],
     prices: dict[str, ModelPrice],
     prefixes: dict[str, int | None],

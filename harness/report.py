@@ -12,12 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.analysis import Analysis
-from harness.estimate import VariantEstimate
+from harness.estimate import Sizing, VariantEstimate
 from harness.manifest import RunStatus
 from harness.summary import VariantSummary
 
 if TYPE_CHECKING:
-    from harness.api import Sizing
     from harness.config import GateConfig
     from harness.routing import PolicyResult
 

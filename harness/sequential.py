@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import special
 
 from harness.paired_tests import bisect, norm_isf, norm_sf
-
-if TYPE_CHECKING:
-    from harness.decision import CandidateDecision
 
 Spending = Literal["obrien-fleming", "pocock"]
 LookStatus = Literal["pass", "fail", "futile", "continue", "undecided"]
@@ -103,48 +99,3 @@ def schedule(n_items: int, looks: int, min_first: int = MIN_FIRST_LOOK) -> list[
         return [max(n_items, 1)]
     rest = n_items - first
     return sorted({first + math.ceil(k * rest / (looks - 1)) for k in range(looks)})
-
-
-@dataclass
-class SequentialOutcome:
-    """How a sequential gate ended: each candidate's deciding look, and what stopping early saved."""
-
-    looks: int
-    spending: Spending
-    alpha: float
-    """The one-sided alpha each candidate's boundaries spend (the gate's, split over the candidates)."""
-    items_planned: int
-    items_used: int = 0
-    stopped_at: int = 0
-    """The look (1-based) after which no candidate was left undecided, or the last one run."""
-    usd_spent: float = 0.0
-    usd_not_spent: float = 0.0
-    """The calls never made (the stages not run, per variant) at the dollars per item measured so far."""
-    decisions: dict[str, CandidateDecision] = field(default_factory=dict)
-    decided_at: dict[str, int] = field(default_factory=dict)
-    stopped_by: str = ""
-    """Why the stages ended early other than by decisions (the budget ran out), else empty."""
-
-    @property
-    def early(self) -> bool:
-        return self.items_used < self.items_planned
-
-    def summary(self) -> str:
-        """One line for the terminal, the gate's step summary and the report."""
-        how = "stopped early" if self.early else "ran every stage"
-        line = (
-            f"sequential gate ({self.looks} looks, {self.spending} alpha spending, alpha {self.alpha:.4g} per "
-            f"candidate): {how} at look {self.stopped_at} of {self.looks}, {self.items_used} of "
-            f"{self.items_planned} items used, ${self.usd_spent:.4f} spent, about ${self.usd_not_spent:.4f} not spent"
-        )
-        return f"{line} ({self.stopped_by})" if self.stopped_by else line
-
-    def metrics(self) -> dict[str, float]:
-        """For MLflow, on the parent run."""
-        return {
-            "sequential.looks": float(self.looks),
-            "sequential.stopped_at_look": float(self.stopped_at),
-            "sequential.items_used": float(self.items_used),
-            "sequential.items_planned": float(self.items_planned),
-            "sequential.usd_not_spent": self.usd_not_spent,
-        }

@@ -17,13 +17,20 @@ from rich.console import Console
 
 from harness.analysis import floor_or_ceiling, item_means, score_arrays
 from harness.config import ConfigError, SequentialConfig
-from harness.decision import CandidateDecision, PairedScores, candidate_alpha, look, score_range_of
+from harness.decision import (
+    CandidateDecision,
+    PairedScores,
+    SequentialOutcome,
+    candidate_alpha,
+    look,
+    score_range_of,
+)
 from harness.estimate import VariantEstimate
 from harness.plan import Plan, item_order
 from harness.pool import ModelPool
 from harness.records import Record, usd_per_item
 from harness.runner import RunResult, run_plan
-from harness.sequential import SequentialOutcome, boundaries, schedule
+from harness.sequential import boundaries, schedule
 
 Score = Callable[[Plan, list[Record]], None]
 

@@ -330,7 +330,8 @@ def run_launcher(fd: int, forks: bool) -> None:
     from harness.offline import apply_offline_defaults
 
     apply_offline_defaults()
-    from harness.tracking.store import end_on_sigterm, import_logging
+    from harness.tracking.job import import_logging
+    from harness.tracking.store import end_on_sigterm
 
     end_on_sigterm()
     import_logging()

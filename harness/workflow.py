@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import shlex
 import sqlite3
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,17 +28,15 @@ from harness.manifest import RunStatus
 from harness.plan import Plan
 from harness.pool import ModelPool
 from harness.records import Record
+from harness.report_files import report_locally
 from harness.runner import RunResult
 from harness.secrets import redact_url, scrub
 from harness.summary import VariantSummary, summarize
+from harness.tracking.job import track_run
 from harness.tracking_process import TrackingError, TrackingProcess, portable
 
 if TYPE_CHECKING:
     from harness.scorers import Scorer
-
-PLOT_NAME = "frontier.png"
-REPORT_NAME = "report.md"
-HTML_REPORT_NAME = "report.html"
 
 
 @dataclass(frozen=True)
@@ -463,7 +459,7 @@ def _track(
             outcome.run_id = tracker.call(track_run, *args)
     except TrackingError as exc:
         outcome.tracking_error = scrub(str(exc))
-        outcome.report_files = _report_locally(plan, outcome.summaries, started_at, outcome.analysis, outcome.status)
+        outcome.report_files = report_locally(plan, outcome.summaries, started_at, outcome.analysis, outcome.status)
         folder = outcome.report_files[0].parent
         console.print(
             f"[bold red]TRACKING FAILED[/]: {escape(outcome.tracking_error)}. Nothing is lost: every answer is in the "
@@ -481,16 +477,6 @@ def _track(
         f"(see it with: python -m harness ui {shown}".rstrip()
         + ")"
     )
-
-
-def _report_locally(
-    plan: Plan, summaries: list[VariantSummary], started_at: float, analysis: Analysis, status: RunStatus
-) -> list[Path]:
-    """The report a failed logging leaves under the project's `reports/`, named for the run's start."""
-    experiment = plan.experiment
-    folder = experiment.root / "reports" / time.strftime("%Y%m%d-%H%M%S", time.localtime(started_at))
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_outputs(folder, experiment.name, experiment.description, summaries, analysis, status)
 
 
 def _relative(path: Path) -> str:
@@ -527,42 +513,6 @@ def self_preference_warnings(plan: Plan) -> list[str]:
                 "outputs; use a judge from another model family for decisions"
             )
     return out
-
-
-def track_run(
-    plan: Plan,
-    records: list[Record],
-    summaries: list[VariantSummary],
-    started_at: float,
-    analysis: Analysis,
-    status: RunStatus,
-    state: str,
-    background: bool = False,
-) -> str | None:
-    """Plot, report and log one run to MLflow (in the tracking process); returns the parent run id.
-
-    In the `background` the calling process has gone on: nobody reads an exception, so a failure is said
-    on the run's stderr (still the terminal) and kept beside the local report, as a waiting run would."""
-    from harness.tracking import log_run
-
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            experiment = plan.experiment
-            files = write_outputs(Path(tmp), experiment.name, experiment.description, summaries, analysis, status)
-            return log_run(plan, records, summaries, started_at, analysis, files, status, state)
-    except Exception as exc:
-        if not background:
-            raise
-        problem = scrub(f"{type(exc).__name__}: {exc}")
-        folder = _report_locally(plan, summaries, started_at, analysis, status)[0].parent
-        (folder / "tracking-error.txt").write_text(problem + "\n")
-        print(
-            f"harness: TRACKING FAILED in the background logging of {plan.experiment.name}: {problem}. Nothing is "
-            f"lost: every answer is in the response cache, and the report is in {folder}. Fix the store and run "
-            "the same command again.",
-            file=sys.stderr,
-        )
-        return None
 
 
 def distrust_lines(pool: ModelPool, max_usd: float | None) -> list[str]:
@@ -662,32 +612,3 @@ def confirm_spend(plan: Plan, estimates: list[VariantEstimate], options: RunOpti
         )
     if not options.confirm(f"This run may cost up to ${worst:.4f}. Spend it?"):
         raise ConfigError(plan.experiment.source_path, "budget.confirm_above_usd", "declined at the prompt", fix)
-
-
-def write_outputs(
-    folder: Path,
-    title: str,
-    description: str,
-    summaries: list[VariantSummary],
-    analysis: Analysis,
-    status: RunStatus | None = None,
-) -> list[Path]:
-    """The frontier plot and the markdown report, written into `folder`."""
-    from harness.plots import frontier_plot, plottable
-    from harness.report import html_report, markdown_report
-
-    files = []
-    plot = None
-    if plottable(analysis):
-        plot = frontier_plot(analysis, folder / PLOT_NAME, f"{title}: cost vs {analysis.metric}")
-        files.append(plot)
-    report = folder / REPORT_NAME
-    report.write_text(
-        scrub(markdown_report(title, summaries, analysis, plot.name if plot else None, description, status)),
-        encoding="utf-8",
-    )
-    files.append(report)
-    page = folder / HTML_REPORT_NAME
-    page.write_text(html_report(report.read_text(encoding="utf-8"), folder), encoding="utf-8")
-    files.append(page)
-    return files

@@ -206,21 +206,5 @@ def experiment_page(address: str, uri: str, name: str | None = None) -> str:
 
 def warm(uri: str) -> None:
     """What every run's logging needs first, done while the run prepares and calls: the store's schema
-    check (the imports came with the process, see `import_logging`)."""
+    check (the imports came with the process, see `tracking.job.import_logging`)."""
     open_store(uri)
-
-
-def import_logging() -> None:
-    """MLflow, the logging code and the plotting library, imported (about 3 s here), opening nothing: a
-    tracking launcher does this once, and every tracking process it forks starts with them."""
-    import markdown_it  # noqa: F401 - the HTML report
-    import matplotlib
-    import mlflow.store.tracking.sqlalchemy_store  # the store an sqlite or database URI opens
-    import mlflow.tracing.processor.base_mlflow  # noqa: F401 - traces
-    import sqlalchemy.dialects.sqlite  # noqa: F401
-
-    import harness.tracking
-    import harness.workflow  # noqa: F401 - where the jobs the calling process sends live
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot
