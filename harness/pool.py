@@ -381,7 +381,7 @@ class ModelPool:
                 return self._served(spec, answers[spec.key])
 
     async def _paid_call(self, spec: CallSpec, state: _LoopState) -> Completion:
-        from harness.providers import call_model
+        from harness.providers.call import call_model
         from harness.providers.local import register_local_provider
 
         register_local_provider()  # here, not before: a run served from the cache never imports litellm

@@ -1,0 +1,66 @@
+"""The import contracts catch what they exist for, by every route: a test plants each forbidden import in a
+copy of the package and expects `lint-imports` to fail, then checks the real tree passes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(LINT), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _copy(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    shutil.copytree(REPO / "harness", root / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+@pytest.mark.slow
+def test_the_tree_keeps_every_contract(tmp_path: Path) -> None:
+    result = _lint(_copy(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        # through the providers package, which once re-exported the call and hid it from the contract
+        ("runner", "from harness.providers.call import call_model", "Only the model pool calls models"),
+        ("runner", "from harness.providers import call_model", "Only the model pool calls models"),
+        ("scorers/text", "import harness.providers.call", "Only the model pool calls models"),
+        ("config", "import harness.workflow", "The wings, top to bottom"),
+        ("tracking/store", "import harness.api", "The wings, top to bottom"),
+        ("decision", "import harness.pool", "Analysis, statistics and pricing are pure"),
+    ],
+    ids=["runner-call", "runner-re-export", "scorer-call", "config-workflow", "tracking-api", "decision-pool"],
+)
+@pytest.mark.slow
+def test_a_planted_import_breaks_its_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:
+    root = _copy(tmp_path)
+    _plant(root, module, line)
+    if module == "runner" and "providers import" in line:  # the re-export route: the package hands it on
+        _plant(root, "providers/__init__", "from harness.providers.call import call_model")
+    result = _lint(root)
+    assert result.returncode != 0, result.stdout[-3000:]
+    broken = result.stdout.split("Broken contracts", 1)[-1]
+    assert contract in broken, result.stdout[-3000:]
+
+
+def _plant(root: Path, module: str, line: str) -> None:
+    path = root / "harness" / f"{module}.py"
+    text = path.read_text()
+    head, found, rest = text.partition("from __future__ import annotations\n")
+    path.write_text(f"{head}{found}{line}  # noqa\n{rest}" if found else f"{line}  # noqa\n{text}")
