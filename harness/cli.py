@@ -60,8 +60,8 @@ def entry() -> NoReturn:
 
     Before the interpreter tears down, everything still alive is put out of the garbage collector's sight
     (`gc.freeze`): its last full collection walked every record, response and imported module only to
-    free memory the process was about to return, and took 1.2-2.7 s of CPU after a 1,000-item run
-    (docs/development.md). Exit handlers and module teardown still run as before.
+    free memory the process was about to return (benchmarks/README.md has what it cost). Exit handlers and
+    module teardown still run as before.
     """
     short_lived_process()
     code = main()

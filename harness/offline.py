@@ -43,7 +43,7 @@ def short_lived_process() -> None:
 def collect_young_less_often() -> None:
     """Collect this process's youngest generation every `GC_YOUNG_THRESHOLD` new container objects, not
     Python's default of 700: 0.8-2.8 s less CPU for a 1,000-item run in six alternating pairs
-    (docs/development.md), for at most some 20,000 unreachable objects waiting longer to be freed."""
+    (benchmarks/README.md), for at most some 20,000 unreachable objects waiting longer to be freed."""
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 

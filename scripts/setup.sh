@@ -5,8 +5,7 @@ cd "$(dirname "$0")/.."
 # Which Python makes .venv: $PYTHON if set; else the distribution's own /usr/bin/python3 when it is 3.11 or
 # newer and can make a venv; else python3 from PATH. Distributions build CPython with profile-guided and
 # link-time optimisation, which version managers' default builds leave out (pyenv's, for one, unless
-# asked): here Debian's 3.11 ran the whole test suite in 5-13% less time and 7-12% less CPU than pyenv's
-# 3.11 on PATH, in four pairs of runs (docs/development.md).
+# asked): the suite runs measurably faster on it (benchmarks/README.md).
 # An existing .venv is kept, whichever Python made it (remove it to choose again).
 if [ ! -x .venv/bin/python ]; then
   made=""
