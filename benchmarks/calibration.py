@@ -1,6 +1,6 @@
 """The decision engine's error rates by seeded simulation, on every path and for the score shapes users have.
 
-Run: .venv/bin/python benchmarks/calibration.py [runs] [--quick]
+Run: .venv/bin/python benchmarks/calibration.py [runs] [--quick] [--sizes=20,40] [--shapes="mostly zeros,1-5 grades"]
 
 Rows are score shapes x eval sizes; columns are paths (fixed, sequential with Pocock and O'Brien-Fleming
 spending, Holm over 2 and 5 candidates, epochs). Each cell gives, over `runs` seeded runs (default 2,000;
@@ -136,7 +136,7 @@ PATHS = ["fixed", "pocock", "obf", "holm2", "holm5", "epochs"]
 SIZES = [20, 40, 100, 300, 1000]
 
 
-def main(runs: int, sizes: list[int], paths: list[str]) -> None:
+def main(runs: int, sizes: list[int], paths: list[str], shapes: list[Shape] | None = None) -> None:
     bound = 0.05 + 2 * math.sqrt(0.05 * 0.95 / runs)
     print(f"false pass at a true loss equal to the margin (nominal 0.05; 2 s.e. bound at {runs} runs: {bound:.3f})")
     print("cells: false pass / identical pass / 2x margin caught [/ share of items used]")
@@ -144,6 +144,8 @@ def main(runs: int, sizes: list[int], paths: list[str]) -> None:
     print(header)
     worst = 0.0
     for s_index, shape in enumerate(SHAPES):
+        if shapes is not None and shape not in shapes:
+            continue
         for n in sizes:
             cells = []
             for p_index, path in enumerate(paths):
@@ -162,5 +164,8 @@ def main(runs: int, sizes: list[int], paths: list[str]) -> None:
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    options = dict(a.removeprefix("--").split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     quick = "--quick" in sys.argv
-    main(int(args[0]) if args else 2000, [20, 40, 100] if quick else SIZES, PATHS)
+    sizes = [int(n) for n in options["sizes"].split(",")] if "sizes" in options else None
+    chosen = [s for s in SHAPES if s.name in options["shapes"].split(",")] if "shapes" in options else None
+    main(int(args[0]) if args else 2000, sizes or ([20, 40, 100] if quick else SIZES), PATHS, chosen)

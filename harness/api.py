@@ -24,7 +24,7 @@ from harness.rebuild import Rebuilt, analyze_stored, comparable_records
 from harness.records import Record
 from harness.report_files import write_outputs
 from harness.tracking.read import StoredRun
-from harness.workflow import RunOptions, RunOutcome, discard_early, execute, prepare_tracked
+from harness.workflow import RunOptions, RunOutcome, execute, prepare_tracked
 
 if TYPE_CHECKING:
     from harness.levers import VariantLevers
@@ -60,8 +60,8 @@ def run(
     """Run every variant of an experiment: validate, estimate, call (cache first, within budget), score,
     analyse, print to `console` (stderr by default) and track in MLflow. See `RunOutcome.exit_code`."""
     options = options or RunOptions()
-    plan = prepare_tracked(load_experiment(experiment, limit), options, strict=options.strict)
-    return execute(plan, console or Console(stderr=True, emoji=False), options)
+    session = prepare_tracked(load_experiment(experiment, limit), options, strict=options.strict)
+    return execute(session, console or Console(stderr=True, emoji=False), options)
 
 
 def load_run(run_id: str, tracking_uri: str | None = None) -> StoredRun:
@@ -184,17 +184,18 @@ def gate(
     options = replace(options, sequential=configured if options.shard is None else None)
     full = prepare_tracked(loaded, options, strict=False)
     try:
-        baseline, candidates = gate_variants(full, candidate)
-        plan = full.select({baseline, *candidates}, strict=options.strict)
+        baseline, candidates = gate_variants(full.plan, candidate)
+        session = full.select({baseline, *candidates}, strict=options.strict)
+        plan = session.plan
         prior = None
         if against:
             stored = load_run(against, _uri(plan))
             base = plan.resolve(baseline)
             prior = {baseline: comparable_records(stored.manifest, stored.records, plan, base, stored.run_id)}
     except BaseException:
-        discard_early()
+        full.discard()
         raise
-    outcome = execute(plan, console or Console(stderr=True, emoji=False), options, prior)
+    outcome = execute(session, console or Console(stderr=True, emoji=False), options, prior)
     result = gate_result(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
     return GateOutcome(result, outcome, baseline, candidates, options.shard)
 

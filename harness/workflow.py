@@ -174,26 +174,51 @@ def run_experiment(
     variant's records directly (a stored baseline).
     """
     options = options or RunOptions()
-    plan = prepare_tracked(experiment, options, strict=options.strict and only is None)
+    session = prepare_tracked(experiment, options, strict=options.strict and only is None)
     if only is not None:
         try:
-            plan = plan.select(only, strict=options.strict)
+            session = session.select(only, strict=options.strict)
         except BaseException:
-            discard_early()
+            session.discard()
             raise
-    return execute(plan, console, options, prior)
+    return execute(session, console, options, prior)
 
 
-_EARLY: dict[str, TrackingProcess] = {}
-"""Tracking processes started before `prepare`, by store, waiting for `execute` to take them over."""
+@dataclass
+class Session:
+    """A prepared plan and the tracking process started for it before preparation, which `execute` takes
+    over: its MLflow import and store check overlap the preparation instead of the end of the run. A
+    session that will not run is `discard`ed, which stops that process."""
+
+    plan: Plan
+    tracker: TrackingProcess | None = None
+    uri: str | None = None
+    """The store the tracker was warmed for (a plan whose store differs starts its own)."""
+
+    def select(self, names: set[str], strict: bool) -> Session:
+        """The same session over only these variants (the gate's baseline and candidates)."""
+        return Session(self.plan.select(names, strict=strict), self.tracker, self.uri)
+
+    def discard(self) -> None:
+        if self.tracker is not None:
+            self.tracker.abandon()
+            self.tracker = None
+
+    def take_tracker(self, uri: str) -> TrackingProcess | None:
+        """The warmed tracking process, handed over once, if it was warmed for `uri` (else stopped)."""
+        tracker, self.tracker = self.tracker, None
+        if tracker is not None and self.uri != uri:
+            tracker.abandon()
+            return None
+        return tracker
 
 
-def prepare_tracked(experiment: Experiment, options: RunOptions, strict: bool) -> Plan:
-    """`prepare`, with the tracking process started first: its MLflow import and store check (about 3 s)
-    overlap the preparation (litellm's import, token counts), not the end of the run."""
+def prepare_tracked(experiment: Experiment, options: RunOptions, strict: bool) -> Session:
+    """`prepare`, with the tracking process started first: its MLflow import and store check overlap the
+    preparation (litellm's import, token counts), not the end of the run."""
     from harness.preflight import prepare
 
-    uri = None
+    tracker, uri = None, None
     if options.tracked:
         from harness.tracking.store import check_store, tracking_uri, warm
 
@@ -203,33 +228,29 @@ def prepare_tracked(experiment: Experiment, options: RunOptions, strict: bool) -
         except ConfigError:
             uri = None  # `execute` refuses the store, before any call
         else:
-            _EARLY[uri] = TrackingProcess()
-            _EARLY[uri].start(warm, uri)
+            tracker = TrackingProcess()
+            tracker.start(warm, uri)
     try:
-        return prepare(experiment, strict=strict)
+        return Session(prepare(experiment, strict=strict), tracker, uri)
     except BaseException:
-        if uri is not None and uri in _EARLY:
-            _EARLY.pop(uri).abandon()
+        if tracker is not None:
+            tracker.abandon()
         raise
 
 
-def discard_early() -> None:
-    """Stop tracking processes started for a run that will not happen (refused after `prepare`)."""
-    while _EARLY:
-        _EARLY.popitem()[1].abandon()
-
-
 def execute(
-    plan: Plan, console: Console, options: RunOptions, prior: dict[str, list[Record]] | None = None
+    prepared: Session | Plan, console: Console, options: RunOptions, prior: dict[str, list[Record]] | None = None
 ) -> RunOutcome:
     """Run a prepared plan: the sequence every command shares.
 
-    MLflow work runs in a tracking process, started before preparation when `prepare_tracked` prepared
-    the plan (else here), so its import and store check overlap the work before the calls. A tracking
+    MLflow work runs in a tracking process, started before preparation when `prepare_tracked` made the
+    session (else here), so its import and store check overlap the work before the calls. A tracking
     failure loses nothing: the records are in the response cache, the report is written under
     `reports/` and the outcome says what failed.
     """
     started_at = time.time()
+    session = prepared if isinstance(prepared, Session) else Session(prepared)
+    plan = session.plan
     tracker = None
     cache = None
     finished = False
@@ -240,7 +261,9 @@ def execute(
     if options.tracked:
         from harness.tracking.store import tracking_uri
 
-        tracker = _EARLY.pop(tracking_uri(plan.experiment), None)
+        tracker = session.take_tracker(tracking_uri(plan.experiment))
+    else:
+        session.discard()
     try:
         if not plan.runnable:
             skipped = "; ".join(f"{v.name}: {v.skipped}" for v in plan.variants)
