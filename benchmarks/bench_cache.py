@@ -27,9 +27,10 @@ apply_offline_defaults()
 
 from rich.console import Console  # noqa: E402
 
+from harness.api import run as harness_run  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.preflight import prepare  # noqa: E402
-from harness.workflow import RunOptions, estimates_for, open_cache, run_experiment  # noqa: E402
+from harness.workflow import RunOptions, estimates_for, open_cache  # noqa: E402
 from tests.fake_server import FakeModelServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,11 +86,13 @@ def main() -> None:
         experiment = load_config(path)
         quiet = Console(file=io.StringIO(), width=200)
         print(f"{N_ITEMS} items x 4 variants against a local server (concurrency 64)")
-        _, cold = timed("first run (4,000 calls, baseline)", lambda: run_experiment(experiment, quiet))
+        _, cold = timed("first run (4,000 calls, baseline)", lambda: harness_run(experiment, console=quiet))
         calls = len(server.requests)
         cached = []
         for attempt in range(3):
-            outcome, seconds = timed(f"re-run from cache #{attempt + 1}", lambda: run_experiment(experiment, quiet))
+            outcome, seconds = timed(
+                f"re-run from cache #{attempt + 1}", lambda: harness_run(experiment, console=quiet)
+            )
             cached.append(seconds)
             assert outcome.result.calls_made == 0 and len(server.requests) == calls
         estimate = []

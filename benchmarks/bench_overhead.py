@@ -71,12 +71,13 @@ from harness.offline import import_litellm
 import_litellm()
 from rich.console import Console
 from harness.config import load_config
-from harness.workflow import RunOptions, run_experiment
+from harness.api import run as harness_run
+from harness.workflow import RunOptions
 experiment = load_config(sys.argv[1])
 start_cpu = resource.getrusage(resource.RUSAGE_SELF)
 start = time.perf_counter()
 quiet = Console(file=io.StringIO(), width=200)
-outcome = run_experiment(experiment, quiet, RunOptions(use_cache=False, assume_yes=True))
+outcome = harness_run(experiment, RunOptions(use_cache=False, assume_yes=True), quiet)
 wall = time.perf_counter() - start
 end_cpu = resource.getrusage(resource.RUSAGE_SELF)
 child = resource.getrusage(resource.RUSAGE_CHILDREN)  # the tracking process, joined by now

@@ -1,7 +1,7 @@
 """What MLflow tracking adds to a run's wall time, traces included, against the same run untracked.
 
 Run: .venv/bin/python benchmarks/bench_tracking.py [--items 10000] [--latency 0.05] [--concurrency 64]
-Each side runs as a fresh process (whole `run_experiment`, as a user runs it) against one local
+Each side runs as a fresh process (whole `harness.run`, as a user runs it) against one local
 OpenAI-compatible server with the given latency: two variants over the items, so 2 x items calls. Sides:
 tracking off (the baseline), tracking with `traces: false` (runs, metrics, records artifacts), and tracking
 with a trace per record (the default). Printed: wall time, the tracking process's CPU seconds and wall
@@ -26,11 +26,12 @@ from harness.offline import import_litellm
 import_litellm()
 from rich.console import Console
 from harness.config import load_config
-from harness.workflow import RunOptions, run_experiment
+from harness.api import run as harness_run
+from harness.workflow import RunOptions
 experiment = load_config(sys.argv[1])
 start = time.perf_counter()
 quiet = Console(file=io.StringIO(), width=200)
-outcome = run_experiment(experiment, quiet, RunOptions(use_cache=False, assume_yes=True, tracking=sys.argv[2] == "on"))
+outcome = harness_run(experiment, RunOptions(use_cache=False, assume_yes=True, tracking=sys.argv[2] == "on"), quiet)
 wall = time.perf_counter() - start
 child = resource.getrusage(resource.RUSAGE_CHILDREN)
 assert outcome.result.calls_made == len(outcome.records), (outcome.result.calls_made, len(outcome.records))

@@ -25,8 +25,9 @@ for key, value in OFFLINE_DEFAULTS.items():
 
 from rich.console import Console  # noqa: E402
 
+from harness.api import run as harness_run  # noqa: E402
 from harness.config import load_config  # noqa: E402
-from harness.workflow import RunOptions, run_experiment  # noqa: E402
+from harness.workflow import RunOptions  # noqa: E402
 from tests.conftest import base_config, fake_model, write_project  # noqa: E402
 from tests.fake_server import FakeModelServer, Usage  # noqa: E402
 
@@ -49,7 +50,7 @@ def one(concurrency: int, cap: float, seed: int) -> tuple[float, float]:
                 cache={"enabled": False},
             )
             path = write_project(Path(tmp), config, items=items)
-            outcome = run_experiment(load_config(path), Console(file=io.StringIO()), RunOptions(tracking=False))
+            outcome = harness_run(load_config(path), RunOptions(tracking=False), Console(file=io.StringIO()))
         billed = sum(server.billable.values()) * (40 * 1e-6 + 16 * 2e-6)
         return billed, outcome.status.spent_usd
     finally:

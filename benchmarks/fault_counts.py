@@ -21,8 +21,9 @@ apply_offline_defaults()
 
 from rich.console import Console  # noqa: E402
 
+from harness.api import run as harness_run  # noqa: E402
 from harness.config import load_config  # noqa: E402
-from harness.workflow import RunOptions, run_experiment  # noqa: E402
+from harness.workflow import RunOptions  # noqa: E402
 from tests.conftest import base_config, fake_model, write_project  # noqa: E402
 from tests.fake_server import FAULT_KINDS, FakeModelServer  # noqa: E402
 
@@ -35,10 +36,10 @@ def main() -> None:
     items = [{"id": f"i{n}", "document": f"Item {n} says {n}.", "reference": f"item {n}"} for n in range(500)]
     price = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
     config = base_config([fake_model(server, price=price)], concurrency=32, timeout_s=0.8, max_retries=5)
-    outcome = run_experiment(
+    outcome = harness_run(
         load_config(write_project(tmp, config, items=items)),
-        Console(file=io.StringIO(), width=250),
         RunOptions(use_cache=False),
+        Console(file=io.StringIO(), width=250),
     )
     server.stop()
     records = outcome.records

@@ -165,7 +165,7 @@ class TrackingProcess:
     """A child process that runs tracking functions sent to it through two pipes.
 
     Not multiprocessing's spawn: spawn re-imports the caller's main script, which breaks any script that
-    calls `run_experiment` without an `if __name__` guard. The process comes from the `Launcher`.
+    calls `harness.run` without an `if __name__` guard. The process comes from the `Launcher`.
     """
 
     def __init__(self) -> None:

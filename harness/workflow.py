@@ -161,29 +161,6 @@ def _open_redis(experiment: Experiment, url: str, field: str, lease_s: float) ->
         ) from None
 
 
-def run_experiment(
-    experiment: Experiment,
-    console: Console,
-    options: RunOptions | None = None,
-    only: set[str] | None = None,
-    prior: dict[str, list[Record]] | None = None,
-) -> RunOutcome:
-    """Validate, estimate, call every variant (cache first, within budget), score, analyse, print, track.
-
-    `only` restricts the variants (checked for keys under `options.strict`); `prior` supplies a
-    variant's records directly (a stored baseline).
-    """
-    options = options or RunOptions()
-    session = prepare_tracked(experiment, options, strict=options.strict and only is None)
-    if only is not None:
-        try:
-            session = session.select(only, strict=options.strict)
-        except BaseException:
-            session.discard()
-            raise
-    return execute(session, console, options, prior)
-
-
 @dataclass
 class Session:
     """A prepared plan and the tracking process started for it before preparation, which `execute` takes

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from harness.api import run as harness_run
 from harness.config import ConfigError, load_config
 from harness.preflight import prepare
-from harness.workflow import RunOptions, run_experiment
+from harness.workflow import RunOptions
 from tests.conftest import base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer
 
@@ -40,7 +41,7 @@ def test_vars_matrix_expands_into_prompt_variants_with_their_token_counts(
         baseline={"model": "openai/fake-model", "prompt": "shots(shots=2,doc_tokens=128)"},
     )
     path = write_project(tmp_path, config, items=LONG, templates={"shots": SHOTS})
-    outcome = run_experiment(load_config(path), quiet(), RunOptions(tracking=False, use_cache=False))
+    outcome = harness_run(load_config(path), RunOptions(tracking=False, use_cache=False), quiet())
     names = [s.variant for s in outcome.summaries]
     assert names == [
         "openai/fake-model:shots(shots=0,doc_tokens=16)",
@@ -96,14 +97,14 @@ def test_epochs_sample_each_item_k_times_cached_per_sample_and_clustered_by_item
         cache={"path": str(tmp_path / "cache.sqlite")},
     )
     path = write_project(tmp_path, config)
-    first = run_experiment(load_config(path), quiet(), RunOptions(tracking=False))
+    first = harness_run(load_config(path), RunOptions(tracking=False), quiet())
     assert len(model_server.requests) == 9
     assert sorted((r.item_id, r.sample) for r in first.records) == [(i, k) for i in "abc" for k in range(3)]
     assert len({r.output for r in first.records}) == 9
     estimate = first.analysis.estimates["regex"]["openai/fake-model:terse"]
     assert estimate.n == 3, "the interval is over 3 items, not 9 samples"
     assert estimate.method == "bootstrap (items)"
-    again = run_experiment(load_config(path), quiet(), RunOptions(tracking=False))
+    again = harness_run(load_config(path), RunOptions(tracking=False), quiet())
     assert len(model_server.requests) == 9
     assert [r.output for r in again.records] == [r.output for r in first.records]
     assert all(r.cache_hit for r in again.records)
@@ -119,7 +120,7 @@ def test_variants_that_render_the_same_prompt_share_one_paid_call(
         [fake_model(model_server, price=price)], prompts=["prompts/t.j2"], vars={"doc_tokens": [64, 128]}
     )
     path = write_project(tmp_path, config, templates={"t": template})
-    outcome = run_experiment(load_config(path), quiet(), RunOptions(tracking=False, use_cache=False))
+    outcome = harness_run(load_config(path), RunOptions(tracking=False, use_cache=False), quiet())
     assert len(model_server.requests) == 3, "three items, one call each, though two variants need them"
     assert len(outcome.records) == 6
     assert outcome.result.calls_made == 3 and outcome.result.cache_hits == 3

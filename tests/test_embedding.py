@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from harness.api import run as harness_run
 from harness.config import ConfigError, load_config
 from harness.preflight import prepare
 from harness.providers.minilm import minilm
-from harness.workflow import RunOptions, run_experiment
+from harness.workflow import RunOptions
 from tests.conftest import base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer, letter_counts
 
@@ -21,7 +22,7 @@ EMBED_PRICE = {"input_cost_per_token": 1e-7, "output_cost_per_token": 0.0}
 
 
 def run(path: Path) -> Any:
-    return run_experiment(load_config(path), Console(file=io.StringIO(), width=200), RunOptions(tracking=False))
+    return harness_run(load_config(path), RunOptions(tracking=False), Console(file=io.StringIO(), width=200))
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from harness.api import run as harness_run
 from harness.config import ConfigError, load_config
 from harness.preflight import prepare
 from harness.scorers.judge import parse_score
-from harness.workflow import RunOptions, run_experiment
+from harness.workflow import RunOptions
 from tests.conftest import ITEMS, REPO, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer, Usage
 
@@ -56,7 +57,7 @@ def answers(verdicts: dict[str, str]):
 
 
 def run(path: Path) -> Any:
-    return run_experiment(load_config(path), Console(file=io.StringIO(), width=200), RunOptions(tracking=False))
+    return harness_run(load_config(path), RunOptions(tracking=False), Console(file=io.StringIO(), width=200))
 
 
 @pytest.mark.parametrize(

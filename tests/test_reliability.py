@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from harness.api import run as harness_run
 from harness.config import load_config
-from harness.workflow import RunOptions, run_experiment
+from harness.workflow import RunOptions
 from tests.conftest import base_config, fake_model, wait_for_requests, write_project
 from tests.fake_server import FAULT_KINDS, FakeModelServer, Fault
 from tests.test_cli import harness
@@ -35,7 +36,7 @@ def test_500_items_at_20_percent_faults_lose_nothing(
     config = base_config([fake_model(model_server, price=PRICE)], concurrency=32, timeout_s=6, max_retries=5)
     path = write_project(tmp_path, config, items=items)
     console = Console(file=io.StringIO(), width=250)
-    outcome = run_experiment(load_config(path), console, RunOptions())
+    outcome = harness_run(load_config(path), RunOptions(), console)
     records = outcome.records
     injected = sum(model_server.faults_injected.values())
     assert set(model_server.faults_injected) == set(FAULT_KINDS)
@@ -213,7 +214,7 @@ def test_secret_canaries_never_leak_through_any_channel(
 
 
 def quiet_run(path: Path, **options: object) -> object:
-    return run_experiment(load_config(path), Console(file=io.StringIO(), width=250), RunOptions(tracking=False))
+    return harness_run(load_config(path), RunOptions(tracking=False), Console(file=io.StringIO(), width=250))
 
 
 def test_a_retry_after_of_a_day_waits_only_the_configured_clamp(tmp_path: Path, model_server: FakeModelServer) -> None:
@@ -270,10 +271,10 @@ def test_output_beyond_the_limit_is_billed_and_stops_that_model(tmp_path: Path, 
     cap = 0.0005  # room for a call's worst case (16 output tokens), not for 400
     config = base_config([fake_model(model_server, price=PRICE)], budget={"max_usd": cap}, concurrency=1)
     out = io.StringIO()
-    outcome = run_experiment(
+    outcome = harness_run(
         load_config(write_project(tmp_path, config, items=items)),
-        Console(file=out, width=250),
         RunOptions(tracking=False),
+        Console(file=out, width=250),
     )
     records = outcome.records
     assert len(model_server.requests) == 1

@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from harness.api import run as harness_run
 from harness.cache import ResponseCache, SqliteCache
 from harness.config import ConfigError, load_config
 from harness.records import Usage
-from harness.workflow import RunOptions, run_experiment
+from harness.workflow import RunOptions
 from tests.conftest import REPO, base_config, fake_model, wait_for_requests, write_project
 from tests.fake_server import FakeModelServer
 from tests.servers import free_port, start_redis
@@ -203,7 +204,7 @@ def test_a_dead_owner_is_taken_over_at_once_and_a_silent_one_after_its_lease(
 
 def run_quietly(path: Path, **options: Any) -> Any:
     console = Console(file=io.StringIO(), width=200)
-    outcome = run_experiment(load_config(path), console, RunOptions(tracking=False, **options))
+    outcome = harness_run(load_config(path), RunOptions(tracking=False, **options), console)
     return outcome, console.file.getvalue()  # type: ignore[attr-defined]
 
 

@@ -220,8 +220,9 @@ def test_scorer_calls_are_costed_apart_from_the_variants(tmp_path: Path, model_s
 
     from rich.console import Console
 
+    from harness.api import run as harness_run
     from harness.config import load_config
-    from harness.workflow import RunOptions, run_experiment
+    from harness.workflow import RunOptions
 
     model_server.usage = Usage(prompt_tokens=100, completion_tokens=10)
     model_server.answer = lambda request: "1" if "Is this brief" in str(request["messages"]) else "short."
@@ -233,7 +234,7 @@ def test_scorer_calls_are_costed_apart_from_the_variants(tmp_path: Path, model_s
         }
     }
     path = project(tmp_path, model_server, scorers=["rouge", judge])
-    outcome = run_experiment(load_config(path), Console(file=io.StringIO()), RunOptions(tracking=False))
+    outcome = harness_run(load_config(path), RunOptions(tracking=False), Console(file=io.StringIO()))
     summary = outcome.summaries[0]
     assert summary.cost_total_usd == pytest.approx(20 * (100e-6 + 20e-6))
     assert summary.eval_cost_usd == pytest.approx(20 * 110 * 5e-6)
@@ -250,13 +251,14 @@ def test_a_fully_cached_rerun_does_not_wait_for_history(
     from rich.console import Console
 
     import harness.tracking
+    from harness.api import run as harness_run
     from harness.cache import SqliteCache
     from harness.config import load_config
     from harness.preflight import prepare
-    from harness.workflow import RunOptions, estimates_for, run_experiment
+    from harness.workflow import RunOptions, estimates_for
 
     experiment = load_config(project(tmp_path, model_server))
-    run_experiment(experiment, Console(file=io.StringIO()), RunOptions(assume_yes=True, tracking=False))
+    harness_run(experiment, RunOptions(assume_yes=True, tracking=False), Console(file=io.StringIO()))
     asked: list[str] = []
     monkeypatch.setattr(harness.tracking, "variant_history", lambda plan: asked.append("history") or {})
     plan = prepare(experiment)

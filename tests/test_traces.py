@@ -138,12 +138,13 @@ def test_traces_reach_a_tracking_server(
 def test_a_judges_reply_is_the_rationale_and_an_unparseable_verdict_an_error(
     tmp_path: Path, model_server: FakeModelServer
 ) -> None:
-    from harness.workflow import RunOptions, run_experiment
+    from harness.api import run as harness_run
+    from harness.workflow import RunOptions
     from tests.test_judge import answers, judge_config, project
 
     model_server.answer = answers({"cats": "Faithful.\nScore: 5", "dogs": "Close.\nScore: 4", "birds": "Hmm."})
     experiment = load_config(project(tmp_path, judge_config(model_server, tmp_path)))
-    outcome = run_experiment(experiment, Console(file=io.StringIO(), width=200), RunOptions(assume_yes=True))
+    outcome = harness_run(experiment, RunOptions(assume_yes=True), Console(file=io.StringIO(), width=200))
     mlflow.set_tracking_uri(tracking_uri(experiment))
     run = next(iter(child_runs(outcome.run_id).values()))
     traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
@@ -179,14 +180,15 @@ def test_hostile_items_and_outputs_still_trace(tmp_path: Path, model_server: Fak
 
 @pytest.mark.slow
 def test_a_cached_rerun_traces_no_spending(tmp_path: Path, model_server: FakeModelServer) -> None:
-    from harness.workflow import RunOptions, run_experiment
+    from harness.api import run as harness_run
+    from harness.workflow import RunOptions
 
     model_server.usage = Usage(prompt_tokens=50, completion_tokens=10)
     config = base_config([fake_model(model_server, name="fake-a", price=PRICE)])
     experiment = load_config(write_project(tmp_path, config))
     quiet = Console(file=io.StringIO(), width=200)
-    first = run_experiment(experiment, quiet, RunOptions(assume_yes=True))
-    second = run_experiment(experiment, quiet, RunOptions(assume_yes=True))
+    first = harness_run(experiment, RunOptions(assume_yes=True), quiet)
+    second = harness_run(experiment, RunOptions(assume_yes=True), quiet)
     assert second.result.calls_made == 0
     mlflow.set_tracking_uri(tracking_uri(experiment))
     for outcome, spent in ((first, 50 * 1e-6 + 10 * 2e-6), (second, 0.0)):

@@ -107,9 +107,10 @@ SCRIPT = """
 import io, json, sys
 from rich.console import Console
 from harness.config import load_config
-from harness.workflow import RunOptions, run_experiment
+from harness.api import run as harness_run
+from harness.workflow import RunOptions
 
-outcome = run_experiment(load_config(sys.argv[1]), Console(file=io.StringIO()), RunOptions(use_cache=False))
+outcome = harness_run(load_config(sys.argv[1]), RunOptions(use_cache=False), Console(file=io.StringIO()))
 print(json.dumps({"run_id": outcome.run_id, "mlflow": "mlflow" in sys.modules,
                   "matplotlib": "matplotlib" in sys.modules}))
 """

@@ -16,9 +16,10 @@ import pytest
 from rich.console import Console
 
 from harness import tracking_process
+from harness.api import run as harness_run
 from harness.config import load_config
 from harness.tracking_process import TrackingProcess
-from harness.workflow import RunOptions, run_experiment
+from harness.workflow import RunOptions
 from tests.conftest import REPO, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer
 
@@ -112,7 +113,7 @@ def test_runs_in_one_process_each_log_to_the_store_the_environment_names_then(
     for store in stores:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
         console = Console(file=io.StringIO(), width=200)
-        outcomes.append(run_experiment(load_config(path), console, RunOptions(use_cache=False)))
+        outcomes.append(harness_run(load_config(path), RunOptions(use_cache=False), console))
     for store, outcome in zip(stores, outcomes, strict=True):
         with sqlite3.connect(store) as db:
             ids = {row[0] for row in db.execute("SELECT run_uuid FROM runs")}
