@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.analysis import Analysis, MetricInfo, analyze, attach_routing
+from harness.analysis import Analysis, MetricInfo
 from harness.config import ConfigError, GateConfig, RoutingConfig
-from harness.levers import attach_levers
+from harness.evidence import analyze_run
 from harness.manifest import RunManifest, VariantSpec
 from harness.plan import Plan, Variant
 from harness.pricing import ModelPrice
@@ -65,14 +65,16 @@ def analyze_stored(
     rpd = manifest.traffic.requests_per_day if manifest.traffic else None
     variants = [v.info() for v in manifest.variants]
     summaries = summarize_records(variants, records, [m.name for m in metrics], scorers, by_id or None, rpd)
-    gate = gate or manifest.gate
-    analysis = analyze(summaries, records, metrics, manifest.baseline, gate, manifest.analysis, value=manifest.decision)
-    config = routing or manifest.routing
-    if config is not None:
-        attach_routing(analysis, config, summaries, records, metrics, manifest.analysis, f"run {manifest.experiment}")
-    attach_levers(
-        analysis,
+    analysis = analyze_run(
+        summaries,
         records,
+        metrics,
+        manifest.baseline,
+        gate or manifest.gate,
+        manifest.analysis,
+        manifest.decision,
+        routing or manifest.routing,
+        f"run {manifest.experiment}",
         {v.name: price for v in manifest.variants if (price := _variant_price(manifest, v, prices)) is not None},
         {v.name: v.shared_prefix_tokens for v in manifest.variants},
         rpd,

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
-from harness.analysis import Analysis, MetricInfo, analyze, attach_routing
+from harness.analysis import Analysis, MetricInfo
 from harness.cache import ResponseCache, SqliteCache
 from harness.config import CACHE_URL_SCHEMES, ConfigError, Experiment, SequentialConfig
 from harness.estimate import VariantEstimate
+from harness.evidence import analyze_run
 from harness.exit_codes import EXIT_BUDGET, EXIT_INCOMPLETE, EXIT_OK
-from harness.levers import attach_levers
 from harness.manifest import RunStatus
 from harness.plan import Plan
 from harness.pool import ModelPool
@@ -354,24 +354,23 @@ def _execute(
         console.print(line, markup=False, highlight=False)
     summaries = summarize(plan, records)
     metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
-    analysis = analyze(
+    analysis = analyze_run(
         summaries,
         records,
         metrics,
         plan.baseline,
         experiment.gate,
         experiment.analysis,
-        sequential,
         experiment.decision,
-    )
-    if experiment.routing is not None:
-        _simulate_routing(plan, analysis, summaries, records, metrics)
-    attach_levers(
-        analysis,
-        records,
+        experiment.routing,
+        str(experiment.source_path),
         {v.name: v.price for v in plan.runnable},
         {v.name: plan.shared_prefix_tokens(v) for v in plan.runnable},
         experiment.traffic.requests_per_day if experiment.traffic else None,
+        sequential,
+        # after the calls were paid for, a policy naming a variant that did not run (a gate runs only
+        # some; one skipped for its key cannot be routed to) is a warning, never an error
+        routing_errors="warn",
     )
     outcome = RunOutcome(plan, records, summaries, analysis, None, result, status)
     if options.shard is not None:
@@ -388,20 +387,6 @@ def _execute(
     if tracker is not None:
         _track(outcome, tracker, started_at, console, options.background_logging)
     return outcome
-
-
-def _simulate_routing(
-    plan: Plan, analysis: Analysis, summaries: list[VariantSummary], records: list[Record], metrics: list[MetricInfo]
-) -> None:
-    """The config's routing policies, when the variants they name ran (a gate runs only some variants, and
-    a variant skipped for its key cannot be routed to); never an error after the calls were paid for."""
-    experiment = plan.experiment
-    try:
-        attach_routing(
-            analysis, experiment.routing, summaries, records, metrics, experiment.analysis, str(experiment.source_path)
-        )
-    except ConfigError as exc:
-        analysis.warnings.append(f"routing not simulated: {exc.field}: {exc.problem}")
 
 
 def _announce(plan: Plan, console: Console, ready: dict[str, list[Record]]) -> None:
