@@ -64,3 +64,16 @@ def _plant(root: Path, module: str, line: str) -> None:
     text = path.read_text()
     head, found, rest = text.partition("from __future__ import annotations\n")
     path.write_text(f"{head}{found}{line}  # noqa\n{rest}" if found else f"{line}  # noqa\n{text}")
+
+
+def test_there_is_no_import_cycle() -> None:
+    """No two harness modules import each other, even through others or only for type checking."""
+    import grimp
+
+    graph = grimp.build_graph("harness", exclude_type_checking_imports=False, cache_dir=None)
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported != module and graph.chain_exists(importer=imported, imported=module):
+                cycles.append((module, imported))
+    assert cycles == [], cycles[:5]
