@@ -51,3 +51,8 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'harness' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    """The lazy exports too, so `dir(harness)` and completion show the API before it is loaded."""
+    return sorted({*globals(), *_EXPORTS})

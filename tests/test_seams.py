@@ -506,3 +506,10 @@ def test_the_estimate_and_the_spend_question_count_judge_calls(tmp_path: Path, m
     assert "budget.confirm_above_usd" in str(refused.value) and not model_server.requests
     outcome = harness.run(config, RunOptions(tracking=False, assume_yes=True), quiet())
     assert 0 < sum(r.eval_cost_usd for r in outcome.records) <= judge.max_usd
+
+
+def test_dir_shows_the_lazy_api_and_each_name_loads() -> None:
+    names = [n for n in dir(harness) if not n.startswith("_")]
+    assert {"run", "gate", "decide", "load_run", "Experiment", "RunOptions"} <= set(names)
+    for name in harness.__all__:
+        assert getattr(harness, name) is not None
