@@ -179,9 +179,14 @@ MAX_CALLS = 1_000_000
 """The most model calls (variants x items x epochs) one run may plan."""
 
 
+def _variant_count(experiment: Experiment) -> int:
+    """Models x prompts x vars combinations, counted, not expanded: `vars` with a million combinations
+    would otherwise hang before saying so."""
+    return len(experiment.models) * len(experiment.prompts) * math.prod(len(v) for v in experiment.vars.values())
+
+
 def _check_variant_count(experiment: Experiment, file: str) -> None:
-    """Counted, not expanded: `vars` with a million combinations would otherwise hang before saying so."""
-    count = len(experiment.models) * len(experiment.prompts) * math.prod(len(v) for v in experiment.vars.values())
+    count = _variant_count(experiment)
     if count > MAX_VARIANTS:
         raise ConfigError(
             file,
@@ -192,7 +197,7 @@ def _check_variant_count(experiment: Experiment, file: str) -> None:
 
 
 def _check_call_count(experiment: Experiment, file: str, items: int) -> None:
-    count = len(experiment.models) * len(experiment.prompts) * math.prod(len(v) for v in experiment.vars.values())
+    count = _variant_count(experiment)
     calls = count * items * experiment.epochs
     if calls > MAX_CALLS:
         raise ConfigError(
@@ -214,20 +219,15 @@ def _check_names(experiment: Experiment, file: str, items: list[Item], constants
     for kind, field, names in sources:
         for name in names:
             if name in BUILTINS:
-                raise ConfigError(
-                    file,
-                    f"{field}.{name}" if field != "dataset" else "dataset",
-                    f"{kind} '{name}' is named like the template builtin {name}, which would hide it",
-                    f"rename the {kind}",
-                )
-            if name in seen:
-                raise ConfigError(
-                    file,
-                    f"{field}.{name}" if field != "dataset" else "dataset",
-                    f"{kind} '{name}' has the name of a {seen[name]}, so one would hide the other in templates",
-                    f"rename the {kind} or the {seen[name]}",
-                )
-            seen[name] = kind
+                problem, fix = f"is named like the template builtin {name}, which would hide it", f"rename the {kind}"
+            elif name in seen:
+                problem = f"has the name of a {seen[name]}, so one would hide the other in templates"
+                fix = f"rename the {kind} or the {seen[name]}"
+            else:
+                seen[name] = kind
+                continue
+            where = f"{field}.{name}" if field != "dataset" else "dataset"
+            raise ConfigError(file, where, f"{kind} '{name}' {problem}", fix)
 
 
 def _check_epochs(experiment: Experiment, file: str) -> None:
