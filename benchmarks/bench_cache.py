@@ -28,9 +28,10 @@ apply_offline_defaults()
 from rich.console import Console  # noqa: E402
 
 from harness.api import run as harness_run  # noqa: E402
+from harness.caches import open_cache  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.preflight import prepare  # noqa: E402
-from harness.workflow import RunOptions, estimates_for, open_cache  # noqa: E402
+from harness.spending import estimates_for  # noqa: E402
 from tests.fake_server import FakeModelServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +101,7 @@ def main() -> None:
 
             def run_estimate() -> None:
                 plan = prepare(load_config(path))
-                estimates_for(plan, open_cache(experiment, RunOptions()), tracking=True)
+                estimates_for(plan, open_cache(experiment), tracking=True)
 
             _, seconds = timed(f"estimate #{attempt + 1}", run_estimate)
             estimate.append(seconds)

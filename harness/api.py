@@ -17,13 +17,26 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from harness.config import ConfigError, DatasetConfig, Experiment, GateConfig, RoutingConfig, load_config
-from harness.estimate import Sizing
+from harness.config import (
+    ConfigError,
+    DatasetConfig,
+    Experiment,
+    GateConfig,
+    RoutingConfig,
+    SequentialConfig,
+    load_config,
+)
+from harness.estimate import Sizing, decision_sizes
 from harness.gating import GateResult, gate_result, gate_variants
+from harness.pricing import ModelPrice, load_price_file, reprice_records, repricing, tier_name
 from harness.rebuild import Rebuilt, analyze_stored, comparable_records
 from harness.records import Record
 from harness.report_files import write_outputs
-from harness.tracking.read import StoredRun
+from harness.secrets import scrub
+from harness.tracking.read import StoredRun, pilot_run
+from harness.tracking.read import load_run as _load_run
+from harness.tracking.store import check_store, stored_run_uri, tracking_uri
+from harness.tracking.write import add_artifacts
 from harness.workflow import RunOptions, RunOutcome, execute, prepare_tracked
 
 if TYPE_CHECKING:
@@ -70,16 +83,12 @@ def load_run(run_id: str, tracking_uri: str | None = None) -> StoredRun:
     The store is `tracking_uri`, else `MLFLOW_TRACKING_URI`, else the embedded store of the project the
     current folder belongs to (found the same way `run` writes it).
     """
-    from harness.tracking.read import load_run as _load_run
-    from harness.tracking.store import check_store, stored_run_uri
 
     uri = stored_run_uri(tracking_uri)
     check_store(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI")
     try:
         return _load_run(run_id, uri)
     except Exception as exc:
-        from harness.secrets import scrub
-
         raise ConfigError(
             uri, "RUN_ID", f"cannot read run {run_id}: {scrub(str(exc)).splitlines()[0][:300]}", _run_fix()
         ) from None
@@ -116,7 +125,6 @@ def reprice(stored: StoredRun, prices: Path | None = None, tier: str | None = No
     """Recompute a stored run's costs under the prices in `prices` (YAML: model -> price fields), else
     the current litellm map and the prices the run was billed at, under a service `tier` (batch, flex,
     priority) when given; no model call. The levers of the result are computed at those prices."""
-    from harness.pricing import ModelPrice, load_price_file, reprice_records, repricing, tier_name
 
     overrides = load_price_file(prices) if prices else {}
     stored_prices = {m: ModelPrice.from_stored(p) for m, p in stored.manifest.prices.items()}
@@ -172,7 +180,6 @@ def gate(
     variants gated. `against` takes the baseline's records from a stored run made on the same eval.
     `sequential` True decides in stages (the config's `gate.sequential`, else its defaults), False in one
     fixed design, None as the config says."""
-    from harness.config import SequentialConfig
 
     options = options or RunOptions(strict=True)
     loaded = load_experiment(experiment, limit)
@@ -204,8 +211,6 @@ def size_decisions(plan: Plan, pilot: str | None = None) -> Sizing:
     """How many items each candidate's gate decision needs at this config's margin and confidence (80%
     power) and what they would cost, from `pilot` or the newest earlier run of the baseline and a candidate.
     No model call: the run's records are re-analysed under this config's gate."""
-    from harness.estimate import decision_sizes
-    from harness.tracking.read import pilot_run
 
     if plan.baseline is None:
         return Sizing(None, note="no baseline is configured, so there is no gate decision to size")
@@ -232,7 +237,6 @@ def size_decisions(plan: Plan, pilot: str | None = None) -> Sizing:
 
 
 def _uri(plan: Any) -> str:
-    from harness.tracking.store import tracking_uri
 
     return tracking_uri(plan.experiment)
 
@@ -240,7 +244,6 @@ def _uri(plan: Any) -> str:
 def write_report(stored: StoredRun, rebuilt: Rebuilt, out: Path) -> list[Path]:
     """The rebuilt plot and report into `out`, also attached to the stored run under `rebuilt/` (the
     run's own `report.md` stays as it was)."""
-    from harness.tracking.write import add_artifacts
 
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from harness.config import ConfigError, DatasetConfig, DatasetFields, Experiment
+from harness.offline import apply_offline_defaults
 
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -84,7 +85,6 @@ def conventional_roles(fields: DatasetFields, first_row: dict[str, Any]) -> dict
 
 
 def _datasets() -> Any:
-    from harness.offline import apply_offline_defaults
 
     apply_offline_defaults()
     import datasets

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.config import AnalysisConfig, DecisionConfig, GateConfig, RoutingConfig, ScorerConfig, TrafficConfig
+from harness.pricing import litellm_version
+from harness.secrets import redact_tree
 from harness.summary import VariantInfo
 
 MANIFEST_ARTIFACT = "harness_run.json"
@@ -139,9 +141,6 @@ class RunManifest(BaseModel):
     def of(cls, plan: Any, status: RunStatus | None = None) -> RunManifest:
         """The manifest of a planned run (`plan` is a `harness.plan.Plan`)."""
         from importlib.metadata import version
-
-        from harness.pricing import litellm_version
-        from harness.secrets import redact_tree
 
         experiment = plan.experiment
         labels = experiment.scorer_labels()

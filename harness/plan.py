@@ -20,7 +20,7 @@ from harness.config import ConfigError, Experiment, ModelConfig
 from harness.datasets import EvalSet, Item
 from harness.pool import CallSpec
 from harness.pricing import ModelPrice
-from harness.prompts import Messages, PromptTemplate
+from harness.prompts import Messages, PromptTemplate, count_text_tokens, shared_prefix
 from harness.scorers import Scorer
 
 
@@ -80,7 +80,6 @@ class Plan:
     @functools.cached_property
     def _prefix_tokens(self) -> dict[str, int | None]:
         """Counted once per plan: the levers and the manifest both ask."""
-        from harness.prompts import count_text_tokens, shared_prefix
 
         out: dict[str, int | None] = {}
         for variant in self.variants:

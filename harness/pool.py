@@ -29,8 +29,9 @@ from typing import Any
 from harness.cache import CachedResponse, ResponseCache, call_key
 from harness.config import ModelConfig
 from harness.pricing import ModelPrice, is_local_model, map_price, price_notes, tier_name
-from harness.providers.call import implausible_usage
-from harness.providers.local import local_slots
+from harness.prompts import count_tokens
+from harness.providers.call import call_embedding, call_model, implausible_usage
+from harness.providers.local import local_slots, register_local_provider
 from harness.records import RecordError, Usage
 from harness.secrets import scrub
 
@@ -264,7 +265,6 @@ class ModelPool:
                         self.cache.release(keys[text])  # no-op for the texts stored
 
         async def call(chunk: list[str]) -> None:
-            from harness.prompts import count_tokens
 
             estimate = sum(count_tokens(model.model, [{"role": "user", "content": t}]) for t in chunk)
             worst = price.cost(Usage(input_tokens=math.ceil(estimate * INPUT_TOKEN_SAFETY) + 16))
@@ -273,8 +273,6 @@ class ModelPool:
                     self.counts.not_run += len(chunk)
                     errors.update({t: "not embedded: the budget ran out" for t in chunk})
                     return
-                from harness.providers.call import call_embedding
-                from harness.providers.local import register_local_provider
 
                 register_local_provider()
 
@@ -381,8 +379,6 @@ class ModelPool:
                 return self._served(spec, answers[spec.key])
 
     async def _paid_call(self, spec: CallSpec, state: _LoopState) -> Completion:
-        from harness.providers.call import call_model
-        from harness.providers.local import register_local_provider
 
         register_local_provider()  # here, not before: a run served from the cache never imports litellm
         if spec.model.model in self.distrusted:
@@ -470,7 +466,6 @@ class ModelPool:
         result.output = scrub(result.output)  # an endpoint that echoes the key back keeps it to itself
 
     def _estimated_usage(self, spec: CallSpec, output: str) -> Usage:
-        from harness.prompts import count_tokens
 
         answer = count_tokens(spec.model.model, [{"role": "assistant", "content": output}])
         return Usage(input_tokens=self._input_tokens(spec), output_tokens=answer)
@@ -478,7 +473,6 @@ class ModelPool:
     def _input_tokens(self, spec: CallSpec) -> int:
         if spec.input_tokens is not None:
             return spec.input_tokens
-        from harness.prompts import count_tokens
 
         return count_tokens(spec.model.model, spec.messages)
 
@@ -548,3 +542,17 @@ def sample_params(model: ModelConfig, params: dict[str, Any], sample: int) -> di
     if "seed" in params or is_local_model(model.model):
         return {**params, "seed": int(params.get("seed", 0)) + sample}
     return params
+
+
+def distrust_lines(pool: ModelPool, max_usd: float | None) -> list[str]:
+    """One line per model that billed usage it was not allowed, and what that did to the cap."""
+    lines = [
+        f"stopped calling {what}; its answers are recorded as ImplausibleUsage" for what in pool.distrusted.values()
+    ]
+    if max_usd is not None and pool.budget.spent > max_usd:
+        over = pool.budget.spent - max_usd
+        lines.append(
+            f"spent ${pool.budget.spent:.4f}, ${over:.4f} over the cap of ${max_usd:g}: a provider billed more than "
+            "the limits the cap reserved for (docs/reliability.md, what the cap guarantees)"
+        )
+    return lines

@@ -13,10 +13,14 @@ from typing import Any
 
 from harness.config import ConfigError, Experiment, check_tree_size, load_yaml
 from harness.datasets import Item, load_items
+from harness.model_map import map_entry, provider_of
+from harness.offline import import_litellm
 from harness.plan import Plan, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
 from harness.pricing import ModelPrice, is_local_model, resolve_price
 from harness.prompts import BUILTINS, count_prompts, load_template, messages_hash, render_checked
 from harness.providers.credentials import missing_credentials
+from harness.providers.local import is_known_local, local_model_info
+from harness.routing import check_routing
 from harness.scorers import build_scorer
 from harness.secrets import remember_tree
 
@@ -54,8 +58,6 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     _check_call_count(experiment, file, len(eval_set.items))
     _check_names(experiment, file, eval_set.items, constants)
     if any("truncate_tokens" in t.source for t in templates.values()):
-        from harness.offline import import_litellm
-
         import_litellm()  # the filter's tokenizer, loaded before the render timer starts
     for i, sc in enumerate(scorers):
         if sc.needs_reference:
@@ -85,8 +87,6 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     )
     _check_context(plan, file)
     if experiment.routing is not None:
-        from harness.routing import check_routing
-
         check_routing(experiment.routing, [v.name for v in variants], labels, file)
     return plan
 
@@ -133,16 +133,12 @@ def _check_context(plan: Plan, file: str) -> None:
 def context_limit(model: str) -> int | None:
     """The model's input window as litellm's model info gives it (the local models' included); None when
     unknown. Read from the bundled map where it has the model, so a cached re-run never imports litellm."""
-    from harness.model_map import map_entry
-    from harness.providers.local import local_model_info
 
     found = local_model_info().get(model) if is_local_model(model) else None
     if found is None:
         entry = map_entry(model)
         found = entry[1] if entry is not None else None
     if found is None and not is_local_model(model):
-        from harness.offline import import_litellm
-
         try:
             found = dict(import_litellm().get_model_info(model))
         except Exception:
@@ -247,9 +243,6 @@ def _check_epochs(experiment: Experiment, file: str) -> None:
 
 
 def _check_models(experiment: Experiment, file: str) -> None:
-    from harness.model_map import provider_of
-    from harness.offline import import_litellm
-    from harness.providers.local import is_known_local
 
     for i, model in enumerate(experiment.models):
         if is_local_model(model.model):
@@ -327,3 +320,18 @@ def _read_constant_file(experiment: Experiment, key: str, relative: str) -> Any:
         raise ConfigError(experiment.source_path, field, f"{path} is nested too deeply", "flatten it") from None
     check_tree_size(tree, path, field)
     return tree
+
+
+def self_preference_warnings(plan: Plan) -> list[str]:
+    """A judge that is also a candidate tends to favour its own outputs (self-preference bias)."""
+    candidates = {v.model.model for v in plan.runnable}
+    out = []
+    for sc in plan.scorers:
+        model = sc.options.get("model")
+        name = model.get("model") if isinstance(model, dict) else model
+        if sc.batch is not None and name in candidates:
+            out.append(
+                f"scorer {sc.name} uses {name}, which is also a candidate: judges tend to prefer their own "
+                "outputs; use a judge from another model family for decisions"
+            )
+    return out

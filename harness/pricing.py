@@ -35,6 +35,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from harness.config import PRICE_DIMENSIONS, PRICE_FIELD, ConfigError, ModelConfig, Price, load_yaml
+from harness.model_map import map_entry
+from harness.offline import import_litellm
 from harness.records import Record, Usage
 
 LOCAL_PROVIDER = "local"
@@ -165,7 +167,6 @@ class ModelPrice:
         standard rates in the call, it prices from them instead; what it then reports is harness's own
         price echoed, so `call_model` does not record it as litellm's figure.
         """
-        from harness.model_map import map_entry
 
         standard = ("input_cost_per_token", "output_cost_per_token")
         if self.priced_as == model or any(name not in self.table for name in standard):
@@ -332,7 +333,6 @@ def is_loopback(api_base: str | None) -> bool:
 
 def map_price(model: str) -> dict[str, float | None] | None:
     """The model's entry in litellm's price map, or None when the map does not know it."""
-    from harness.model_map import map_entry
 
     found = map_entry(model)  # the bundled file, read without importing litellm
     if found is not None:
@@ -340,7 +340,6 @@ def map_price(model: str) -> dict[str, float | None] | None:
         if entry.get("input_cost_per_token") is None or entry.get("output_cost_per_token") is None:
             return None
         return {**entry, "key": key}
-    from harness.offline import import_litellm
 
     litellm = import_litellm()
     try:

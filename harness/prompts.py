@@ -39,6 +39,8 @@ import jinja2.runtime
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from harness.config import ConfigError
+from harness.model_map import token_memo
+from harness.offline import import_litellm
 
 Messages = list[dict[str, str]]
 
@@ -220,7 +222,6 @@ def truncate_tokens(text: str, max_tokens: int) -> str:
 
     The way a config asks for long items to be cut to fit a context window, or tests a shorter prompt.
     """
-    from harness.offline import import_litellm
 
     litellm = import_litellm()
     tokens = litellm.encode(model="gpt-4o-mini", text=str(text))
@@ -347,7 +348,6 @@ def shared_prefix(rendered: list[Messages]) -> str:
 
 def count_text_tokens(model: str, text: str) -> int:
     """Tokens in a piece of text by the model's offline tokenizer (remembered: see `count_prompts`)."""
-    from harness.model_map import token_memo
 
     memo = token_memo()
     key = memo.key(model, "text", text)
@@ -362,7 +362,6 @@ def count_text_tokens(model: str, text: str) -> int:
 def count_prompts(prompts: list[tuple[str, Messages]]) -> list[int]:
     """Prompt tokens of many (model, messages) by litellm's counter, each counted once per machine: the
     counts are remembered (`harness.model_map.TokenMemo`), so a re-run reads them and imports no litellm."""
-    from harness.model_map import token_memo
 
     memo = token_memo()
     keys = [memo.key(model, "messages", messages) for model, messages in prompts]
@@ -384,7 +383,6 @@ def count_tokens(model: str, messages: Messages) -> int:
 
 
 def _token_counter(model: str, **what: Any) -> int:
-    from harness.offline import import_litellm
 
     litellm = import_litellm()
     try:

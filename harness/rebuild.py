@@ -15,6 +15,7 @@ from harness.config import ConfigError, GateConfig, RoutingConfig
 from harness.evidence import analyze_run
 from harness.manifest import RunManifest, VariantSpec
 from harness.plan import Plan, Variant
+from harness.preflight import prompt_hash
 from harness.pricing import ModelPrice
 from harness.records import Record
 from harness.scorers import Scorer, build_scorer
@@ -129,7 +130,6 @@ def comparable_records(
             f"run {run_id} lacks {len(missing)} of the eval's {len(wanted)} calls (e.g. {shown})",
             fix,
         )
-    from harness.preflight import prompt_hash
 
     changed = [i for i, k in wanted if stored[(i, k)].prompt_hash != prompt_hash(plan, variant.prompt.name, i)]
     if changed:

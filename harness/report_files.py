@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.plots import frontier_plot, plottable
+from harness.report import html_report, markdown_report
 from harness.secrets import scrub
 
 if TYPE_CHECKING:
@@ -29,8 +31,6 @@ def write_outputs(
     status: RunStatus | None = None,
 ) -> list[Path]:
     """The frontier plot and the markdown report, written into `folder`."""
-    from harness.plots import frontier_plot, plottable
-    from harness.report import html_report, markdown_report
 
     files = []
     plot = None

@@ -39,8 +39,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from harness.offline import apply_offline_defaults
 from harness.plan import Plan
 from harness.scorers import Scorer
+from harness.tracking.job import import_logging
+from harness.tracking.store import end_on_sigterm
 
 
 class TrackingError(RuntimeError):
@@ -327,11 +330,8 @@ def run_launcher(fd: int, forks: bool) -> None:
     import gc
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from harness.offline import apply_offline_defaults
 
     apply_offline_defaults()
-    from harness.tracking.job import import_logging
-    from harness.tracking.store import end_on_sigterm
 
     end_on_sigterm()
     import_logging()
@@ -399,7 +399,6 @@ def become(fds: list[int], payload: bytes) -> None:
 
 def serve(read_fd: int, write_fd: int) -> None:
     """The tracking process's loop: run each function received, send back (ok, result or error message)."""
-    from harness.offline import apply_offline_defaults
 
     apply_offline_defaults()  # the asker's environment may lack what this process needs
     listening = True

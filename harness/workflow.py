@@ -6,9 +6,7 @@ the CLI calls the API. Questions to the user come in through `RunOptions.confirm
 
 from __future__ import annotations
 
-import os
 import shlex
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,24 +17,30 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.analysis import Analysis, MetricInfo
-from harness.cache import ResponseCache, SqliteCache
-from harness.config import CACHE_URL_SCHEMES, ConfigError, Experiment, SequentialConfig
-from harness.estimate import VariantEstimate
+from harness.cache import ResponseCache
+from harness.caches import open_cache
+from harness.config import ConfigError, Experiment, SequentialConfig
 from harness.evidence import analyze_run
 from harness.exit_codes import EXIT_BUDGET, EXIT_INCOMPLETE, EXIT_OK
 from harness.manifest import RunStatus
 from harness.plan import Plan
-from harness.pool import ModelPool
+from harness.pool import ModelPool, distrust_lines
+from harness.preflight import prepare, self_preference_warnings
 from harness.records import Record
+from harness.report import print_analysis, print_results
 from harness.report_files import report_locally
-from harness.runner import RunResult
+from harness.runner import RunResult, run_plan
+from harness.scorers import score_records, scorer_error_warnings
 from harness.secrets import redact_url, scrub
+from harness.spending import check_budget_bounds, confirm_spend, show_estimate
+from harness.stages import run_stages
 from harness.summary import VariantSummary, summarize
 from harness.tracking.job import track_run
+from harness.tracking.store import check_store, tracking_uri, warm
 from harness.tracking_process import TrackingError, TrackingProcess, portable
 
 if TYPE_CHECKING:
-    from harness.scorers import Scorer
+    pass
 
 
 @dataclass(frozen=True)
@@ -110,57 +114,6 @@ class RunOutcome:
         return EXIT_BUDGET if self.status.budget_exhausted else EXIT_OK
 
 
-def open_cache(experiment: Experiment, options: RunOptions) -> ResponseCache | None:
-    """The response cache: `HARNESS_CACHE` (a path or a redis:// URL), else `cache.url`, else `cache.path`;
-    None with --no-cache. Opened (and a Redis server reached) before any call."""
-    if not options.use_cache or not experiment.cache.enabled:
-        return None
-    override = os.environ.get("HARNESS_CACHE", "").strip()
-    location = override or experiment.cache.url
-    field = "HARNESS_CACHE" if override else "cache.url"
-    lease = experiment.cache.lease_s
-    if location and location.startswith(CACHE_URL_SCHEMES):
-        return _open_redis(experiment, location, field, lease)
-    if location and "://" in location:
-        raise ConfigError(
-            experiment.source_path,
-            field,
-            f"{redact_url(location)} is neither a file path nor a Redis URL",
-            "give a path such as mlruns/responses.sqlite, or redis://host:6379/0",
-        )
-    path = Path(location) if location else experiment.resolve(experiment.cache.path, "cache.path")
-    field = field if location else "cache.path"
-    if path.is_dir():
-        raise ConfigError(
-            experiment.source_path, field, f"{path} is a folder", "give a file path, e.g. mlruns/responses.sqlite"
-        )
-    try:
-        return SqliteCache(path, lease)
-    except (sqlite3.Error, OSError) as exc:
-        raise ConfigError(
-            experiment.source_path,
-            field,
-            f"cannot open the response cache {path} ({exc})",
-            "give a new file or an existing cache",
-        ) from None
-
-
-def _open_redis(experiment: Experiment, url: str, field: str, lease_s: float) -> ResponseCache:
-    from harness.redis_cache import RedisCache
-    from harness.secrets import remember, url_secrets
-
-    remember(url_secrets(url))
-    try:
-        return RedisCache(url, lease_s)
-    except Exception as exc:  # redis-py raises ConnectionError, AuthenticationError, ValueError for a bad URL
-        raise ConfigError(
-            experiment.source_path,
-            field,
-            f"cannot reach the Redis cache at {redact_url(url)} ({scrub(f'{type(exc).__name__}: {exc}')})",
-            "start the server or fix the URL (redis://[:password@]host:6379/0), or run with --no-cache",
-        ) from None
-
-
 @dataclass
 class Session:
     """A prepared plan and the tracking process started for it before preparation, which `execute` takes
@@ -193,12 +146,9 @@ class Session:
 def prepare_tracked(experiment: Experiment, options: RunOptions, strict: bool) -> Session:
     """`prepare`, with the tracking process started first: its MLflow import and store check overlap the
     preparation (litellm's import, token counts), not the end of the run."""
-    from harness.preflight import prepare
 
     tracker, uri = None, None
     if options.tracked:
-        from harness.tracking.store import check_store, tracking_uri, warm
-
         uri = tracking_uri(experiment)
         try:
             check_store(uri)
@@ -236,8 +186,6 @@ def execute(
         ids = {item.id for item in plan.eval_set.items}
         prior = {name: [r for r in records if r.item_id in ids] for name, records in (prior or {}).items()}
     if options.tracked:
-        from harness.tracking.store import tracking_uri
-
         tracker = session.take_tracker(tracking_uri(plan.experiment))
     else:
         session.discard()
@@ -248,14 +196,12 @@ def execute(
                 plan.experiment.source_path, "models", f"no variant can run ({skipped})", "export the keys they need"
             )
         if options.tracked:
-            from harness.tracking.store import check_store, warm
-
             uri = tracking_uri(plan.experiment)
             check_store(uri)
             if tracker is None:
                 tracker = TrackingProcess()
                 tracker.start(warm, uri)
-        cache = open_cache(plan.experiment, options)
+        cache = open_cache(plan.experiment, options.use_cache)
         outcome = _execute(plan, console, options, prior or {}, started_at, tracker, cache)
         finished = True
         return outcome
@@ -308,7 +254,6 @@ def _execute(
     tracker: TrackingProcess | None,
     cache: ResponseCache | None,
 ) -> RunOutcome:
-    from harness.runner import run_plan
 
     experiment = plan.experiment
     max_usd = options.max_usd if options.max_usd is not None else experiment.budget.max_usd
@@ -318,11 +263,9 @@ def _execute(
     _announce(plan, console, ready)
     pool = ModelPool.for_experiment(experiment, cache, read_cache=not options.refresh, max_usd=max_usd)
     estimates = show_estimate(plan, console, cache if not options.refresh else None, tracker, set(ready))
-    confirm_spend(plan, estimates, options)
+    confirm_spend(plan, estimates, options.assume_yes, options.confirm)
     sequential = None
     if options.sequential is not None:
-        from harness.stages import run_stages
-
         staged = run_stages(
             plan, console, pool, ready, options.sequential, estimates, lambda p, rs: _score(p, rs, pool, console)
         )
@@ -380,7 +323,6 @@ def _execute(
             "shard is done, run the same command without --shard: it makes no calls and logs the whole analysis."
         )
         return outcome
-    from harness.report import print_analysis, print_results
 
     print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
     print_analysis(console, analysis)
@@ -409,7 +351,6 @@ def _announce(plan: Plan, console: Console, ready: dict[str, list[Record]]) -> N
 
 def _score(plan: Plan, records: list[Record], pool: ModelPool, console: Console) -> None:
     """Score every record; judge and embedding calls go through the run's pool (cache, budget)."""
-    from harness.scorers import score_records
 
     before = pool.budget.spent
     score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers, pool, console)
@@ -431,7 +372,6 @@ def _track(
     plan = outcome.plan
     state = "budget_exhausted" if outcome.status.budget_exhausted else "finished"
     args = (portable(plan), outcome.records, outcome.summaries, started_at, outcome.analysis, outcome.status, state)
-    from harness.tracking.store import tracking_uri
 
     uri = tracking_uri(plan.experiment)
     source = plan.experiment.source_path
@@ -469,131 +409,3 @@ def _relative(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
-
-
-def scorer_error_warnings(records: list[Record], scorers: list[Scorer]) -> list[str]:
-    """One line per scorer that could not score some outputs (an unparseable judge shows up here)."""
-    answered = [r for r in records if r.error is None and r.output is not None]
-    out = []
-    for sc in scorers:
-        failed = [r.score_errors[sc.name] for r in answered if sc.name in r.score_errors]
-        if failed:
-            out.append(
-                f"scorer {sc.name} could not score {len(failed)} of {len(answered)} outputs "
-                f"(left out of its mean, not counted as 0); e.g. {failed[0][:160]}"
-            )
-    return out
-
-
-def self_preference_warnings(plan: Plan) -> list[str]:
-    """A judge that is also a candidate tends to favour its own outputs (self-preference bias)."""
-    candidates = {v.model.model for v in plan.runnable}
-    out = []
-    for sc in plan.scorers:
-        model = sc.options.get("model")
-        name = model.get("model") if isinstance(model, dict) else model
-        if sc.batch is not None and name in candidates:
-            out.append(
-                f"scorer {sc.name} uses {name}, which is also a candidate: judges tend to prefer their own "
-                "outputs; use a judge from another model family for decisions"
-            )
-    return out
-
-
-def distrust_lines(pool: ModelPool, max_usd: float | None) -> list[str]:
-    """One line per model that billed usage it was not allowed, and what that did to the cap."""
-    lines = [
-        f"stopped calling {what}; its answers are recorded as ImplausibleUsage" for what in pool.distrusted.values()
-    ]
-    if max_usd is not None and pool.budget.spent > max_usd:
-        over = pool.budget.spent - max_usd
-        lines.append(
-            f"spent ${pool.budget.spent:.4f}, ${over:.4f} over the cap of ${max_usd:g}: a provider billed more than "
-            "the limits the cap reserved for (docs/reliability.md, what the cap guarantees)"
-        )
-    return lines
-
-
-def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:
-    """With a budget, every priced call needs an output limit, or its worst case is unbounded."""
-    from harness.runner import variant_output_limit
-
-    if max_usd is None:
-        return
-    for variant in plan.runnable:
-        priced = variant.price.output > 0 or variant.price.usd_per_hour > 0
-        if priced and variant_output_limit(variant) is None:
-            raise ConfigError(
-                plan.experiment.source_path,
-                "params.max_tokens",
-                f"a budget is set but {variant.name} has no output limit, so a call's worst case is unbounded",
-                "set params.max_tokens (or the model's own params.max_tokens)",
-            )
-
-
-def estimates_for(
-    plan: Plan,
-    cache: ResponseCache | None,
-    tracking: bool | TrackingProcess,
-    exclude: set[str] | None = None,
-    warnings_out: list[str] | None = None,
-    unrunnable: bool = False,
-) -> tuple[list[VariantEstimate], float | None]:
-    """Per-variant estimates and the expected wall time (history from MLflow when tracking, read in the
-    tracking process when one is given). A store that cannot be read adds a line to `warnings_out`."""
-    warnings_out = [] if warnings_out is None else warnings_out
-    from harness.estimate import estimate_plan, estimate_scorers, expected_wall_seconds
-    from harness.tracking import variant_history
-
-    history = {}
-    estimates = [e for e in estimate_plan(plan, cache, {}) if e.variant not in (exclude or set())]
-    if any(e.calls > 0 for e in estimates):  # history sharpens only the calls still to make
-        try:
-            if isinstance(tracking, TrackingProcess):
-                history = tracking.call(variant_history, portable(plan))
-            elif tracking:
-                history = variant_history(plan)
-        except Exception as exc:  # history only sharpens the estimate; never stop a run for it
-            warnings_out.append(f"no history from MLflow for the estimate ({scrub(str(exc))[:200]})")
-    if history or unrunnable:
-        estimates = [e for e in estimate_plan(plan, cache, history, unrunnable) if e.variant not in (exclude or set())]
-    wall = expected_wall_seconds(plan, [e for e in estimates if not e.needs])
-    return estimates + estimate_scorers(plan, exclude), wall
-
-
-def show_estimate(
-    plan: Plan,
-    console: Console,
-    cache: ResponseCache | None,
-    tracking: bool | TrackingProcess,
-    exclude: set[str] | None = None,
-    unrunnable: bool = False,
-) -> list[VariantEstimate]:
-    """Print the estimate table; returns the estimates of the variants that will run. With `unrunnable`
-    (the `estimate` command) the variants that need a key are priced too, in rows of their own."""
-    from harness.report import estimate_table
-
-    warnings: list[str] = []
-    estimates, wall = estimates_for(plan, cache, tracking, exclude, warnings, unrunnable)
-    for warning in warnings:
-        console.print(f"[bold yellow]WARNING[/] {escape(warning)}")
-    console.print(estimate_table(estimates, wall))
-    return [e for e in estimates if not e.needs]
-
-
-def confirm_spend(plan: Plan, estimates: list[VariantEstimate], options: RunOptions) -> None:
-    """Ask before spending above `budget.confirm_above_usd`; never hang when nobody can answer."""
-    threshold = plan.experiment.budget.confirm_above_usd
-    worst = sum(e.max_usd for e in estimates)
-    if options.assume_yes or worst <= threshold:
-        return
-    fix = "pass --yes, lower the item count, or raise budget.confirm_above_usd"
-    if options.confirm is None:
-        raise ConfigError(
-            plan.experiment.source_path,
-            "budget.confirm_above_usd",
-            f"this run may cost up to ${worst:.4f}, above ${threshold:g}, and nobody is at the terminal to confirm",
-            fix,
-        )
-    if not options.confirm(f"This run may cost up to ${worst:.4f}. Spend it?"):
-        raise ConfigError(plan.experiment.source_path, "budget.confirm_above_usd", "declined at the prompt", fix)

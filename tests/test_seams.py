@@ -99,17 +99,18 @@ def test_estimate_counts_every_epoch_the_runner_makes(tmp_path: Path, model_serv
             cache={"path": f"mlruns/cache{epochs}.sqlite"},
         )
 
-    from harness.workflow import estimates_for, open_cache
+    from harness.caches import open_cache
+    from harness.spending import estimates_for
 
     one = prepare(load_config(write_project(tmp_path / "one", config(1))))
     three = prepare(load_config(write_project(tmp_path / "three", config(3))))
     (e1,), _ = estimates_for(one, None, False)
-    (e3,), _ = estimates_for(three, open_cache(three.experiment, RunOptions()), False)
+    (e3,), _ = estimates_for(three, open_cache(three.experiment), False)
     assert e3.calls == 3 * e1.calls == 3 * len(ITEMS)
     assert e3.max_usd == pytest.approx(3 * e1.max_usd) and e3.expected_usd == pytest.approx(3 * e1.expected_usd)
     outcome = harness.run(three.experiment, RunOptions(tracking=False), quiet())
     assert outcome.result.calls_made == e3.calls == len(model_server.requests)
-    (after,), _ = estimates_for(three, open_cache(three.experiment, RunOptions()), False)
+    (after,), _ = estimates_for(three, open_cache(three.experiment), False)
     assert after.calls == 0 and after.cached == e3.calls
 
 
@@ -488,7 +489,7 @@ def test_conventional_column_names_take_their_roles_and_a_mapping_wins(tmp_path:
 
 
 def test_the_estimate_and_the_spend_question_count_judge_calls(tmp_path: Path, model_server: FakeModelServer) -> None:
-    from harness.workflow import estimates_for
+    from harness.spending import estimates_for
 
     model_server.answer = lambda request: "Score: 4" if request["model"] == "judge" else "an answer"
     model_server.usage = Usage(prompt_tokens=20, completion_tokens=4)

@@ -255,7 +255,8 @@ def test_a_fully_cached_rerun_does_not_wait_for_history(
     from harness.cache import SqliteCache
     from harness.config import load_config
     from harness.preflight import prepare
-    from harness.workflow import RunOptions, estimates_for
+    from harness.spending import estimates_for
+    from harness.workflow import RunOptions
 
     experiment = load_config(project(tmp_path, model_server))
     harness_run(experiment, RunOptions(assume_yes=True, tracking=False), Console(file=io.StringIO()))

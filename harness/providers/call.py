@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.config import ModelConfig
+from harness.offline import import_litellm
 from harness.pricing import LOCAL_PROVIDER, is_loopback, litellm_version, tier_name
 from harness.records import RecordError, Usage
 from harness.secrets import scrub
@@ -55,7 +56,6 @@ async def call_model(
     `prices` (`ModelPrice.for_litellm`) go to litellm with the call: for a model its map does not know,
     they spare it a failed search of the map on every response. litellm's cost is then harness's price
     echoed, not a second figure, and is not recorded."""
-    from harness.offline import import_litellm
 
     litellm = import_litellm()
     kwargs = {**params, **_endpoint(cfg), "messages": messages, "timeout": timeout_s, "num_retries": 0}
@@ -85,7 +85,6 @@ async def call_embedding(
     cfg: ModelConfig, texts: list[str], timeout_s: float, max_retries: int, max_retry_after_s: float = RETRY_AFTER_CAP_S
 ) -> EmbeddingResult:
     """Embed texts through `litellm.aembedding`, with the same retries as a completion."""
-    from harness.offline import import_litellm
 
     litellm = import_litellm()
     kwargs = {**cfg.params, **_endpoint(cfg), "input": texts, "timeout": timeout_s, "num_retries": 0}

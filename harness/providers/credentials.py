@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 from harness.config import ModelConfig
+from harness.model_map import missing_keys
+from harness.offline import import_litellm
 from harness.pricing import is_local_model, is_loopback
 
 
@@ -19,12 +21,9 @@ def missing_credentials(cfg: ModelConfig) -> list[str]:
     if is_local_model(cfg.model) or is_loopback(cfg.api_base):
         return []
     if cfg.api_base is None:
-        from harness.model_map import missing_keys
-
         known = missing_keys(cfg.model)  # the common providers, without importing litellm
         if known is not None:
             return known
-    from harness.offline import import_litellm
 
     litellm = import_litellm()
     try:

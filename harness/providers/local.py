@@ -22,7 +22,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from harness.offline import import_litellm
 from harness.pricing import LOCAL_PROVIDER
+from harness.providers.minilm import minilm
 
 SMOLLM2 = "smollm2-135m"
 MINILM = "all-minilm-l6-v2"
@@ -173,7 +175,6 @@ def _local_embedding(model: str, texts: list[str], response: Any) -> Any:
     name = model.split("/", 1)[-1]
     if name != MINILM:
         raise LocalModelError(f"local/{name} is not an embedding model; use local/{MINILM}")
-    from harness.providers.minilm import minilm
 
     vectors, tokens = minilm().encode([str(t) for t in texts])
     response.model = f"{LOCAL_PROVIDER}/{MINILM}"
@@ -190,7 +191,6 @@ def register_local_provider() -> None:
     global _registered
     if _registered:
         return
-    from harness.offline import import_litellm
 
     litellm = import_litellm()
     handler = _make_provider()

@@ -1,7 +1,7 @@
 """Scorers behind one registry: built-ins register on import; users add `module:function`."""
 
 from harness.scorers import classification, embedding, judge, numeric, rouge, text  # noqa: F401 - registration
-from harness.scorers._apply import score_records
+from harness.scorers._apply import score_records, scorer_error_warnings
 from harness.scorers._registry import (
     REGISTRY,
     AggregateFn,
@@ -27,4 +27,5 @@ __all__ = [
     "build_scorer",
     "score_records",
     "scorer",
+    "scorer_error_warnings",
 ]

@@ -75,3 +75,17 @@ def _attach(record: Record, name: str, result: float | Scored) -> None:
             record.score_errors[name] = result.detail or "the scorer returned no value"
     else:
         record.scores[name] = float(result)
+
+
+def scorer_error_warnings(records: list[Record], scorers: list[Scorer]) -> list[str]:
+    """One line per scorer that could not score some outputs (an unparseable judge shows up here)."""
+    answered = [r for r in records if r.error is None and r.output is not None]
+    out = []
+    for sc in scorers:
+        failed = [r.score_errors[sc.name] for r in answered if sc.name in r.score_errors]
+        if failed:
+            out.append(
+                f"scorer {sc.name} could not score {len(failed)} of {len(answered)} outputs "
+                f"(left out of its mean, not counted as 0); e.g. {failed[0][:160]}"
+            )
+    return out

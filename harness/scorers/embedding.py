@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.datasets import Item
 from harness.pool import CallSpec, ModelPool
+from harness.prompts import count_tokens
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
 from harness.scorers.text import references
@@ -56,7 +57,6 @@ def embedding_similarity(
         return batch([(output, item)], None, lambda: None)[0]
 
     def worst_case(items: list[Item], output_limits: list[int], pool: ModelPool) -> tuple[int, float]:
-        from harness.prompts import count_tokens
 
         refs = {r for item in items for r in references(item)}
         texts = len(refs) + len(items) * len(output_limits)

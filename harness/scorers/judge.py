@@ -26,7 +26,7 @@ from typing import Any
 from harness.config import ConfigError, inside_project
 from harness.datasets import Item
 from harness.pool import CallSpec, ModelPool
-from harness.prompts import Messages, load_template, render_checked
+from harness.prompts import Messages, count_tokens, load_template, render_checked
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
 from harness.scorers.text import references
@@ -102,7 +102,6 @@ def llm_judge(
         return batch([(output, item)], None, lambda: None)[0]
 
     def worst_case(items: list[Item], output_limits: list[int], pool: ModelPool) -> tuple[int, float]:
-        from harness.prompts import count_tokens
 
         usd = 0.0
         for item in items:

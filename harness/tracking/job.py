@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from harness.report_files import report_locally, write_outputs
 from harness.secrets import scrub
+from harness.tracking.write import log_run
 
 if TYPE_CHECKING:
     from harness.analysis import Analysis
@@ -35,7 +36,6 @@ def track_run(
 
     In the `background` the calling process has gone on: nobody reads an exception, so a failure is said
     on the run's stderr (still the terminal) and kept beside the local report, as a waiting run would."""
-    from harness.tracking.write import log_run
 
     try:
         with tempfile.TemporaryDirectory() as tmp:

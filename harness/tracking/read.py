@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.datasets import Item
+from harness.estimate import History
 from harness.manifest import ITEMS_ARTIFACT, MANIFEST_ARTIFACT, RunManifest
 from harness.plan import Plan
 from harness.records import Record
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 def variant_history(plan: Plan) -> dict[str, History]:
     """Output length and latency measured by the newest earlier run of each variant (same calls)."""
-    from harness.estimate import History
 
     uri = tracking_uri(plan.experiment)
     mlflow = open_store(uri)

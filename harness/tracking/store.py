@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.config import Experiment
+from harness.config import ConfigError, Experiment, inside_project
+from harness.offline import apply_offline_defaults
+from harness.secrets import redact_url
 
 
 def default_uri(root: Path) -> str:
@@ -36,7 +38,6 @@ def tracking_uri(experiment: Experiment) -> str:
 def confined_uri(experiment: Experiment) -> str:
     """The config's `tracking_uri`, with a local store (sqlite file, file: folder) held inside the project
     like every other file a config names (relative to the project root); servers are taken as given."""
-    from harness.config import inside_project
 
     uri = str(experiment.tracking_uri)
     for prefix in ("sqlite:///", "file://", "file:"):
@@ -52,7 +53,6 @@ KNOWN_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "fil
 def check_store(uri: str, field: str = "MLFLOW_TRACKING_URI") -> None:
     """Refuse, before any paid call, a store MLflow cannot use: an unknown scheme, or an sqlite file that is
     not a database (found only after the calls, it would cost the run its tracking)."""
-    from harness.config import ConfigError
 
     scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
     if scheme and scheme not in KNOWN_SCHEMES:
@@ -63,8 +63,6 @@ def check_store(uri: str, field: str = "MLFLOW_TRACKING_URI") -> None:
             "use sqlite:///path/mlflow.db, postgresql+psycopg2://..., http(s)://server, or unset it",
         )
     if uri.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg") is None:
-        from harness.secrets import redact_url
-
         raise ConfigError(
             redact_url(uri),
             field,
@@ -103,7 +101,6 @@ def stored_run_uri(explicit: str | None = None, start: Path | None = None) -> st
 
 def open_store(uri: str) -> Any:
     """mlflow, pointed at `uri`, with the store's schema created once per process."""
-    from harness.offline import apply_offline_defaults
 
     apply_offline_defaults()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading a run back prints no bars
@@ -180,7 +177,6 @@ def store_lock(uri: str) -> Iterator[None]:
 def experiment_page(address: str, uri: str, name: str | None = None) -> str:
     """Where to click: the experiment's Evaluation runs page (variants side by side, with Overview and
     Traces beside it) under `address`. The experiment is `name`, else the one run most recently."""
-    from harness.secrets import redact_url
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # an unreachable server answers at once
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -19,6 +19,7 @@ from harness.manifest import ITEMS_ARTIFACT, MANIFEST_ARTIFACT, RunManifest, Run
 from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
+from harness.report import IMAGE_LINK, recommendation_line
 from harness.secrets import redact, redact_tree, redact_url, remember_tree, scrub, scrubber
 from harness.summary import VariantSummary
 from harness.tracking.store import open_store, store_lock, tracking_uri
@@ -169,7 +170,6 @@ def _log_run_locked(
 
 def _description(description: str, analysis: Analysis | None) -> str:
     """The parent run's description: the recommendation and its reason in one line, then the config's."""
-    from harness.report import recommendation_line
 
     lines = [recommendation_line(analysis)] if analysis is not None else []
     if description:
@@ -180,7 +180,6 @@ def _description(description: str, analysis: Analysis | None) -> str:
 def _log_outputs(mlflow: Any, paths: list[Path]) -> None:
     """The report, its HTML page and its plot. MLflow's markdown viewer shows no images, so the report's
     copy in MLflow points at `report.html`, where the viewer shows the plot inside the report."""
-    from harness.report import IMAGE_LINK
 
     for path in paths:
         if path.suffix == ".md":

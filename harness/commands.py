@@ -1,0 +1,352 @@
+"""The commands: parsed arguments -> the public API (`harness.api`) -> an exit code.
+
+`harness.cli` parses and loads this module only once a command is chosen, so `--help` imports nothing
+heavy; here every import is at the top. Expected mistakes (ConfigError) become one line on stderr and exit
+code 2, never a traceback; anything unexpected becomes one line and exit code 4 ("could not complete"),
+never 1, which means a regression. Questions to the user (the spend confirmation) are asked here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.prompt import Confirm
+from rich.table import Table
+
+from harness.api import analyze, gate, load_experiment, load_run, reprice, route, run, size_decisions, write_report
+from harness.caches import open_cache
+from harness.config import ConfigError, PolicyConfig, RoutingConfig, load_config
+from harness.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+from harness.gating import publish
+from harness.preflight import prepare
+from harness.pricing import load_price_file
+from harness.report import (
+    NO_PRICED_VARIANT,
+    decision_size_lines,
+    lever_notes,
+    lever_table,
+    markdown_report,
+    policy_notes,
+    policy_table,
+    print_analysis,
+    print_results,
+)
+from harness.scaffold import preview, propose, write_experiment
+from harness.secrets import redact_url, scrub
+from harness.spending import show_estimate
+from harness.tracking.store import experiment_page, find_project_root, stored_run_uri
+from harness.tracking.write import add_policy_runs
+from harness.workflow import RunOptions
+
+if TYPE_CHECKING:
+    from harness.rebuild import Rebuilt
+    from harness.tracking.read import StoredRun
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run the chosen command; a config mistake is one line (exit 2), anything unexpected "could not
+    complete" (exit 4, never mistaken for a regression)."""
+    try:
+        return COMMANDS[args.handler](args)
+    except ConfigError as exc:
+        print(f"error: {scrub(exc.line())}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        first = scrub(str(exc)).strip().splitlines()[0][:400] if str(exc).strip() else ""
+        print(
+            f"error: could not complete ({type(exc).__name__}: {first}). Every call that finished is in the "
+            "response cache; fix the cause and run the same command again.",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
+
+
+def _options(args: argparse.Namespace, strict: bool) -> RunOptions:
+    if args.max_usd is not None and not (math.isfinite(args.max_usd) and args.max_usd > 0):
+        raise ConfigError(
+            "command line", "--max-usd", f"must be a positive number of dollars (got {args.max_usd:g})", "e.g. 5"
+        )
+    return RunOptions(
+        shard=_shard(getattr(args, "shard", None)),
+        strict=strict,
+        tracking=not getattr(args, "no_tracking", False),
+        use_cache=not args.no_cache,
+        refresh=args.refresh,
+        max_usd=args.max_usd,
+        assume_yes=args.yes,
+        confirm=_ask if sys.stdin.isatty() else None,
+        background_logging=_background_logging(getattr(args, "background_logging", False)),
+    )
+
+
+def _background_logging(flag: bool | None) -> bool:
+    """A person at a terminal gets the prompt back as soon as the results are printed; CI jobs and
+    scripts, which read the run id or trust the exit code to cover logging, wait unless they ask."""
+    if flag is not None:
+        return flag
+    return sys.stdout.isatty() and not os.environ.get("CI")
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """`--shard I/N` as (I, N); the range is checked where the API checks it (`workflow._shard`)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise ConfigError("command line", "--shard", f"must be I/N with 1 <= I <= N (got {text!r})", "e.g. --shard 2/4")
+    return int(match[1]), int(match[2])
+
+
+def _ask(question: str) -> bool:
+    return Confirm.ask(question, default=False)
+
+
+def _console() -> Console:
+    # emoji off: a model or prompt named ":b:" prints as written
+    console = Console(emoji=False)
+    return console if console.is_terminal else Console(width=max(console.width, 200), emoji=False)
+
+
+def _incomplete(reason: str | None) -> None:
+    if reason is not None:
+        print(f"error: could not complete: {reason}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    console = _console()
+    started = time.perf_counter()
+    outcome = run(args.config, _options(args, args.strict), console, args.limit)
+    console.print(f"done in {time.perf_counter() - started:.1f} s")
+    _incomplete(outcome.incomplete)
+    return outcome.exit_code
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    console = _console()
+    proposal = propose(args.dataset, args.reference, args.input)
+    table = Table(title=escape(f"{args.dataset}: {len(proposal.rows)} rows"), title_justify="left")
+    for column in proposal.columns:
+        table.add_column(escape(column))
+    for row in preview(proposal):
+        table.add_row(*(escape(cell) for cell in row))
+    console.print(table)
+    console.print(
+        escape(
+            f"input <- column '{proposal.input}', reference <- column '{proposal.reference}'"
+            + (f", id <- column '{proposal.id}'" if proposal.id else ", id: the row number")
+        )
+    )
+    what = {"labels": f"{len(proposal.labels)} labels", "numbers": "numbers", "text": "free text"}[proposal.kind]
+    console.print(f"the references are {what}: scorers {', '.join(_names(proposal.scorers))}")
+    name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", args.dataset.stem).strip("-.") or "experiment"
+    config, prompt = write_experiment(proposal, args.dataset, name, Path.cwd())
+    console.print(f"wrote {config} and {prompt}; next: python -m harness run {config.relative_to(Path.cwd())}")
+    return EXIT_OK
+
+
+def _names(scorers: list[Any]) -> list[str]:
+    return [s if isinstance(s, str) else next(iter(s)) for s in scorers]
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    console = _console()
+    experiment = load_experiment(args.config, args.limit)
+    plan = prepare(experiment)
+    cache = open_cache(experiment, not args.no_cache)
+    show_estimate(plan, console, cache, tracking=True, unrunnable=True)
+    console.print(f"at concurrency {experiment.concurrency}; cached calls cost nothing and take no time")
+
+    for line in decision_size_lines(size_decisions(plan, args.pilot), experiment.gate, len(plan.eval_set.items)):
+        console.print(line)
+    return EXIT_OK
+
+
+def cmd_reprice(args: argparse.Namespace) -> int:
+    console = _console()
+    _check_prices(args.prices)
+    stored = load_run(args.run_id, args.tracking_uri)
+    repriced = reprice(stored, args.prices, args.tier)
+    tier = f" at {args.tier} prices" if args.tier else ""
+    title = f"{stored.manifest.experiment}: repriced{tier} (run {stored.run_id})"
+    print_results(console, repriced.rebuilt.summaries, stored.manifest.baseline, title)
+    print_analysis(console, repriced.rebuilt.analysis)
+    console.print(
+        f"total list cost: ${repriced.before_usd:.6f} as recorded -> "
+        f"${repriced.after_usd:.6f} repriced{tier} (no model calls)"
+    )
+    for model in repriced.unpriced_tier:
+        console.print(f"[bold yellow]WARNING[/] {model} has no {args.tier} prices: its calls stay at standard prices")
+    return EXIT_OK
+
+
+def _check_prices(path: Path | None) -> None:
+    """A `--prices` file is read before the run, so a mistake in it is named first (file, field, fix)."""
+    if path is not None:
+        load_price_file(path)
+
+
+def cmd_levers(args: argparse.Namespace) -> int:
+    console = _console()
+    _check_prices(args.prices)
+    stored = load_run(args.run_id, args.tracking_uri)
+    analysis = reprice(stored, args.prices).rebuilt.analysis
+    if not analysis.levers:
+        console.print(NO_PRICED_VARIANT)
+        return EXIT_OK
+    console.print(lever_table(analysis))
+    for note in lever_notes(analysis):
+        console.print(escape(f"  {note}"))
+    return EXIT_OK
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    console = _console()
+    options = _options(args, strict=True)
+    outcome = gate(args.config, args.candidate, args.against, options, console, args.limit, args.sequential)
+    finished = outcome.run
+    if outcome.shard is not None:
+        _incomplete(finished.incomplete)
+        return outcome.exit_code
+    experiment = finished.plan.experiment
+    report = markdown_report(
+        experiment.name, finished.summaries, finished.analysis, None, experiment.description, finished.status
+    )
+    publish(outcome.result, report, console)
+    return outcome.exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    console = _console()
+    stored = load_run(args.run_id, args.tracking_uri)
+    rebuilt = analyze(stored)
+    title = f"{stored.manifest.experiment}: results (from run {stored.run_id})"
+    print_results(console, rebuilt.summaries, stored.manifest.baseline, title)
+    print_analysis(console, rebuilt.analysis)
+    _print_notes(console, stored, rebuilt)
+    files = _republish(args, stored, rebuilt)
+    console.print(f"report: {', '.join(str(f) for f in files)} (also logged to run {stored.run_id} under rebuilt/)")
+    return EXIT_OK
+
+
+def _print_notes(console: Console, stored: StoredRun, rebuilt: Rebuilt) -> None:
+    for note in stored.manifest.status.notes():
+        console.print(escape(f"as run: {note}"))
+    for note in rebuilt.notes:
+        console.print(f"[bold yellow]NOTE[/] {escape(note)}")
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    console = _console()
+    stored = load_run(args.run_id, args.tracking_uri)
+    rebuilt = route(stored, _routing_config(args, stored.manifest.routing))
+    console.print(policy_table(rebuilt.analysis))
+    for note in policy_notes(rebuilt.analysis):
+        console.print(escape(f"  {note}"))
+    files = _republish(args, stored, rebuilt)
+    add_policy_runs(stored.run_id, stored.uri, rebuilt.analysis)
+    console.print(
+        f"plot and report: {', '.join(str(f) for f in files)}; policies logged as child runs of {stored.run_id}"
+    )
+    return EXIT_OK
+
+
+def _routing_config(args: argparse.Namespace, stored: RoutingConfig | None) -> RoutingConfig:
+    """The routing to simulate: flags over the run's own routing config."""
+
+    base = stored.model_dump() if stored is not None else {}
+    for key in ("weak", "strong", "metric"):
+        if getattr(args, key):
+            base[key] = getattr(args, key)
+    if args.policy:
+        policies = []
+        for text in args.policy:
+            try:
+                policies.append(PolicyConfig.model_validate(yaml.safe_load(text)))
+            except (yaml.YAMLError, ValidationError) as exc:
+                problem = str(exc).splitlines()[0] if isinstance(exc, yaml.YAMLError) else _first_error(exc)
+                raise ConfigError(
+                    "--policy",
+                    text,
+                    problem,
+                    "e.g. '{kind: cascade, check: {min_words: 8}}', '{kind: oracle}' or '{kind: random, p: 0.3}'",
+                ) from None
+        base["policies"] = policies
+    return RoutingConfig.model_validate(base)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]
+
+
+def _republish(args: argparse.Namespace, stored: StoredRun, rebuilt: Rebuilt) -> list[Path]:
+    """Plot and report into `--out` (default reports/RUN_ID in the project), also attached to the run."""
+
+    return write_report(stored, rebuilt, Path(args.out or find_project_root() / "reports" / stored.run_id))
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    if not 1 <= args.port <= 65535:
+        raise ConfigError("command line", "--port", f"{args.port} is not a TCP port", "give 1-65535, e.g. 5000")
+    if not 1 <= args.workers <= 64:
+        raise ConfigError("command line", "--workers", f"{args.workers} server processes", "give 1-64, e.g. 1")
+
+    name = load_config(Path(args.config)).name if args.config else None
+    uri = stored_run_uri(args.backend_store_uri, Path(args.config).resolve().parent if args.config else None)
+    if uri.startswith(("http://", "https://", "databricks")):
+        print(f"the tracking store is a server already: {redact_url(uri)}", file=sys.stderr)
+        print(experiment_page(uri, uri, name), file=sys.stderr)
+        return EXIT_OK
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+        "--backend-store-uri",
+        uri,
+        "--workers",
+        str(args.workers),
+    ]
+    # MLflow's background jobs (scheduled judges, trace rollups) start their own consumer processes; a
+    # viewer needs none of them, and without them the UI is up in about 7 s here instead of 20. A user who
+    # wants them sets MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    if uri.startswith("sqlite:///"):
+        artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
+        command += ["--default-artifact-root", artifacts.resolve().as_uri()]
+    address = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI on {address} over {redact_url(uri)} (Ctrl-C stops it)", file=sys.stderr)
+    print(experiment_page(address, uri, name), file=sys.stderr)
+    os.execv(sys.executable, command)
+    return EXIT_OK  # pragma: no cover - execv does not return
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "init": cmd_init,
+    "estimate": cmd_estimate,
+    "reprice": cmd_reprice,
+    "levers": cmd_levers,
+    "gate": cmd_gate,
+    "report": cmd_report,
+    "route": cmd_route,
+    "ui": cmd_ui,
+}
