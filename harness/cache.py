@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import os
 import socket
 import sqlite3
@@ -31,11 +29,8 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from harness.config import ModelConfig
 from harness.records import Usage
-from harness.secrets import redact
 
 DEFAULT_LEASE_S = 30.0
 
@@ -65,18 +60,6 @@ class CachedResponse:
     latency_s: float
     created: float = 0.0
     """When it was stored (epoch seconds): `--refresh` accepts only answers newer than its own start."""
-
-
-def call_key(model: ModelConfig, messages: list[dict[str, str]], params: dict[str, Any], sample: int) -> str:
-    """Identity of a call: model, endpoint, messages, parameters and sample index (secret values excluded)."""
-    identity = {
-        "model": model.model,
-        "api_base": model.api_base,
-        "messages": messages,
-        "params": redact(params),
-        "sample": sample,
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def new_owner() -> str:

@@ -7,7 +7,6 @@ records).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from harness.config import ConfigError, DatasetConfig, DatasetFields, Experiment
+from harness.identity import dataset_fingerprint
 from harness.offline import apply_offline_defaults
 
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -55,10 +55,8 @@ def load_items(experiment: Experiment) -> EvalSet:
     fields = cfg.fields.model_copy(update=conventional)
     items = [_to_item(row, index, fields, file, set(conventional)) for index, row in enumerate(rows)]
     _check_unique_ids(items, cfg, file)
-    digest = hashlib.sha256()
-    for item in items:
-        digest.update(json.dumps(item.fields, sort_keys=True, default=str).encode())
-    return EvalSet(items=items, fingerprint=digest.hexdigest()[:16], source=source, conventional=conventional)
+    fingerprint = dataset_fingerprint(item.fields for item in items)
+    return EvalSet(items=items, fingerprint=fingerprint, source=source, conventional=conventional)
 
 
 CONVENTIONAL_COLUMNS = {

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING
 
 from harness.cache import ResponseCache
 from harness.plan import Plan, Variant
-from harness.pool import ModelPool, requested_tier
-from harness.prompts import count_prompts
+from harness.pool import ModelPool, declared_slots
 from harness.records import Record, Usage, usd_per_item
-from harness.runner import model_concurrency, variant_output_limit
+from harness.tokens import count_prompts
 
 if TYPE_CHECKING:
     from harness.analysis import Analysis
@@ -66,7 +65,7 @@ def estimate_plan(
             specs = [dataclasses.replace(s, input_tokens=n) for s, n in zip(specs, counted, strict=True)]
         hits = pool.prefetch([s.key for s in specs])
         pending = [s for s in specs if s.key not in hits]
-        limit = variant_output_limit(variant)
+        limit = variant.limits.output_tokens
         past = history.get(variant.name)
         if past is not None:
             expected_out, source = past.mean_output_tokens, "earlier run"
@@ -77,7 +76,7 @@ def estimate_plan(
         latency = past.latency_p50_s if past is not None else None
         tokens = [s.input_tokens or 0 for s in pending]
         price = variant.price
-        tier = requested_tier(variant.params)  # a flex or priority run is estimated at its tier's prices
+        tier = variant.limits.tier  # a flex or priority run is estimated at its tier's prices
         out.append(
             VariantEstimate(
                 variant=variant.name,
@@ -111,7 +110,7 @@ def estimate_scorers(plan: Plan, exclude: set[str] | None = None) -> list[Varian
     every output the run can produce: no output exists yet, so each is taken at its output limit."""
     pool = ModelPool.for_experiment(plan.experiment)
     variants = [v for v in plan.runnable if v.name not in (exclude or set())]
-    limits = [variant_output_limit(v) or 0 for v in variants for _ in plan.samples]
+    limits = [v.limits.output_tokens or 0 for v in variants for _ in plan.samples]
     out = []
     for scorer in plan.scorers:
         if scorer.worst_case is None or not limits:
@@ -144,7 +143,7 @@ def expected_wall_seconds(plan: Plan, estimates: list[VariantEstimate]) -> float
     serial: dict[str, float] = defaultdict(float)
     for e in estimates:
         seconds = e.expected_seconds or 0.0
-        slots = model_concurrency(by_variant[e.variant])
+        slots = declared_slots(by_variant[e.variant].model)
         if slots is not None:
             serial[by_variant[e.variant].model.display_name] += seconds / min(slots, plan.experiment.concurrency)
         else:

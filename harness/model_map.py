@@ -6,8 +6,7 @@ run needs before calling are read here from the same sources litellm reads:
   installed litellm package (the one `LITELLM_LOCAL_MODEL_COST_MAP=True` makes litellm use);
 - which environment variables a provider's key lives in, for the providers litellm names in
   `validate_environment`;
-- token counts from a per-machine memo of litellm's own counts, keyed by litellm's version, the model
-  and the text (`TokenMemo`): exact by construction, and litellm is imported only for texts never counted.
+- token counts from a per-machine memo of litellm's own counts (`harness.tokens`).
 
 Every answer this module cannot give is None, and the caller asks litellm itself. A price read here
 carries every rate of the model's map entry, which can be one more than litellm's `get_model_info` passes
@@ -18,10 +17,8 @@ checks that the answers agree with litellm's for every model of every shipped ex
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
-import sqlite3
 from importlib import util
 from pathlib import Path
 from typing import Any
@@ -91,83 +88,3 @@ def missing_keys(model: str) -> list[str] | None:
     if names is None:
         return None
     return [] if any(os.environ.get(n) for n in names) else list(names)
-
-
-def token_memo_path() -> Path | None:
-    """Where counted texts are remembered: `HARNESS_TOKEN_MEMO` (`off` for nowhere), else the user's
-    cache folder."""
-    chosen = os.environ.get("HARNESS_TOKEN_MEMO", "").strip()
-    if chosen.lower() == "off":
-        return None
-    if chosen:
-        return Path(chosen)
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "harness" / "token-counts.sqlite"
-
-
-class TokenMemo:
-    """litellm's token counts, remembered per machine: a count is a pure function of litellm's version, the
-    model and the text, so it is computed once and then read (one batched lookup per run)."""
-
-    def __init__(self, version: str) -> None:
-        self.version = version
-        self._db: sqlite3.Connection | None = None
-        self._known: dict[str, int] = {}
-        self._new: dict[str, int] = {}
-        path = token_memo_path()
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS counts (key TEXT PRIMARY KEY, tokens INTEGER NOT NULL)")
-        except (OSError, sqlite3.Error):
-            self._db = None  # a memo that cannot be kept only costs time
-
-    def key(self, model: str, what: str, payload: Any) -> str:
-        text = json.dumps([self.version, model, what, payload], sort_keys=True, ensure_ascii=False, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def load(self, keys: list[str]) -> None:
-        """Read the counts among `keys` that are remembered, in one pass."""
-        if self._db is None:
-            return
-        wanted = [k for k in dict.fromkeys(keys) if k not in self._known]
-        try:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(f"SELECT key, tokens FROM counts WHERE key IN ({marks})", chunk)
-                self._known.update({k: int(n) for k, n in rows})
-        except sqlite3.Error:
-            return
-
-    def get(self, key: str) -> int | None:
-        if key not in self._known and self._db is not None:
-            self.load([key])
-        return self._known.get(key)
-
-    def put(self, key: str, tokens: int) -> None:
-        self._known[key] = tokens
-        self._new[key] = tokens
-
-    def save(self) -> None:
-        """Write the counts made since the last save, in one transaction."""
-        if self._db is None or not self._new:
-            return
-        pending, self._new = self._new, {}
-        try:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO counts VALUES (?, ?)", list(pending.items()))
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            return
-
-
-@functools.cache
-def token_memo() -> TokenMemo:
-    """The process's memo, for the installed litellm."""
-    from importlib.metadata import version
-
-    return TokenMemo(version("litellm"))

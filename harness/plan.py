@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +17,12 @@ import numpy as np
 
 from harness.config import ConfigError, Experiment, ModelConfig
 from harness.datasets import EvalSet, Item
-from harness.pool import CallSpec
+from harness.identity import call_hash, messages_hash, prompt_variant_name, shard_rank, variant_name
+from harness.pool import CallLimits, CallSpec
 from harness.pricing import ModelPrice
-from harness.prompts import Messages, PromptTemplate, count_text_tokens, shared_prefix
+from harness.prompts import Messages, PromptTemplate, shared_prefix
 from harness.scorers import Scorer
+from harness.tokens import count_text_tokens
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,16 @@ class Variant:
     price: ModelPrice
     skipped: str | None = None
     """Why the variant will not run (a missing API key), shown in the table and in MLflow."""
+
+    @functools.cached_property
+    def limits(self) -> CallLimits:
+        """Every call's output limit and tier, settled once for the variant."""
+        return CallLimits.of(self.model, self.params)
+
+    @property
+    def call_hash(self) -> str:
+        """What this variant sends, item aside (`identity.call_hash`): runs of it share the hash."""
+        return call_hash(self.model, self.prompt.template_hash, self.params, self.prompt.variables)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class Plan:
             params=variant.params,
             sample=sample,
             input_tokens=self.prompt_tokens.get((variant.name, item.id)),
+            limits=variant.limits,
         )
 
     def shared_prefix_tokens(self, variant: Variant) -> int | None:
@@ -140,6 +152,10 @@ class Plan:
         eval_set = self.eval_set.model_copy(update={"items": [by_id[i] for i in ids]})
         return dataclasses.replace(self, eval_set=eval_set)
 
+    def prompt_hash(self, prompt_name: str, item_id: str) -> str:
+        """The rendered prompt's hash for one item (`identity.messages_hash`)."""
+        return messages_hash(self.messages[(prompt_name, item_id)])
+
     def shard(self, index: int, count: int) -> Plan:
         """The `index`-th (1-based) of `count` disjoint parts of the items, together all of them.
 
@@ -147,7 +163,7 @@ class Plan:
         every run of the same dataset, and parts differ in size by one item at most. All samples of an item
         (epochs) stay in one part.
         """
-        ranked = sorted(self.eval_set.items, key=lambda item: hashlib.sha256(item.id.encode()).hexdigest())
+        ranked = sorted(self.eval_set.items, key=lambda item: shard_rank(item.id))
         chosen = {item.id for item in ranked[index - 1 :: count]}
         return self.with_items([item.id for item in self.eval_set.items if item.id in chosen])
 
@@ -170,11 +186,6 @@ def _matches(variant: Variant, ref: str, default_prompt: str | None) -> bool:
     return False
 
 
-def variant_name(model: ModelConfig, prompt_name: str) -> str:
-    """`<model display name>:<prompt name>`, the id used in tables, records and MLflow."""
-    return f"{model.display_name}:{prompt_name}"
-
-
 def merged_params(experiment: Experiment, model: ModelConfig) -> dict[str, Any]:
     """Shared params overridden by the model's own."""
     return {**experiment.params, **model.params}
@@ -194,13 +205,6 @@ def var_combinations(experiment: Experiment) -> list[dict[str, Any]]:
     return [dict(zip(experiment.vars, values, strict=True)) for values in itertools.product(*experiment.vars.values())]
 
 
-def prompt_variant_name(prompt: str, variables: dict[str, Any]) -> str:
-    """`terse`, or `terse(doc_tokens=128)` for one combination of an ablation's vars."""
-    if not variables:
-        return prompt
-    return f"{prompt}({','.join(f'{k}={v}' for k, v in variables.items())})"
-
-
 def prompt_names(experiment: Experiment) -> list[str]:
     """The names of every prompt variant, for checking references such as `baseline.prompt`."""
     return [prompt_variant_name(p.name, combo) for p in experiment.prompts for combo in var_combinations(experiment)]
@@ -215,7 +219,7 @@ def expand_variants(
     """Every model with every prompt variant, in config order (models outer, prompts inner)."""
     return [
         Variant(
-            name=variant_name(model, prompt.name),
+            name=variant_name(model.display_name, prompt.name),
             model=model,
             prompt=prompt,
             params=merged_params(experiment, model),
@@ -232,7 +236,7 @@ def baseline_name(experiment: Experiment) -> str | None:
     if experiment.baseline is None:
         return None
     model = experiment.model_by_ref(experiment.baseline.model)
-    return None if model is None else variant_name(model, experiment.baseline.prompt)
+    return None if model is None else variant_name(model.display_name, experiment.baseline.prompt)
 
 
 def item_order(item_ids: list[str], seed: int) -> list[str]:

@@ -26,14 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.cache import CachedResponse, ResponseCache, call_key
+from harness.cache import CachedResponse, ResponseCache
 from harness.config import ModelConfig
+from harness.identity import call_key
 from harness.pricing import ModelPrice, is_local_model, map_price, price_notes, tier_name
-from harness.prompts import count_tokens
-from harness.providers.call import call_embedding, call_model, implausible_usage
+from harness.providers.call import CallResult, call_embedding, call_model, implausible_usage
 from harness.providers.local import local_slots, register_local_provider
 from harness.records import RecordError, Usage
 from harness.secrets import scrub
+from harness.tokens import count_tokens
 
 INPUT_TOKEN_SAFETY = 1.25
 """Local token counts can differ from a provider's tokenizer; the budget reserves this much more."""
@@ -41,8 +42,24 @@ ESTIMATED_USAGE = " (usage estimated locally: the provider reported none)"
 
 
 @dataclass(frozen=True)
+class CallLimits:
+    """What bounds a call's bill besides its input: the most output it may bill and the service tier it
+    asks for. Settled once per model and parameters (the plan does it per variant), so the pool reads them
+    from the call instead of asking the price map on every call."""
+
+    output_tokens: int | None
+    """`max_tokens`, else the model's limit from litellm's map; None: unbounded (refused under a cap)."""
+    tier: str | None
+    """The service tier asked for in the params (None: standard)."""
+
+    @classmethod
+    def of(cls, model: ModelConfig, params: dict[str, Any]) -> CallLimits:
+        return cls(max_output_tokens(model, params), requested_tier(params))
+
+
+@dataclass(frozen=True)
 class CallSpec:
-    """One call as the pool sees it: who, what, and how much it may cost."""
+    """One call as the pool sees it: who, what, what it costs, and the limits its bill is held to."""
 
     model: ModelConfig
     price: ModelPrice
@@ -51,6 +68,18 @@ class CallSpec:
     sample: int = 0
     input_tokens: int | None = None
     """The rendered prompt's token count, when the caller counted it already (else counted here)."""
+    limits: CallLimits | None = None
+    """The call's output limit and tier; left out, settled from `model` and `params` here."""
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            object.__setattr__(self, "limits", CallLimits.of(self.model, self.params))
+
+    @property
+    def bounds(self) -> CallLimits:
+        """`limits`, always set once the spec exists."""
+        assert self.limits is not None
+        return self.limits
 
     @functools.cached_property
     def key(self) -> str:
@@ -75,6 +104,23 @@ class Completion:
     reported_cost_usd: float | None = None
     reported_cost_source: str = ""
     price_notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, result: CallResult, **settled: Any) -> Completion:
+        """A paid call's completion: what the provider returned, as returned (the fields are named alike),
+        with what the pool settled (usage, cost, price notes) over it."""
+        carried = {name: getattr(result, name) for name in _CARRIED if name not in settled}
+        return cls(**carried, **settled)
+
+    def record_fields(self) -> dict[str, Any]:
+        """The fields a `Record` of this call takes as they are (a Record names them alike)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "not_run"}
+
+
+_CARRIED = tuple(
+    f.name for f in dataclasses.fields(Completion) if f.name in {g.name for g in dataclasses.fields(CallResult)}
+)
+"""What a paid call's completion takes from the provider's result unchanged."""
 
 
 @dataclass
@@ -330,17 +376,17 @@ class ModelPool:
         """The most one call can cost: known input (with a safety margin), output up to its limit, all retries."""
         usage = Usage(
             input_tokens=math.ceil(self._input_tokens(spec) * INPUT_TOKEN_SAFETY) + 16,
-            output_tokens=max_output_tokens(spec.model, spec.params) or 0,
+            output_tokens=spec.bounds.output_tokens or 0,
         )
         latency = self.timeout_s * (self.max_retries + 1)
         # A provider may serve a requested tier at another (flex falls back to standard): the dearer counts.
-        return max(spec.price.cost(usage, latency, tier) for tier in {None, requested_tier(spec.params)})
+        return max(spec.price.cost(usage, latency, tier) for tier in {None, spec.bounds.tier})
 
     @staticmethod
     def _over_limit(spec: CallSpec, usage: Usage) -> str | None:
         """What is wrong when a response bills more output tokens than the call allowed (None if nothing).
         harness's own offline models count words for tokens and bill nothing, so they are not held to it."""
-        limit = max_output_tokens(spec.model, spec.params)
+        limit = spec.bounds.output_tokens
         if limit is None or usage.output_tokens <= limit or is_local_model(spec.model.model):
             return None
         return f"{usage.output_tokens:,} output tokens for a limit of {limit:,}"
@@ -401,7 +447,7 @@ class ModelPool:
                 usage = self._estimated_usage(spec, result.output)
                 source += ESTIMATED_USAGE
             if not result.usage_reported:
-                usage = usage.model_copy(update={"service_tier": requested_tier(spec.params)})
+                usage = usage.model_copy(update={"service_tier": spec.bounds.tier})
             bill = spec.price.bill(usage, result.latency_s, usage.service_tier)
             cost = bill.total
             if result.error is not None and result.error.type == "ImplausibleUsage":
@@ -422,16 +468,11 @@ class ModelPool:
         self.counts.errors += result.error is not None
         if self.cache is not None and result.error is None and result.output is not None:
             self.cache.put(spec.key, spec.model.model, result.output, usage, result.latency_s)
-        return Completion(
-            output=result.output,
+        return Completion.of(
+            result,
             usage=usage,
             cost_usd=cost,
             price_source=source,
-            latency_s=result.latency_s,
-            attempts=result.attempts,
-            error=result.error,
-            reported_cost_usd=result.reported_cost_usd,
-            reported_cost_source=result.reported_cost_source,
             price_notes=price_notes(
                 spec.model.model, spec.price, bill, result.reported_cost_usd, result.reported_cost_source
             ),

@@ -17,12 +17,13 @@ from harness.model_map import map_entry, provider_of
 from harness.offline import import_litellm
 from harness.plan import Plan, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
 from harness.pricing import ModelPrice, is_local_model, resolve_price
-from harness.prompts import BUILTINS, count_prompts, load_template, messages_hash, render_checked
+from harness.prompts import BUILTINS, load_template, render_checked
 from harness.providers.credentials import missing_credentials
 from harness.providers.local import is_known_local, local_model_info
 from harness.routing import check_routing
 from harness.scorers import build_scorer
 from harness.secrets import remember_tree
+from harness.tokens import count_prompts
 
 
 def prepare(experiment: Experiment, strict: bool = False) -> Plan:
@@ -145,11 +146,6 @@ def context_limit(model: str) -> int | None:
             return None
     limit = (found or {}).get("max_input_tokens")
     return int(limit) if limit else None
-
-
-def prompt_hash(plan: Plan, prompt_name: str, item_id: str) -> str:
-    """The rendered prompt's hash for one item."""
-    return messages_hash(plan.messages[(prompt_name, item_id)])
 
 
 def _check_baseline(experiment: Experiment, file: str) -> None:

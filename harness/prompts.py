@@ -24,8 +24,6 @@ internals (`cycler.__init__.__globals__`) is a config error, not a shell command
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import signal
 import threading
@@ -39,10 +37,8 @@ import jinja2.runtime
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from harness.config import ConfigError
-from harness.model_map import token_memo
-from harness.offline import import_litellm
-
-Messages = list[dict[str, str]]
+from harness.identity import template_hash
+from harness.tokens import Messages, truncate_tokens
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,7 @@ class PromptTemplate:
     @property
     def template_hash(self) -> str:
         """SHA-256 of the template text: the prompt's identity across runs."""
-        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+        return template_hash(self.source)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A compiled Jinja2 template cannot be pickled; the tracking process rebuilds it from the source.
@@ -217,19 +213,6 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def truncate_tokens(text: str, max_tokens: int) -> str:
-    """Jinja filter `{{ document | truncate_tokens(2000) }}`: the first tokens of a text (tiktoken o200k).
-
-    The way a config asks for long items to be cut to fit a context window, or tests a shorter prompt.
-    """
-
-    litellm = import_litellm()
-    tokens = litellm.encode(model="gpt-4o-mini", text=str(text))
-    if len(tokens) <= max_tokens:
-        return str(text)
-    return str(litellm.decode(model="gpt-4o-mini", tokens=list(tokens)[:max_tokens]))
-
-
 def load_template(name: str, path: Path, config_file: Path, field: str) -> PromptTemplate:
     """Parse a template file, turning syntax errors into a ConfigError naming file and line."""
     if not path.is_file():
@@ -330,11 +313,6 @@ def render_checked(template: PromptTemplate, variables: dict[str, Any], item_id:
     return messages
 
 
-def messages_hash(messages: Messages) -> str:
-    """SHA-256 of rendered messages: equal hashes mean the model saw the same text."""
-    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def shared_prefix(rendered: list[Messages]) -> str:
     """The text every rendered prompt starts with, in the order a provider reads it (role, then content,
     message by message): the part a prompt cache can serve."""
@@ -344,48 +322,3 @@ def shared_prefix(rendered: list[Messages]) -> str:
     first, last = min(flat), max(flat)  # the sorted extremes differ first where any two do
     end = next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first))
     return first[:end]
-
-
-def count_text_tokens(model: str, text: str) -> int:
-    """Tokens in a piece of text by the model's offline tokenizer (remembered: see `count_prompts`)."""
-
-    memo = token_memo()
-    key = memo.key(model, "text", text)
-    known = memo.get(key)
-    if known is None:
-        known = _token_counter(model, text=text)
-        memo.put(key, known)
-        memo.save()
-    return known
-
-
-def count_prompts(prompts: list[tuple[str, Messages]]) -> list[int]:
-    """Prompt tokens of many (model, messages) by litellm's counter, each counted once per machine: the
-    counts are remembered (`harness.model_map.TokenMemo`), so a re-run reads them and imports no litellm."""
-
-    memo = token_memo()
-    keys = [memo.key(model, "messages", messages) for model, messages in prompts]
-    memo.load(keys)
-    counts = []
-    for key, (model, messages) in zip(keys, prompts, strict=True):
-        known = memo.get(key)
-        if known is None:
-            known = count_tokens(model, messages)
-            memo.put(key, known)
-        counts.append(known)
-    memo.save()
-    return counts
-
-
-def count_tokens(model: str, messages: Messages) -> int:
-    """Prompt tokens by litellm's offline tokenizers (tiktoken where the model has no tokenizer of its own)."""
-    return _token_counter(model, messages=messages)
-
-
-def _token_counter(model: str, **what: Any) -> int:
-
-    litellm = import_litellm()
-    try:
-        return int(litellm.token_counter(model=model, **what))
-    except Exception:
-        return int(litellm.token_counter(model="gpt-4o-mini", **what))

@@ -15,7 +15,6 @@ from harness.config import ConfigError, GateConfig, RoutingConfig
 from harness.evidence import analyze_run
 from harness.manifest import RunManifest, VariantSpec
 from harness.plan import Plan, Variant
-from harness.preflight import prompt_hash
 from harness.pricing import ModelPrice
 from harness.records import Record
 from harness.scorers import Scorer, build_scorer
@@ -131,7 +130,7 @@ def comparable_records(
             fix,
         )
 
-    changed = [i for i, k in wanted if stored[(i, k)].prompt_hash != prompt_hash(plan, variant.prompt.name, i)]
+    changed = [i for i, k in wanted if stored[(i, k)].prompt_hash != plan.prompt_hash(variant.prompt.name, i)]
     if changed:
         raise ConfigError(
             file,

@@ -46,7 +46,7 @@ class Record(BaseModel):
     """One model call for one item of the eval under one variant."""
 
     variant: str
-    """The variant's name, `<model display name>:<prompt name>` (`plan.variant_name`)."""
+    """The variant's name, `<model display name>:<prompt name>` (`identity.variant_name`)."""
     item_id: str
     sample: int = 0
     """Sample index, for repeated samples of the same item."""

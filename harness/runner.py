@@ -20,8 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from harness.datasets import Item
 from harness.plan import Plan, Variant
-from harness.pool import Completion, ModelPool, declared_slots, max_output_tokens
-from harness.preflight import prompt_hash
+from harness.pool import Completion, ModelPool
 from harness.records import Record
 
 OnRecord = Callable[[Record], None]
@@ -148,16 +147,6 @@ async def _drain(store: Callable[[int], Awaitable[None]], indices: list[int], wi
     await asyncio.gather(*running)
 
 
-def model_concurrency(variant: Variant) -> int | None:
-    """The variant's model's own concurrency limit, if it has one."""
-    return declared_slots(variant.model)
-
-
-def variant_output_limit(variant: Variant) -> int | None:
-    """The most output one of the variant's calls can bill."""
-    return max_output_tokens(variant.model, variant.params)
-
-
 def _record(plan: Plan, variant: Variant, item: Item, sample: int, outcome: Completion) -> Record:
     """A record with the variant's and item's identity filled in from what the pool produced."""
     return Record(
@@ -166,17 +155,7 @@ def _record(plan: Plan, variant: Variant, item: Item, sample: int, outcome: Comp
         sample=sample,
         model=variant.model.model,
         prompt=variant.prompt.name,
-        prompt_hash=prompt_hash(plan, variant.prompt.name, item.id),
+        prompt_hash=plan.prompt_hash(variant.prompt.name, item.id),
         prompt_tokens_estimate=plan.prompt_tokens.get((variant.name, item.id), 0),
-        output=outcome.output,
-        usage=outcome.usage,
-        cost_usd=outcome.cost_usd,
-        price_source=outcome.price_source or variant.price.source,
-        latency_s=outcome.latency_s,
-        attempts=outcome.attempts,
-        error=outcome.error,
-        cache_hit=outcome.cache_hit,
-        reported_cost_usd=outcome.reported_cost_usd,
-        reported_cost_source=outcome.reported_cost_source,
-        price_notes=outcome.price_notes,
+        **{**outcome.record_fields(), "price_source": outcome.price_source or variant.price.source},
     )

@@ -18,7 +18,6 @@ from harness.config import ConfigError
 from harness.estimate import VariantEstimate, estimate_plan, estimate_scorers, expected_wall_seconds
 from harness.plan import Plan
 from harness.report import estimate_table
-from harness.runner import variant_output_limit
 from harness.secrets import scrub
 from harness.tracking_process import TrackingProcess, portable
 
@@ -30,7 +29,7 @@ def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:
         return
     for variant in plan.runnable:
         priced = variant.price.output > 0 or variant.price.usd_per_hour > 0
-        if priced and variant_output_limit(variant) is None:
+        if priced and variant.limits.output_tokens is None:
             raise ConfigError(
                 plan.experiment.source_path,
                 "params.max_tokens",

@@ -86,12 +86,11 @@ def test_remembered_token_counts_are_litellms_and_need_no_litellm_the_second_tim
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every rendered prompt of every shipped experiment (first items), for each of its models."""
-    import harness.model_map as model_map
-    import harness.prompts as prompts
+    import harness.tokens as tokens
     from harness.preflight import prepare
 
     monkeypatch.setenv("HARNESS_TOKEN_MEMO", str(tmp_path / "memo.sqlite"))
-    model_map.token_memo.cache_clear()
+    tokens.token_memo.cache_clear()
     litellm = import_litellm()
     pairs = []
     for path in EXPERIMENTS:
@@ -99,8 +98,8 @@ def test_remembered_token_counts_are_litellms_and_need_no_litellm_the_second_tim
         for variant in plan.variants:
             for item in plan.eval_set.items[:3]:
                 pairs.append((variant.model.model, plan.messages[(variant.prompt.name, item.id)]))
-    model_map.token_memo.cache_clear()
-    first = prompts.count_prompts(pairs)
+    tokens.token_memo.cache_clear()
+    first = tokens.count_prompts(pairs)
     expected = []
     for model, messages in pairs:
         try:
@@ -112,10 +111,10 @@ def test_remembered_token_counts_are_litellms_and_need_no_litellm_the_second_tim
     def no_litellm(model: str, **what: object) -> int:
         raise AssertionError("counted again instead of read from the memo")
 
-    model_map.token_memo.cache_clear()  # a new process's memo: reads the file
-    monkeypatch.setattr(prompts, "_token_counter", no_litellm)
-    assert prompts.count_prompts(pairs) == first
-    model_map.token_memo.cache_clear()
+    tokens.token_memo.cache_clear()  # a new process's memo: reads the file
+    monkeypatch.setattr(tokens, "_token_counter", no_litellm)
+    assert tokens.count_prompts(pairs) == first
+    tokens.token_memo.cache_clear()
 
 
 AUDIT = """

@@ -120,3 +120,38 @@ def test_concurrency_limits_are_respected(tmp_path: Path, model_server: FakeMode
     records = run(write_project(tmp_path, config, items=items))
     assert len(records) == 12 and model_server.max_in_flight == 1
     assert max(r.latency_s for r in records) < 1.0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_what_the_provider_returned_reaches_the_record_unchanged(seed: int) -> None:
+    """A call's result, the pool's completion and the record name their fields alike: every field the
+    provider returned reaches the completion unless the pool settled it, and every completion field but
+    `not_run` reaches the record."""
+    import dataclasses
+    import random
+
+    from harness.pool import Completion
+    from harness.providers.call import CallResult
+    from harness.records import RecordError
+    from harness.records import Usage as RecordUsage
+
+    rng = random.Random(seed)
+    result = CallResult(
+        output=f"answer {rng.random()}",
+        usage=RecordUsage(input_tokens=rng.randint(1, 999), output_tokens=rng.randint(1, 99)),
+        latency_s=rng.random(),
+        attempts=rng.randint(1, 5),
+        error=RecordError(type="Timeout", message=str(rng.random())) if rng.random() < 0.5 else None,
+        reported_cost_usd=rng.random(),
+        reported_cost_source=f"source {seed}",
+    )
+    settled = RecordUsage(input_tokens=rng.randint(1, 999))
+    done = Completion.of(result, usage=settled, cost_usd=rng.random(), price_source="p", price_notes=["n"])
+    for f in dataclasses.fields(CallResult):
+        if hasattr(done, f.name) and f.name != "usage":
+            assert getattr(done, f.name) == getattr(result, f.name), f.name
+    assert done.usage == settled
+    record = Record(variant="v", item_id="i", model="m", prompt="p", prompt_hash="h", **done.record_fields())
+    for f in dataclasses.fields(Completion):
+        if f.name != "not_run":
+            assert getattr(record, f.name) == getattr(done, f.name), f.name

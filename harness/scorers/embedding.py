@@ -15,10 +15,10 @@ import numpy as np
 
 from harness.datasets import Item
 from harness.pool import CallSpec, ModelPool
-from harness.prompts import count_tokens
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
 from harness.scorers.text import references
+from harness.tokens import count_tokens
 
 DEFAULT_MODEL = "local/all-minilm-l6-v2"
 

@@ -26,10 +26,11 @@ from typing import Any
 from harness.config import ConfigError, inside_project
 from harness.datasets import Item
 from harness.pool import CallSpec, ModelPool
-from harness.prompts import Messages, count_tokens, load_template, render_checked
+from harness.prompts import Messages, load_template, render_checked
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
 from harness.scorers.text import references
+from harness.tokens import count_tokens
 
 SCORE = re.compile(r"(?:score|rating)\s*(?:[:=]|is|of)\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 OUT_OF = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)

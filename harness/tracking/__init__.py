@@ -9,7 +9,6 @@ from harness.tracking.write import (
     TABLE_ARTIFACT,
     add_artifacts,
     add_policy_runs,
-    call_hash,
     log_analysis,
     log_run,
 )
@@ -20,7 +19,6 @@ __all__ = [
     "StoredRun",
     "add_artifacts",
     "add_policy_runs",
-    "call_hash",
     "default_uri",
     "find_project_root",
     "load_records",

@@ -17,7 +17,7 @@ from harness.manifest import ITEMS_ARTIFACT, MANIFEST_ARTIFACT, RunManifest
 from harness.plan import Plan
 from harness.records import Record
 from harness.tracking.store import open_store, tracking_uri
-from harness.tracking.write import RECORDS_ARTIFACT, call_hash
+from harness.tracking.write import RECORDS_ARTIFACT
 
 if TYPE_CHECKING:
     from harness.estimate import History
@@ -34,7 +34,7 @@ def variant_history(plan: Plan) -> dict[str, History]:
     client = mlflow.MlflowClient()
     out = {}
     for variant in plan.runnable:
-        query = f"params.call_hash = '{call_hash(variant)}' and tags.`harness.status` = 'finished'"
+        query = f"params.call_hash = '{variant.call_hash}' and tags.`harness.status` = 'finished'"
         runs = client.search_runs(
             [found.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1
         )

@@ -256,21 +256,6 @@ def add_policy_runs(run_id: str, uri: str, analysis: Analysis) -> None:
         log_policies(client, parent.info.experiment_id, parent.info.run_id, analysis)
 
 
-def call_hash(variant: Variant) -> str:
-    """Identity of what a variant sends: model, endpoint, template and parameters (secrets excluded)."""
-    import hashlib
-
-    identity = {
-        "model": variant.model.model,
-        "api_base": variant.model.api_base,
-        "template": variant.prompt.template_hash,
-        "params": redact(variant.params),
-    }
-    if variant.prompt.variables:
-        identity["vars"] = variant.prompt.variables
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def log_analysis(
     client: Any, run_id: str, variant: str, analysis: Analysis, summaries: list[VariantSummary] | None = None
 ) -> None:
@@ -357,7 +342,7 @@ def _log_variant(client: Any, run_id: str, variant: Variant, summary: VariantSum
         "template_hash": variant.prompt.template_hash,
         "price_source": variant.price.source,
         "api_base": redact_url(variant.model.api_base or ""),
-        "call_hash": call_hash(variant),
+        "call_hash": variant.call_hash,
     }
     params.update({f"param.{k}": v for k, v in redact(variant.params).items()})
     params.update({f"var.{k}": v for k, v in variant.prompt.variables.items()})
