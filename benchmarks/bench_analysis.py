@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from harness.analysis import MetricInfo, analyze
+from harness.analysis import MetricInfo, analyze_records
 from harness.config import AnalysisConfig, GateConfig
 from harness.records import Record
 from harness.summary import VariantSummary
@@ -53,11 +53,11 @@ def main() -> None:
     metrics = [MetricInfo("q", "continuous")]
     settings = AnalysisConfig(resamples=RESAMPLES, seed=0)
     gate = GateConfig(metric="q", margin=0.02)
-    analyze(summaries[:2], records[: 2 * N_ITEMS], metrics, "variant-0", gate, AnalysisConfig(resamples=100))
+    analyze_records(summaries[:2], records[: 2 * N_ITEMS], metrics, "variant-0", gate, AnalysisConfig(resamples=100))
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        analysis = analyze(summaries, records, metrics, "variant-0", gate, settings)
+        analysis = analyze_records(summaries, records, metrics, "variant-0", gate, settings)
         times.append(time.perf_counter() - start)
     values = np.array([[r.scores["q"] for r in records[v * N_ITEMS : (v + 1) * N_ITEMS]] for v in range(N_VARIANTS)])
     start = time.perf_counter()

@@ -30,7 +30,7 @@ from rich.console import Console  # noqa: E402
 from harness.api import run as harness_run  # noqa: E402
 from harness.caches import open_cache  # noqa: E402
 from harness.config import load_config  # noqa: E402
-from harness.preflight import prepare  # noqa: E402
+from harness.planner import prepare  # noqa: E402
 from harness.spending import estimates_for  # noqa: E402
 from tests.fake_server import FakeModelServer  # noqa: E402
 

@@ -16,7 +16,7 @@ from collections import Counter
 
 import numpy as np
 
-from harness.analysis import MetricInfo, analyze
+from harness.analysis import MetricInfo, analyze_records
 from harness.config import AnalysisConfig, GateConfig
 from harness.decision import SequentialDesign, decide
 from harness.records import Record
@@ -34,7 +34,9 @@ def status(base: np.ndarray, cand: np.ndarray, kind: str, margin: float) -> str:
         for n, c in (("base", 1.0), ("cand", 0.1))
     ]
     gate = GateConfig(metric="q", margin=margin, confidence=0.95)
-    analysis = analyze(summaries, records, [MetricInfo("q", kind)], "base", gate, AnalysisConfig(resamples=2000))
+    analysis = analyze_records(
+        summaries, records, [MetricInfo("q", kind)], "base", gate, AnalysisConfig(resamples=2000)
+    )
     return analysis.verdicts["cand"].status
 
 
@@ -107,7 +109,7 @@ def simulate_family(n_items: int, margin: float, runs: int, seed: int) -> None:
         ]
         gate = GateConfig(metric="q", margin=margin, confidence=0.95)
         settings = AnalysisConfig(resamples=1000)
-        analysis = analyze(summaries, records, [MetricInfo("q", "continuous")], "base", gate, settings)
+        analysis = analyze_records(summaries, records, [MetricInfo("q", "continuous")], "base", gate, settings)
         any_fail += any(v.status == "fail" for v in analysis.verdicts.values())
     print(f"five candidates identical to the baseline (Holm), {n_items} items, {runs} seeded runs:")
     print(f"  any of them fails: {any_fail / runs:.3f} (alpha 0.05)")

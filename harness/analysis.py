@@ -16,7 +16,7 @@ from harness.config import AnalysisConfig, DecisionConfig, GateConfig, RoutingCo
 from harness.decision import CandidateDecision, Decision, decide, score_range_of
 from harness.frontier import Point, Recommendation, Upgrade, pareto_front, recommend
 from harness.records import NOT_A_LABEL, Record
-from harness.routing import PolicyResult, Routing, resolve, simulate
+from harness.routing import PolicyResult, Routing, settle_routing, simulate
 from harness.stats import (
     PairedResult,
     Resampler,
@@ -115,7 +115,7 @@ class Analysis:
     interrupted run): variant -> items answered. Their comparisons use only the items both sides have."""
 
 
-def analyze(
+def analyze_records(
     summaries: list[VariantSummary],
     records: list[Record],
     metrics: list[MetricInfo],
@@ -436,7 +436,7 @@ def attach_routing(
         for s in summaries
         if s.skipped is None and s.n_items
     ]
-    routing = resolve(config, ran, analysis.baseline, metric, [m.name for m in metrics], source)
+    routing = settle_routing(config, ran, analysis.baseline, metric, [m.name for m in metrics], source)
     analysis.routing = routing
     analysis.policies = simulate(
         records,

@@ -33,8 +33,7 @@ from harness.rebuild import Rebuilt, analyze_stored, comparable_records
 from harness.records import Record
 from harness.report_files import write_outputs
 from harness.secrets import scrub
-from harness.tracking.read import StoredRun, pilot_run
-from harness.tracking.read import load_run as _load_run
+from harness.tracking.read import StoredRun, pilot_run, read_run
 from harness.tracking.store import check_store, stored_run_uri, tracking_uri
 from harness.tracking.write import add_artifacts
 from harness.workflow import RunOptions, RunOutcome, execute, prepare_tracked
@@ -87,7 +86,7 @@ def load_run(run_id: str, tracking_uri: str | None = None) -> StoredRun:
     uri = stored_run_uri(tracking_uri)
     check_store(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI")
     try:
-        return _load_run(run_id, uri)
+        return read_run(run_id, uri)
     except Exception as exc:
         raise ConfigError(
             uri, "RUN_ID", f"cannot read run {run_id}: {scrub(str(exc)).splitlines()[0][:300]}", _run_fix()
@@ -197,7 +196,7 @@ def gate(
         prior = None
         if against:
             stored = load_run(against, _uri(plan))
-            base = plan.resolve(baseline)
+            base = plan.variant(baseline)
             prior = {baseline: comparable_records(stored.manifest, stored.records, plan, base, stored.run_id)}
     except BaseException:
         full.discard()

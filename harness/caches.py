@@ -35,7 +35,7 @@ def open_cache(experiment: Experiment, enabled: bool = True) -> ResponseCache | 
             f"{redact_url(location)} is neither a file path nor a Redis URL",
             "give a path such as mlruns/responses.sqlite, or redis://host:6379/0",
         )
-    path = Path(location) if location else experiment.resolve(experiment.cache.path, "cache.path")
+    path = Path(location) if location else experiment.project_file(experiment.cache.path, "cache.path")
     field = field if location else "cache.path"
     if path.is_dir():
         raise ConfigError(

@@ -31,7 +31,7 @@ from harness.caches import open_cache
 from harness.config import ConfigError, PolicyConfig, RoutingConfig, load_config
 from harness.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from harness.gating import publish
-from harness.preflight import prepare
+from harness.planner import prepare
 from harness.pricing import load_price_file
 from harness.report import (
     NO_PRICED_VARIANT,

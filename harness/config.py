@@ -568,7 +568,7 @@ class Experiment(StrictModel):
                 raise ValueError(f"{label} names must be unique; repeated: {', '.join(dupes)}{hint}")
         return self
 
-    def resolve(self, relative: str, field: str) -> Path:
+    def project_file(self, relative: str, field: str) -> Path:
         """A file the config names at `field`, relative to the project root and confined to it (see
         `inside_project`)."""
         return inside_project(relative, self.root, self.source_path, field)

@@ -111,7 +111,7 @@ def _load_rows(experiment: Experiment, cfg: DatasetConfig) -> tuple[list[dict[st
             ) from None
         return [dict(r) for r in ds], f"hub:{cfg.hub}"
     assert cfg.path is not None
-    return read_rows(experiment.resolve(cfg.path, "dataset.path"), file, "dataset.path"), str(cfg.path)
+    return read_rows(experiment.project_file(cfg.path, "dataset.path"), file, "dataset.path"), str(cfg.path)
 
 
 def read_rows(path: Path, file: Path | str, field: str) -> list[dict[str, Any]]:

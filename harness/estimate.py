@@ -118,7 +118,7 @@ def estimate_scorers(plan: Plan, exclude: set[str] | None = None) -> list[Varian
         calls, worst = scorer.worst_case(plan.eval_set.items, limits, pool)
         out.append(
             VariantEstimate(
-                variant=f"{SCORER_PREFIX}{scorer.name}",
+                variant=f"{SCORER_PREFIX}{scorer.label}",
                 calls=calls,
                 cached=0,
                 input_tokens=0,

@@ -5,7 +5,7 @@ answers bought otherwise). `workflow` calls it live, `rebuild` for `report`, `ro
 
 from __future__ import annotations
 
-from harness.analysis import Analysis, MetricInfo, analyze, attach_routing
+from harness.analysis import Analysis, MetricInfo, analyze_records, attach_routing
 from harness.config import AnalysisConfig, ConfigError, DecisionConfig, GateConfig, RoutingConfig
 from harness.decision import SequentialOutcome
 from harness.levers import attach_levers
@@ -35,7 +35,7 @@ def analyze_run(
     `routing_errors` "warn" turns a routing config the records cannot serve (a variant it names did not
     run) into a warning: after the calls were paid for, the run still reports; "raise" refuses, as a
     command asked to route does."""
-    analysis = analyze(summaries, records, metrics, baseline, gate, settings, sequential, value)
+    analysis = analyze_records(summaries, records, metrics, baseline, gate, settings, sequential, value)
     if routing is not None:
         try:
             attach_routing(analysis, routing, summaries, records, metrics, settings, source)

@@ -37,7 +37,7 @@ def gate_variants(plan: Plan, candidate: str | None) -> tuple[str, set[str]]:
         raise ConfigError(file, "baseline", "the gate needs a baseline", "add baseline: {model: ..., prompt: ...}")
     if candidate is None:
         return plan.baseline, {v.name for v in plan.variants} - {plan.baseline}
-    name = plan.resolve(candidate, "--candidate").name
+    name = plan.variant(candidate, "--candidate").name
     if name == plan.baseline:
         raise ConfigError(file, "--candidate", "the candidate is the baseline", "name another model or prompt")
     return plan.baseline, {name}

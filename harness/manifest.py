@@ -151,10 +151,10 @@ class RunManifest(BaseModel):
             baseline=plan.baseline,
             scorers=[
                 ScorerSpec(
-                    name=configs[s.name].name,
-                    label=s.name,
+                    name=configs[s.label].name,
+                    label=s.label,
                     kind=s.kind,
-                    options=redact_tree(configs[s.name].options)[0],
+                    options=redact_tree(configs[s.label].options)[0],
                 )
                 for s in plan.scorers
             ],

@@ -1,6 +1,6 @@
 """Expanding models x prompts x vars into variants, naming them, and the calls they make. Pure: no I/O.
 
-The plan is built once (by `harness.preflight.prepare`) and then only read: `Plan.resolve` is the one way
+The plan is built once (by `harness.planner.prepare`) and then only read: `Plan.resolve` is the one way
 anything (the CLI, the gate, routing, a stored run) turns `MODEL[:PROMPT]` into a variant, and
 `Plan.call` is the one place a (variant, item, sample) becomes a call with its cache key.
 """
@@ -113,7 +113,7 @@ class Plan:
         order = item_order(list(by_id), self.experiment.analysis.seed)
         return [(v, by_id[i], k) for i in order for v in chosen for k in self.samples]
 
-    def resolve(self, ref: str, field_name: str = "variant") -> Variant:
+    def variant(self, ref: str, field_name: str = "variant") -> Variant:
         """The variant `ref` names: `MODEL:PROMPT` (model by display name or model string, the prompt
         variant after `vars` expansion), or `MODEL` alone when the baseline's prompt (or the only one)
         is meant. A prompt's base name is enough when it has one expansion. Raises ConfigError listing

@@ -28,8 +28,9 @@ from typing import Any
 
 from harness.cache import CachedResponse, ResponseCache
 from harness.config import ModelConfig
+from harness.endpoints import is_local_model
 from harness.identity import call_key
-from harness.pricing import ModelPrice, is_local_model, map_price, price_notes, tier_name
+from harness.pricing import ModelPrice, map_price, price_notes, tier_name
 from harness.providers.call import CallResult, call_embedding, call_model, implausible_usage
 from harness.providers.local import local_slots, register_local_provider
 from harness.records import RecordError, Usage

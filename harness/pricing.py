@@ -25,21 +25,18 @@ at the nearest rate and named in `Bill.unpriced`, so it becomes a warning, never
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from harness.config import PRICE_DIMENSIONS, PRICE_FIELD, ConfigError, ModelConfig, Price, load_yaml
+from harness.endpoints import is_local_model, is_loopback
 from harness.model_map import map_entry
 from harness.offline import import_litellm
 from harness.records import Record, Usage
-
-LOCAL_PROVIDER = "local"
 
 TIERS = ("batch", "flex", "priority")
 """The service tiers harness can price, besides the standard one."""
@@ -311,24 +308,6 @@ def litellm_version() -> str:
     asked for on every record, and each read parses the package's metadata (2,000 reads were 2 s of a
     1,000-call run's CPU)."""
     return version("litellm")
-
-
-def is_local_model(model: str) -> bool:
-    """True for harness's in-process offline models."""
-    return model.split("/", 1)[0] == LOCAL_PROVIDER
-
-
-def is_loopback(api_base: str | None) -> bool:
-    """True when the model is served from this machine (a self-hosted server, a test server)."""
-    if not api_base:
-        return False
-    host = urlparse(api_base).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def map_price(model: str) -> dict[str, float | None] | None:

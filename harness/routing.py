@@ -426,7 +426,7 @@ class Routing:
 DEFAULT_POLICIES = [PolicyConfig(kind="oracle"), PolicyConfig(kind="random", p=0.5)]
 
 
-def resolve(
+def settle_routing(
     config: RoutingConfig | None,
     ran: list[tuple[str, float, float]],
     baseline: str | None,

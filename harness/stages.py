@@ -67,7 +67,7 @@ def run_stages(
     stops = schedule(len(order), config.looks)
     bounds = boundaries(tuple(stop / len(order) for stop in stops), alpha, config.spending)
     outcome = SequentialOutcome(len(stops), config.spending, alpha, len(order))
-    metric = gate.metric or (plan.scorers[0].name if plan.scorers else "")
+    metric = gate.metric or (plan.scorers[0].label if plan.scorers else "")
     total = RunResult(records=[])
     records: list[Record] = []
     ran_items = dict.fromkeys({v.name for v in plan.runnable} - set(ready), 0)  # a stored baseline costs nothing
@@ -90,7 +90,9 @@ def run_stages(
         if pool.budget.exhausted:
             outcome.stopped_by = "the budget ran out"
             break
-        for name, decision in decide(records, baseline, active, metric, index, bounds, config.futility, plan).items():
+        for name, decision in candidates_at_look(
+            records, baseline, active, metric, index, bounds, config.futility, plan
+        ).items():
             outcome.decisions[name] = decision
             if decision.status != "continue":
                 active.remove(name)
@@ -103,7 +105,7 @@ def run_stages(
     return Staged(total, records, outcome)
 
 
-def decide(
+def candidates_at_look(
     records: list[Record],
     baseline: str,
     candidates: list[str],
@@ -120,7 +122,7 @@ def decide(
     names = [baseline, *candidates]
     sums, counts = score_arrays(records, names, item_ids, metric, gate.errors)
     means = item_means(sums, counts)
-    kind = next((s.kind for s in plan.scorers if s.name == metric), "continuous")
+    kind = next((s.kind for s in plan.scorers if s.label == metric), "continuous")
     binary = kind == "binary" and bool(np.all(counts <= 1))
     columns = {name: means[v] for v, name in enumerate(candidates, start=1)}
     scores = PairedScores(means[0], columns, binary, score_range_of(kind, list(means)), gate.margin, gate.confidence)

@@ -102,7 +102,7 @@ def summarize(plan: Plan, records: list[Record]) -> list[VariantSummary]:
     infos = [VariantInfo.of(v) for v in plan.variants]
     traffic = plan.experiment.traffic
     rpd = traffic.requests_per_day if traffic else None
-    return summarize_records(infos, records, [s.name for s in plan.scorers], plan.scorers, items, rpd)
+    return summarize_records(infos, records, [s.label for s in plan.scorers], plan.scorers, items, rpd)
 
 
 def summarize_records(
@@ -154,5 +154,5 @@ def _summarize_variant(
     for sc in aggregators:
         if ok and sc.aggregate is not None:
             extra = sc.aggregate([r.output or "" for r in ok], [items[r.item_id] for r in ok])
-            summary.quality.update({f"{sc.name}.{k}": v for k, v in extra.items()})
+            summary.quality.update({f"{sc.label}.{k}": v for k, v in extra.items()})
     return summary

@@ -440,7 +440,7 @@ def run_handed_off(path: str) -> Any:
 
 def portable(plan: Plan) -> Plan:
     """The plan without its scoring functions (closures cannot cross a process boundary)."""
-    scorers = [Scorer(s.name, _not_here, s.kind, dict(s.options)) for s in plan.scorers]
+    scorers = [Scorer(s.label, _not_here, s.kind, dict(s.options)) for s in plan.scorers]
     return dataclasses.replace(plan, scorers=scorers)
 
 

@@ -24,8 +24,8 @@ from harness.evidence import analyze_run
 from harness.exit_codes import EXIT_BUDGET, EXIT_INCOMPLETE, EXIT_OK
 from harness.manifest import RunStatus
 from harness.plan import Plan
+from harness.planner import prepare, self_preference_warnings
 from harness.pool import ModelPool, distrust_lines
-from harness.preflight import prepare, self_preference_warnings
 from harness.records import Record
 from harness.report import print_analysis, print_results
 from harness.report_files import report_locally
@@ -296,7 +296,7 @@ def _execute(
     for line in distrust_lines(pool, max_usd):
         console.print(line, markup=False, highlight=False)
     summaries = summarize(plan, records)
-    metrics = [MetricInfo(s.name, s.kind) for s in plan.scorers]
+    metrics = [MetricInfo(s.label, s.kind) for s in plan.scorers]
     analysis = analyze_run(
         summaries,
         records,

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from harness.api import run as harness_run
 from harness.config import ConfigError, load_config
-from harness.preflight import prepare
+from harness.planner import prepare
 from harness.workflow import RunOptions
 from tests.conftest import base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer

@@ -49,7 +49,7 @@ def test_the_corpus_covers_every_kind_of_mistake() -> None:
 
 def test_truncation_in_the_template_makes_a_long_item_fit(tmp_path: Path) -> None:
     from harness.config import load_config
-    from harness.preflight import prepare
+    from harness.planner import prepare
 
     shutil.copy(REPO / "tests" / "bad_inputs" / "files" / "too_long.jsonl", tmp_path / "too_long.jsonl")
     (tmp_path / "short.j2").write_text(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import ConfigError, load_config
-from harness.preflight import prepare
+from harness.planner import prepare
 from tests.conftest import base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer
 
@@ -213,7 +213,7 @@ def test_csv_and_parquet_datasets_load(tmp_path: Path) -> None:
 def test_repeated_scorer_names_get_distinct_labels(tmp_path: Path) -> None:
     config = lead_config(scorers=[{"rouge": {"variant": "rougeL"}}, {"rouge": {"variant": "rouge2"}}])
     plan = prepare(load_config(write_project(tmp_path, config)))
-    assert [s.name for s in plan.scorers] == ["rouge_rougeL", "rouge_rouge2"]
+    assert [s.label for s in plan.scorers] == ["rouge_rougeL", "rouge_rouge2"]
     config = lead_config(scorers=["rouge", "rouge"])
     err = error_of(write_project(tmp_path, config))
     assert "scorers names must be unique" in err.problem

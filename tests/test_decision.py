@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.analysis import MetricInfo, analyze
+from harness.analysis import MetricInfo, analyze_records
 from harness.config import AnalysisConfig, GateConfig
 from harness.decision import SequentialDesign, decide
 from harness.records import Record
@@ -99,7 +99,7 @@ def _analysis(variants: dict[str, np.ndarray], costs: dict[str, float], kind: st
         for name, v in variants.items()
     ]
     gate = GateConfig(metric="q", margin=margin)
-    return analyze(summaries, records, [MetricInfo("q", kind)], "base", gate, AnalysisConfig(resamples=200))
+    return analyze_records(summaries, records, [MetricInfo("q", kind)], "base", gate, AnalysisConfig(resamples=200))
 
 
 def test_two_candidates_with_no_losses_pass_and_the_zero_percent_baseline_is_not_recommended() -> None:

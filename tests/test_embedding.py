@@ -12,7 +12,7 @@ from rich.console import Console
 
 from harness.api import run as harness_run
 from harness.config import ConfigError, load_config
-from harness.preflight import prepare
+from harness.planner import prepare
 from harness.providers.minilm import minilm
 from harness.workflow import RunOptions
 from tests.conftest import base_config, fake_model, write_project

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
+from harness.endpoints import is_local_model
 from harness.model_map import PROVIDER_KEYS, map_entry, missing_keys, provider_of
 from harness.offline import import_litellm
-from harness.pricing import ModelPrice, is_local_model
+from harness.pricing import ModelPrice
 from tests.conftest import REPO, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer
 
@@ -73,7 +74,7 @@ def test_provider_and_missing_keys_equal_litellms(model: str, monkeypatch: pytes
 
 
 def test_context_windows_equal_litellms_for_cloud_and_local_models() -> None:
-    from harness.preflight import context_limit
+    from harness.planner import context_limit
     from harness.providers.local import register_local_provider
 
     litellm = import_litellm()
@@ -87,7 +88,7 @@ def test_remembered_token_counts_are_litellms_and_need_no_litellm_the_second_tim
 ) -> None:
     """Every rendered prompt of every shipped experiment (first items), for each of its models."""
     import harness.tokens as tokens
-    from harness.preflight import prepare
+    from harness.planner import prepare
 
     monkeypatch.setenv("HARNESS_TOKEN_MEMO", str(tmp_path / "memo.sqlite"))
     tokens.token_memo.cache_clear()

@@ -81,9 +81,9 @@ def test_a_run_tracked_straight_into_postgres_keeps_its_records_and_traces(
     uri = database(postgres, "direct")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     _, parent_id = run_and_log(tmp_path / "project", model_server)
-    from harness.tracking.read import load_run
+    from harness.tracking.read import read_run
 
-    stored = load_run(parent_id, uri)
+    stored = read_run(parent_id, uri)
     assert len(stored.records) == 2 * len(ITEMS)
     mlflow.set_tracking_uri(uri)
     for run in child_runs(parent_id).values():

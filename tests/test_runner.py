@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from harness.config import load_config
-from harness.preflight import prepare
+from harness.planner import prepare
 from harness.records import Record
 from harness.runner import run_plan
 from tests.conftest import base_config, fake_model, write_project

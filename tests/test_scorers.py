@@ -97,7 +97,7 @@ def test_accuracy_and_macro_f1_match_sklearn() -> None:
 def test_accuracy_counts_answers_that_are_no_label_and_the_analysis_warns() -> None:
     """4 answers: one a sentence, one a label the references lack. Against the references' labels
     {positive, negative} 2 of 4 are no label; against the given labels (neutral included) 1 of 4."""
-    from harness.analysis import MetricInfo, analyze
+    from harness.analysis import MetricInfo, analyze_records
     from harness.config import AnalysisConfig, GateConfig
     from harness.records import Record
     from harness.summary import VariantSummary
@@ -117,7 +117,9 @@ def test_accuracy_counts_answers_that_are_no_label_and_the_analysis_warns() -> N
         VariantSummary("a", "m", "p", n_items=6, quality={"accuracy": 0.5, "accuracy.not_a_label": 0.0}),
         VariantSummary("b", "m", "p", n_items=6, quality={"accuracy": 0.5, "accuracy.not_a_label": 1.0}),
     ]
-    analysis = analyze(summaries, records, [MetricInfo("accuracy", "binary")], "a", GateConfig(), AnalysisConfig())
+    analysis = analyze_records(
+        summaries, records, [MetricInfo("accuracy", "binary")], "a", GateConfig(), AnalysisConfig()
+    )
     warned = [w for w in analysis.warnings if "not one of the labels" in w]
     assert len(warned) == 1 and warned[0].startswith("b: 100% of its answers")
 

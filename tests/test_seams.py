@@ -21,7 +21,7 @@ import harness
 from harness.config import ConfigError, load_config
 from harness.exit_codes import EXIT_INCOMPLETE, EXIT_USAGE
 from harness.gating import gate_variants
-from harness.preflight import prepare
+from harness.planner import prepare
 from harness.workflow import RunOptions
 from tests.conftest import ITEMS, REPO, TERSE, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer, Fault, Usage
@@ -50,13 +50,13 @@ def ablation_project(root: Path) -> Path:
 
 def test_plan_resolves_variants_after_vars_expansion(tmp_path: Path) -> None:
     plan = prepare(load_config(ablation_project(tmp_path)))
-    assert plan.resolve("local/lead:truncated(doc_tokens=4)").name == "local/lead:truncated(doc_tokens=4)"
-    assert plan.resolve("local/lead").name == "local/lead:truncated(doc_tokens=64)"  # the baseline's prompt
+    assert plan.variant("local/lead:truncated(doc_tokens=4)").name == "local/lead:truncated(doc_tokens=4)"
+    assert plan.variant("local/lead").name == "local/lead:truncated(doc_tokens=64)"  # the baseline's prompt
     with pytest.raises(ConfigError) as ambiguous:
-        plan.resolve("local/lead:truncated")
+        plan.variant("local/lead:truncated")
     assert "several variants" in str(ambiguous.value) and "truncated(doc_tokens=4)" in str(ambiguous.value)
     with pytest.raises(ConfigError) as unknown:
-        plan.resolve("local/lead:truncated(doc_tokens=5)", "--candidate")
+        plan.variant("local/lead:truncated(doc_tokens=5)", "--candidate")
     assert "--candidate" in str(unknown.value) and "use one of" in str(unknown.value)
     baseline, candidates = gate_variants(plan, None)
     assert baseline == "local/lead:truncated(doc_tokens=64)"
@@ -234,7 +234,7 @@ def test_gate_against_refuses_another_eval_other_prompts_and_missing_items(tmp_p
     plan = prepare(load_config(path))
     partial = [r for r in stored.records if r.item_id != "b"]
     with pytest.raises(ConfigError) as missing:
-        comparable_records(stored.manifest, partial, plan, plan.resolve("local/lead"), run_id)
+        comparable_records(stored.manifest, partial, plan, plan.variant("local/lead"), run_id)
     assert "lacks 1 of the eval's 3 calls (e.g. b)" in str(missing.value)
 
 

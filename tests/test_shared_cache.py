@@ -269,7 +269,7 @@ def test_a_shard_needs_the_cache_and_an_i_of_n(tmp_path: Path, model_server: Fak
 
 
 def test_shards_are_disjoint_stable_and_cover_every_item(tmp_path: Path, model_server: FakeModelServer) -> None:
-    from harness.preflight import prepare
+    from harness.planner import prepare
 
     plan = prepare(load_config(judged_project(tmp_path, model_server, 23)))
     parts = [[i.id for i in plan.shard(k, 4).eval_set.items] for k in range(1, 5)]
@@ -309,9 +309,9 @@ def test_four_shards_then_the_assembling_run_equal_one_run(
         experiment_names=["test-exp"], filter_string="tags.`harness.kind` = 'experiment'", output_format="list"
     )
     assert len(parents) == 1, "shards are not tracked; the assembling run is"
-    from harness.tracking.read import load_run
+    from harness.tracking.read import read_run
 
-    stored = load_run(parents[0].info.run_id, os.environ["MLFLOW_TRACKING_URI"])
+    stored = read_run(parents[0].info.run_id, os.environ["MLFLOW_TRACKING_URI"])
 
     def view(records: list[Any]) -> dict[tuple[str, str, int], tuple[Any, ...]]:
         return {(r.variant, r.item_id, r.sample): (r.output, r.scores) for r in records}

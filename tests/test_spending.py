@@ -254,7 +254,7 @@ def test_a_fully_cached_rerun_does_not_wait_for_history(
     from harness.api import run as harness_run
     from harness.cache import SqliteCache
     from harness.config import load_config
-    from harness.preflight import prepare
+    from harness.planner import prepare
     from harness.spending import estimates_for
     from harness.workflow import RunOptions
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.analysis import MetricInfo, analyze
+from harness.analysis import MetricInfo, analyze_records
 from harness.config import AnalysisConfig, GateConfig
 from harness.decision import decide, family_levels
 from harness.frontier import Point, pareto_front, recommend
@@ -131,7 +131,7 @@ def _summary(name: str, cost: float, n: int) -> VariantSummary:
 def _gate_status(base: np.ndarray, cand: np.ndarray, kind: str, margin: float) -> str:
     records = _records("base", base) + _records("cand", cand)
     summaries = [_summary("base", 1.0, len(base)), _summary("cand", 0.1, len(cand))]
-    analysis = analyze(
+    analysis = analyze_records(
         summaries,
         records,
         [MetricInfo("q", kind)],
@@ -182,7 +182,7 @@ def _analysis(
     if records is None:
         records = [r for name, values in variants.items() for r in _records(name, values)]
     summaries = [_summary(name, 1.0 if name == "base" else 0.1, len(v)) for name, v in variants.items()]
-    return analyze(
+    return analyze_records(
         summaries,
         records,
         [MetricInfo("q", kind)],
@@ -277,7 +277,7 @@ def test_an_undecided_verdict_says_how_many_items_and_dollars_the_decision_needs
         for r in _records(name, np.zeros(40)):
             records.append(r.model_copy(update={"cost_usd": cost}))
     summaries = [_summary("base", 0.03, 40), _summary("cand", 0.01, 40)]
-    analysis = analyze(
+    analysis = analyze_records(
         summaries,
         records,
         [MetricInfo("q", "binary")],

@@ -13,7 +13,7 @@ from rich.console import Console
 
 import harness
 from harness.config import load_config
-from harness.preflight import prepare
+from harness.planner import prepare
 from harness.runner import run_plan
 from harness.scorers import score_records
 from harness.summary import summarize

@@ -89,7 +89,7 @@ def test_every_shipped_experiment_validates_and_renders_every_item(config: Path)
     """What `run` checks before the first call (config, dataset, constants, every rendered prompt), for
     each example a user copies from; cloud models without keys are skipped, not errors."""
     from harness.config import load_config
-    from harness.preflight import prepare
+    from harness.planner import prepare
 
     plan = prepare(load_config(config), strict=False)
     assert plan.runnable and len(plan.messages) >= len(plan.eval_set.items)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.config import ModelConfig
+from harness.endpoints import LOCAL_PROVIDER, is_loopback
 from harness.offline import import_litellm
-from harness.pricing import LOCAL_PROVIDER, is_loopback, litellm_version, tier_name
+from harness.pricing import litellm_version, tier_name
 from harness.records import RecordError, Usage
 from harness.secrets import scrub
 

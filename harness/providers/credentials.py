@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 from harness.config import ModelConfig
+from harness.endpoints import is_local_model, is_loopback
 from harness.model_map import missing_keys
 from harness.offline import import_litellm
-from harness.pricing import is_local_model, is_loopback
 
 
 def missing_credentials(cfg: ModelConfig) -> list[str]:

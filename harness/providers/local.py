@@ -22,8 +22,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from harness.endpoints import LOCAL_PROVIDER
 from harness.offline import import_litellm
-from harness.pricing import LOCAL_PROVIDER
 from harness.providers.minilm import minilm
 
 SMOLLM2 = "smollm2-135m"

@@ -31,7 +31,7 @@ def score_records(
     scorable = [r for r in records if r.output is not None and r.error is None]
     for record in records:
         if record.output is None or record.error is not None:
-            record.scores.update({sc.name: None for sc in scorers})
+            record.scores.update({sc.label: None for sc in scorers})
     for sc in scorers:
         if sc.batch is not None:
             _score_batch(sc, scorable, items, pool, console)
@@ -40,10 +40,10 @@ def score_records(
             try:
                 result = sc.score(record.output or "", items[record.item_id])
             except Exception as exc:  # a user's scorer may raise anything; keep the run
-                record.scores[sc.name] = None
-                record.score_errors[sc.name] = f"{type(exc).__name__}: {exc}"[:300]
+                record.scores[sc.label] = None
+                record.score_errors[sc.label] = f"{type(exc).__name__}: {exc}"[:300]
                 continue
-            _attach(record, sc.name, result)
+            _attach(record, sc.label, result)
 
 
 def _score_batch(
@@ -51,7 +51,7 @@ def _score_batch(
 ) -> None:
     assert sc.batch is not None
     progress = Progress(
-        TextColumn(f"[bold]scoring[/] {sc.name}"),
+        TextColumn(f"[bold]scoring[/] {sc.label}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -62,7 +62,7 @@ def _score_batch(
         task = progress.add_task("score", total=len(records))
         results = sc.batch([(r.output or "", items[r.item_id]) for r in records], pool, lambda: progress.advance(task))
     for record, result in zip(records, results, strict=True):
-        _attach(record, sc.name, result)
+        _attach(record, sc.label, result)
 
 
 def _attach(record: Record, name: str, result: float | Scored) -> None:
@@ -82,10 +82,10 @@ def scorer_error_warnings(records: list[Record], scorers: list[Scorer]) -> list[
     answered = [r for r in records if r.error is None and r.output is not None]
     out = []
     for sc in scorers:
-        failed = [r.score_errors[sc.name] for r in answered if sc.name in r.score_errors]
+        failed = [r.score_errors[sc.label] for r in answered if sc.label in r.score_errors]
         if failed:
             out.append(
-                f"scorer {sc.name} could not score {len(failed)} of {len(answered)} outputs "
+                f"scorer {sc.label} could not score {len(failed)} of {len(answered)} outputs "
                 f"(left out of its mean, not counted as 0); e.g. {failed[0][:160]}"
             )
     return out

@@ -93,7 +93,9 @@ class ScorerParts(NamedTuple):
 class Scorer:
     """A configured scorer, ready to grade records."""
 
-    name: str
+    label: str
+    """The column and metric its scores go under (`ScorerConfig.label`, else the registry name made
+    unique); the registry name itself is `ScorerConfig.name`."""
     score: ScoreFn
     kind: Kind = "continuous"
     """`binary` scores are pass/fail (0 or 1); the analysis picks its tests by kind."""

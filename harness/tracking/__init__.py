@@ -2,7 +2,7 @@
 (loading a stored run and what earlier runs measured). Imported only where MLflow work happens (the
 tracking process and the stored-run commands), never by the core."""
 
-from harness.tracking.read import StoredRun, load_records, load_run, variant_history
+from harness.tracking.read import StoredRun, load_records, read_run, variant_history
 from harness.tracking.store import default_uri, find_project_root, open_store, stored_run_uri, tracking_uri
 from harness.tracking.write import (
     RECORDS_ARTIFACT,
@@ -22,10 +22,10 @@ __all__ = [
     "default_uri",
     "find_project_root",
     "load_records",
-    "load_run",
     "log_analysis",
     "log_run",
     "open_store",
+    "read_run",
     "stored_run_uri",
     "tracking_uri",
     "variant_history",

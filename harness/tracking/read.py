@@ -1,6 +1,6 @@
 """Reading MLflow back: a stored run (manifest, items, records) and what earlier runs measured.
 
-One loader, `load_run`, for every command that works from a stored run; the manifest is parsed by
+One loader, `read_run`, for every command that works from a stored run; the manifest is parsed by
 `RunManifest.read` and nothing else.
 """
 
@@ -73,7 +73,7 @@ class StoredRun:
     uri: str = ""
 
 
-def load_run(run_id: str, uri: str) -> StoredRun:
+def read_run(run_id: str, uri: str) -> StoredRun:
     """The parent run's manifest and every variant's records."""
     mlflow = open_store(uri)
     client = mlflow.MlflowClient()

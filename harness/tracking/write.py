@@ -302,7 +302,7 @@ def _parent_params(plan: Plan) -> dict[str, Any]:
         "n_items": len(plan.eval_set.items),
         "models": ", ".join(m.display_name for m in experiment.models)[:6000],
         "prompts": ", ".join(p.name for p in experiment.prompts),
-        "scorers": ", ".join(s.name for s in plan.scorers),
+        "scorers": ", ".join(s.label for s in plan.scorers),
         "baseline": plan.baseline or "",
         "litellm_version": litellm_version(),
         "price_sources": json.dumps({v.model.display_name: v.price.source for v in plan.variants})[:6000],

@@ -13,10 +13,11 @@ from typing import Any
 
 from harness.config import ConfigError, Experiment, check_tree_size, load_yaml
 from harness.datasets import Item, load_items
+from harness.endpoints import is_local_model
 from harness.model_map import map_entry, provider_of
 from harness.offline import import_litellm
 from harness.plan import Plan, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
-from harness.pricing import ModelPrice, is_local_model, resolve_price
+from harness.pricing import ModelPrice, resolve_price
 from harness.prompts import BUILTINS, load_template, render_checked
 from harness.providers.credentials import missing_credentials
 from harness.providers.local import is_known_local, local_model_info
@@ -50,7 +51,7 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     ]
     templates = {
         p.name: load_template(
-            p.name, experiment.resolve(p.path, f"prompts[{i}].path"), experiment.source_path, f"prompts[{i}].path"
+            p.name, experiment.project_file(p.path, f"prompts[{i}].path"), experiment.source_path, f"prompts[{i}].path"
         )
         for i, p in enumerate(experiment.prompts)
     }
@@ -62,7 +63,7 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
         import_litellm()  # the filter's tokenizer, loaded before the render timer starts
     for i, sc in enumerate(scorers):
         if sc.needs_reference:
-            _check_references(experiment, sc.name, f"scorers[{i}]", eval_set.items)
+            _check_references(experiment, sc.label, f"scorers[{i}]", eval_set.items)
         if sc.check is not None:
             sc.check(eval_set.items)
     prompts = expand_prompts(experiment, templates)
@@ -293,7 +294,7 @@ def _load_constants(experiment: Experiment) -> dict[str, Any]:
 
 def _read_constant_file(experiment: Experiment, key: str, relative: str) -> Any:
     field = f"constants.{key}.file"
-    path: Path = experiment.resolve(relative, field)
+    path: Path = experiment.project_file(relative, field)
     if not path.is_file():
         raise ConfigError(
             experiment.source_path, field, f"no such file {path}", "give a path relative to the project root"
@@ -327,7 +328,7 @@ def self_preference_warnings(plan: Plan) -> list[str]:
         name = model.get("model") if isinstance(model, dict) else model
         if sc.batch is not None and name in candidates:
             out.append(
-                f"scorer {sc.name} uses {name}, which is also a candidate: judges tend to prefer their own "
+                f"scorer {sc.label} uses {name}, which is also a candidate: judges tend to prefer their own "
                 "outputs; use a judge from another model family for decisions"
             )
     return out
