@@ -326,7 +326,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         str(args.workers),
     ]
     # MLflow's background jobs (scheduled judges, trace rollups) start their own consumer processes; a
-    # viewer needs none of them, and without them the UI is up in about 7 s here instead of 20. A user who
+    # viewer needs none of them, and without them the UI comes up in a fraction of the time. A user who
     # wants them sets MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if uri.startswith("sqlite:///"):

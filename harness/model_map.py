@@ -1,4 +1,4 @@
-"""What litellm knows about a model, answered without importing litellm (about 3.5 s) where it can be.
+"""What litellm knows about a model, answered without importing litellm (seconds of CPU) where it can be.
 
 A re-run served from the cache calls no model, so it should not pay for litellm's import. The facts a
 run needs before calling are read here from the same sources litellm reads:

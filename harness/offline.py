@@ -42,8 +42,8 @@ def short_lived_process() -> None:
 
 def collect_young_less_often() -> None:
     """Collect this process's youngest generation every `GC_YOUNG_THRESHOLD` new container objects, not
-    Python's default of 700: 0.8-2.8 s less CPU for a 1,000-item run in six alternating pairs
-    (benchmarks/README.md), for at most some 20,000 unreachable objects waiting longer to be freed."""
+    Python's default of 700: fewer passes over the run's records and responses (benchmarks/README.md
+    has what it saved), for at most some 20,000 unreachable objects waiting longer to be freed."""
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
@@ -57,7 +57,7 @@ def apply_offline_defaults() -> None:
 def import_litellm():
     """Import litellm with offline defaults applied and its banner silenced.
 
-    Centralised so that the slow import (about 3 s) happens only in commands that call models.
+    Centralised so that the slow import happens only in commands that call models.
     """
     apply_offline_defaults()
     import logging

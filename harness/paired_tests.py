@@ -59,7 +59,7 @@ EDGE = 1e-12
 
 
 def t_sf(x: float, df: int) -> float:
-    """Student's t upper tail (scipy.special, not scipy.stats: importing that costs every run about 2 s)."""
+    """Student's t upper tail (scipy.special, not scipy.stats, whose import every run would pay)."""
     return float(special.stdtr(df, -x))
 
 

@@ -160,7 +160,7 @@ class ModelPrice:
         """Per-call prices to hand litellm for `model` when its own map does not price it, else nothing.
 
         litellm prices every response it logs. For a model missing from its map, that is a search through
-        the whole map for a near match (0.4-0.9 ms of CPU per call here), and it ends with no figure. Given the
+        the whole map for a near match on every call, and it ends with no figure. Given the
         standard rates in the call, it prices from them instead; what it then reports is harness's own
         price echoed, so `call_model` does not record it as litellm's figure.
         """
@@ -305,8 +305,7 @@ def _is_number(value: object) -> bool:
 @functools.cache
 def litellm_version() -> str:
     """The litellm release whose bundled map priced a run (recorded on every run). Read once: it is
-    asked for on every record, and each read parses the package's metadata (2,000 reads were 2 s of a
-    1,000-call run's CPU)."""
+    asked for on every record, and each read parses the package's metadata."""
     return version("litellm")
 
 

@@ -131,8 +131,7 @@ class Ladder:
     Which rung answers an item is the only thing a threshold changes: what stopping at each rung costs,
     and what its answer scores, are fixed. Laid out once, a threshold is a few array operations, and
     `choose_threshold` can try every distinct score (one per item) without walking the items again for
-    each: that walk grew with the square of the items, in Python (2.1 s for one search at 1,000 items,
-    `benchmarks/bench_routing.py`).
+    each: that walk grew with the square of the items, in Python (`benchmarks/bench_routing.py` measures both).
     """
 
     chain: list[str]

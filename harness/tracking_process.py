@@ -1,10 +1,10 @@
 """MLflow in a process of its own, started when a run starts and fed through a pipe.
 
-Why a second process: importing mlflow and opening its store take about 130 MB of memory and 2-3 s, and
-the plot needs matplotlib. In the calling process they came on top of litellm and every record, and
-they are what put a 10,000-item run over its memory budget. In a child started at the beginning, the
-import and the store's schema check overlap the preparation and the calls, and their memory is freed
-when the child exits. The calling process never imports mlflow or matplotlib during `run`.
+Why a second process: importing mlflow and opening its store cost memory and seconds of CPU, and the plot
+needs matplotlib (benchmarks/README.md has the figures). In the calling process they came on top of litellm
+and every record, and they are what put a 10,000-item run over its memory budget. In a child started at the
+beginning, the import and the store's schema check overlap the preparation and the calls, and their memory
+is freed when the child exits. The calling process never imports mlflow or matplotlib during `run`.
 
 The child runs in its own session and ignores Ctrl-C (the parent decides what an interrupt means), and
 exits when its pipe closes, so a killed parent never leaves it behind.
@@ -254,7 +254,7 @@ class TrackingProcess:
 
     def abandon(self) -> None:
         """End a child whose run stopped before logging (refused, interrupted): it has nothing to do, and
-        letting it finish importing MLflow would cost about 3 s of CPU for each refused config. A child
+        letting it finish importing MLflow would spend seconds of CPU on each refused config. A child
         in the middle of a call (logging when Ctrl-C came) is waited for as `close` does, so a run is
         never left half logged; a store's schema being created finishes first (`store.open_store`)."""
         if self._in_call or self._detached:

@@ -218,3 +218,100 @@ def test_ablation_variants_trace_their_own_rendered_prompt(tmp_path: Path, model
         assert len(traces) == len(ITEMS)
         for trace in traces:
             assert trace.data.spans[0].inputs["messages"][-1]["content"].startswith(f"Summarise in {words} words:")
+
+
+def _trace_view(parent_id: str) -> dict[str, list[tuple[object, ...]]]:
+    """What a person reads of each variant's traces, ids and clock times aside (durations too: the two
+    runs make their own calls, whose latencies differ)."""
+    view = {}
+    for name, run in child_runs(parent_id).items():
+        rows = []
+        traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+        for trace in traces:
+            info, span = trace.info, trace.data.spans[0]
+            metadata = {k: v for k, v in info.trace_metadata.items() if k.startswith(("harness.", "mlflow.trace."))}
+            assessments = sorted(
+                (
+                    a.name,
+                    json.dumps(a.feedback.value if a.feedback else a.expectation.value),
+                    a.source.source_type,
+                    a.rationale,
+                    a.run_id == run.info.run_id,
+                )
+                for a in info.assessments
+            )
+            attributes = {k: v for k, v in span.attributes.items() if k != "mlflow.traceRequestId"}
+            rows.append(
+                (
+                    info.trace_metadata["harness.item_id"],
+                    str(info.state),
+                    info.request_preview,
+                    info.response_preview,
+                    json.dumps(info.token_usage, sort_keys=True),
+                    json.dumps(metadata, sort_keys=True),
+                    info.tags.get("mlflow.traceName"),
+                    span.span_type,
+                    span.name,
+                    json.dumps(span.inputs, sort_keys=True),
+                    json.dumps(span.outputs),
+                    json.dumps(attributes, sort_keys=True, default=str),
+                    str(span.status.status_code),
+                    tuple(assessments),
+                )
+            )
+        view[name] = sorted(rows)
+    return view
+
+
+def test_the_bulk_path_and_mlflows_public_client_write_the_same_traces(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQL fast path is taken on the MLflow the package is tested with, and what it writes reads back
+    exactly as what MLflow's own client writes when the path is switched off."""
+    from harness.tracking import sql_traces
+    from harness.tracking.store import open_store
+
+    _, bulk_id = run_and_log(tmp_path / "bulk", model_server)
+    store = open_store(mlflow.get_tracking_uri()).MlflowClient()._tracking_client.store
+    assert sql_traces.writer(store) is not None, "the fast path declined the store it was written for"
+    bulk = _trace_view(bulk_id)
+    monkeypatch.setenv(sql_traces.OFF_SWITCH, "off")
+    assert sql_traces.writer(store) is None
+    _, client_id = run_and_log(tmp_path / "client", model_server)
+    client = _trace_view(client_id)
+    assert set(bulk) == set(client) and all(len(rows) == len(ITEMS) for rows in bulk.values())
+    for name in bulk:
+        assert bulk[name] == client[name]
+
+
+def test_a_store_whose_tables_differ_is_left_to_mlflows_client(tmp_path: Path) -> None:
+    """A database whose tables are not what the rows expect (another MLflow's schema, here a column
+    dropped from a real store) gets no rows from harness: the check names the column."""
+    import sqlite3
+
+    from harness.tracking import sql_traces
+    from harness.tracking.store import open_store
+
+    uri = f"sqlite:///{tmp_path / 'drifted.db'}"
+    store = open_store(uri).MlflowClient()._tracking_client.store
+    problem, _ = sql_traces.schema_problem(store.engine, sql_traces._tables())
+    assert problem is None
+    with sqlite3.connect(tmp_path / "drifted.db") as db:
+        db.execute("ALTER TABLE spans DROP COLUMN model_provider")
+    problem, _ = sql_traces.schema_problem(store.engine, sql_traces._tables())
+    assert problem == "spans has no column model_provider"
+    assert sql_traces.writer(store) is None
+
+
+def test_the_suite_runs_on_the_oldest_mlflow_the_package_declares() -> None:
+    """The fast path and the stored-run readers are tested on MLflow's declared floor: raising the
+    tested version means raising the floor (or testing both)."""
+    import re
+    import tomllib
+    from importlib.metadata import version
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    declared = next(d for d in project["project"]["dependencies"] if re.match(r"mlflow\b", d))
+    floor = re.search(r">=\s*([\d.]+)", declared)
+    assert floor is not None, f"mlflow is declared without a floor: {declared}"
+    assert version("mlflow") == floor[1]

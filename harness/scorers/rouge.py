@@ -34,7 +34,7 @@ def rouge(variant: str = "rougeL", use_stemmer: bool = True) -> ScoreFn:
 
 
 def import_rouge_scorer() -> Any:
-    """`rouge_score.rouge_scorer`, without running nltk's package `__init__` (3 s here: it imports its
+    """`rouge_score.rouge_scorer`, without running nltk's package `__init__` (it imports its
     corpora, classifiers and scikit-learn, while rouge-score uses nltk's Porter stemmer alone).
 
     `nltk` and `nltk.stem` stand in as bare namespaces while `nltk.stem.porter` loads (the same file as

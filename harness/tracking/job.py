@@ -58,7 +58,7 @@ def track_run(
 
 
 def import_logging() -> None:
-    """MLflow, the logging code and the plotting library, imported (about 3 s here), opening nothing: a
+    """MLflow, the logging code and the plotting library, imported, opening nothing: a
     tracking launcher does this once, and every tracking process it forks starts with them."""
     import markdown_it  # noqa: F401 - the HTML report
     import matplotlib

@@ -7,11 +7,10 @@ latency as its duration, attempts and errors; the trace's `mlflow.sourceRun` is 
 the run is an evaluation run in the UI. Scores are `Feedback` (a judge's reply as the rationale), the
 reference an `Expectation`.
 
-Why two writers: MLflow's per-trace `start_trace` costs about 7 ms on sqlite (one transaction and a
-dozen queries per trace), which at 10,000 items x 2 variants is minutes. On a SQL store (sqlite,
-PostgreSQL) the same rows `start_trace` and `log_spans` write are inserted by `_bulk_insert` in a few
-transactions, with MLflow's own models and converters (pinned MLflow version). On a tracking server the
-public client calls are used, several at a time.
+Two writers: MLflow's public client (`start_trace`, `log_spans`), several traces at a time, for a tracking
+server and wherever the fast path declines; and on a SQL store (sqlite, PostgreSQL) the same rows in a
+few transactions (`harness.tracking.sql_traces`, the one module that touches MLflow's tables, behind a
+schema check).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ from harness.datasets import Item
 from harness.plan import Plan, Variant
 from harness.records import Record
 from harness.secrets import scrubber
+from harness.tracking import sql_traces
 
 CHUNK = 1000
 """Traces per transaction on a SQL store (and per `log_spans` request on a server)."""
@@ -55,19 +54,15 @@ def log_traces(
     chosen = traced_records(plan, records)
     if not chosen:
         return 0
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
     items = {item.id: item for item in plan.eval_set.items}
     scrub = scrubber()
-    store = mlflow.MlflowClient()._tracking_client.store
+    bulk = sql_traces.writer(mlflow.MlflowClient()._tracking_client.store)
     for start in range(0, len(chosen), CHUNK):  # built a chunk at a time: memory stays flat at any size
         chunk = [
             _build(plan, variant, record, items, experiment_id, run_id, start_ms, scrub)
             for record in chosen[start : start + CHUNK]
         ]
-        if isinstance(store, SqlAlchemyStore):
-            _bulk_insert(store, experiment_id, chunk)
-        else:
+        if bulk is None or not bulk(experiment_id, chunk):
             _through_client(experiment_id, chunk)
     return len(chosen)
 
@@ -197,113 +192,6 @@ def _usage(record: Record) -> dict[str, int]:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
-
-
-def _bulk_insert(store: Any, experiment_id: str, built: list[tuple[Any, dict[str, Any]]]) -> None:
-    """The rows MLflow's `start_trace` then `log_spans` would write, for many traces in one transaction."""
-    from mlflow.store.tracking.dbmodels.models import (
-        SqlAssessments,
-        SqlSpan,
-        SqlTraceInfo,
-        SqlTraceMetadata,
-        SqlTraceTag,
-    )
-    from mlflow.store.tracking.sqlalchemy_store import PROMOTED_TRACE_METADATA_KEYS
-    from mlflow.store.tracking.utils.trace_analytics import analytics_columns_from_metadata
-    from mlflow.tracing.constant import TraceMetadataKey, TraceTagKey
-    from sqlalchemy import insert
-
-    experiment = store.get_experiment(experiment_id)
-    infos, tags, metadata, assessments, spans = [], [], [], [], []
-    for info, span in built:
-        trace_id = info.trace_id
-        meta = dict(info.trace_metadata)
-        infos.append(
-            {
-                "request_id": trace_id,
-                "experiment_id": int(experiment_id),
-                "timestamp_ms": info.request_time,
-                "execution_time_ms": info.execution_duration,
-                "status": info.state.value,
-                "request_preview": info.request_preview,
-                "response_preview": info.response_preview,
-                "trace_name": info.tags[TraceTagKey.TRACE_NAME],
-                "db_payload_generation": 1,
-                **analytics_columns_from_metadata(meta),
-            }
-        )
-        for key in PROMOTED_TRACE_METADATA_KEYS:
-            meta.pop(key, None)
-        meta[TraceMetadataKey.TRACE_INFO_FINALIZED] = "true"
-        metadata.extend({"request_id": trace_id, "key": k, "value": v} for k, v in meta.items())
-        location = store._get_trace_artifact_location_tag(experiment, trace_id)
-        row_tags = {k: v for k, v in info.tags.items() if k != TraceTagKey.TRACE_NAME}
-        row_tags[location.key] = location.value
-        row_tags[TraceTagKey.SPANS_LOCATION] = "TRACKING_STORE"
-        tags.extend({"request_id": trace_id, "key": k, "value": v} for k, v in row_tags.items())
-        assessments.extend(_assessment_row(a, int(experiment_id), info.request_time) for a in info.assessments)
-        attributes = span["attributes"]
-        cost = json.loads(attributes.get("mlflow.llm.cost", "{}"))
-        spans.append(
-            {
-                "trace_id": trace_id,
-                "experiment_id": int(experiment_id),
-                "span_id": base64.b64decode(span["span_id"]).hex(),
-                "parent_span_id": None,
-                "name": span["name"],
-                "type": "LLM",
-                "status": span["status"]["code"].removeprefix("STATUS_CODE_"),
-                "start_time_unix_nano": span["start_time_unix_nano"],
-                "end_time_unix_nano": span["end_time_unix_nano"],
-                "content": json.dumps(span, ensure_ascii=False),
-                "input_cost": None,
-                "output_cost": None,
-                "total_cost": cost.get("total_cost"),
-                "model_name": json.loads(attributes["mlflow.llm.model"])[:500],
-                "model_provider": json.loads(attributes["mlflow.llm.provider"])[:500],
-            }
-        )
-    with store.ManagedSessionMaker(read_only=False) as session:
-        session.execute(insert(SqlTraceInfo.__table__), infos)
-        session.execute(insert(SqlTraceTag.__table__), tags)
-        session.execute(insert(SqlTraceMetadata.__table__), metadata)
-        if assessments:
-            session.execute(insert(SqlAssessments.__table__), assessments)
-        session.execute(insert(SqlSpan.__table__), spans)
-
-
-def _assessment_row(assessment: Any, experiment_id: int, trace_time_ms: int) -> dict[str, Any]:
-    """The row `SqlAssessments.from_mlflow_entity` builds, as a plain dict (no ORM object per score)."""
-    from mlflow.store.tracking.utils.trace_analytics import assessment_aggregate
-    from mlflow.tracing.utils import generate_assessment_id
-
-    feedback = assessment.feedback
-    value = feedback.value if feedback is not None else assessment.expectation.value
-    error = feedback.error if feedback is not None else None
-    aggregate, numeric = assessment_aggregate(value)
-    now = int(time.time() * 1000)
-    return {
-        "assessment_id": generate_assessment_id(),
-        "trace_id": assessment.trace_id,
-        "name": assessment.name,
-        "assessment_type": "feedback" if feedback is not None else "expectation",
-        "value": json.dumps(value),
-        "error": json.dumps(error.to_dictionary()) if error else None,
-        "created_timestamp": now,
-        "last_updated_timestamp": now,
-        "source_type": assessment.source.source_type,
-        "source_id": assessment.source.source_id,
-        "run_id": assessment.run_id,
-        "span_id": None,
-        "rationale": assessment.rationale,
-        "overrides": None,
-        "valid": True,
-        "assessment_metadata": None,
-        "experiment_id": experiment_id,
-        "trace_timestamp_ms": trace_time_ms,
-        "aggregate_value": aggregate,
-        "is_numeric_value": numeric,
-    }
 
 
 def _through_client(experiment_id: str, built: list[tuple[Any, dict[str, Any]]]) -> None:
