@@ -272,7 +272,7 @@ def test_the_bulk_path_and_mlflows_public_client_write_the_same_traces(
     from harness.tracking.store import open_store
 
     _, bulk_id = run_and_log(tmp_path / "bulk", model_server)
-    store = open_store(mlflow.get_tracking_uri()).MlflowClient()._tracking_client.store
+    store = sql_traces.current_store(open_store(mlflow.get_tracking_uri()))
     assert sql_traces.writer(store) is not None, "the fast path declined the store it was written for"
     bulk = _trace_view(bulk_id)
     monkeypatch.setenv(sql_traces.OFF_SWITCH, "off")
@@ -293,7 +293,7 @@ def test_a_store_whose_tables_differ_is_left_to_mlflows_client(tmp_path: Path) -
     from harness.tracking.store import open_store
 
     uri = f"sqlite:///{tmp_path / 'drifted.db'}"
-    store = open_store(uri).MlflowClient()._tracking_client.store
+    store = sql_traces.current_store(open_store(uri))
     problem, _ = sql_traces.schema_problem(store.engine, sql_traces._tables())
     assert problem is None
     with sqlite3.connect(tmp_path / "drifted.db") as db:

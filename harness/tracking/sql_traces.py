@@ -86,6 +86,11 @@ _CHECKED: dict[str, tuple[str | None, dict[str, set[str]]]] = {}
 """Per database URL, once per process: the schema check's answer and each table's columns."""
 
 
+def current_store(mlflow: Any) -> Any | None:
+    """The store MLflow's client writes to (a private attribute: None where it has moved)."""
+    return getattr(getattr(mlflow.MlflowClient(), "_tracking_client", None), "store", None)
+
+
 def writer(store: Any) -> Callable[[str, Built], bool] | None:
     """The bulk writer for this tracking store, or None: use MLflow's public client. The writer returns
     False, having written nothing, for a chunk whose rows would not fit the tables."""

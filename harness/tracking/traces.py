@@ -56,7 +56,7 @@ def log_traces(
         return 0
     items = {item.id: item for item in plan.eval_set.items}
     scrub = scrubber()
-    bulk = sql_traces.writer(mlflow.MlflowClient()._tracking_client.store)
+    bulk = sql_traces.writer(sql_traces.current_store(mlflow))
     for start in range(0, len(chosen), CHUNK):  # built a chunk at a time: memory stays flat at any size
         chunk = [
             _build(plan, variant, record, items, experiment_id, run_id, start_ms, scrub)
