@@ -174,7 +174,7 @@ def gate(
     limit: int | None = None,
     sequential: bool | None = None,
 ) -> GateOutcome:
-    """Decide by non-inferiority whether `candidate` (`MODEL[:PROMPT]`, as `Plan.resolve` reads it) may
+    """Decide by non-inferiority whether `candidate` (`MODEL[:PROMPT]`, as `Plan.variant` reads it) may
     replace the baseline; every other variant when None. API keys are required (strict) for exactly the
     variants gated. `against` takes the baseline's records from a stored run made on the same eval.
     `sequential` True decides in stages (the config's `gate.sequential`, else its defaults), False in one

@@ -30,7 +30,7 @@ class GateResult:
 
 
 def gate_variants(plan: Plan, candidate: str | None) -> tuple[str, set[str]]:
-    """The baseline's variant name and the candidates': `candidate` resolved by `Plan.resolve` (after
+    """The baseline's variant name and the candidates': `candidate` resolved by `Plan.variant` (after
     `vars` expansion, the prompt defaulting to the baseline's), or every other variant of the plan."""
     file = str(plan.experiment.source_path)
     if plan.baseline is None:

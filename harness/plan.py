@@ -1,6 +1,6 @@
 """Expanding models x prompts x vars into variants, naming them, and the calls they make. Pure: no I/O.
 
-The plan is built once (by `harness.planner.prepare`) and then only read: `Plan.resolve` is the one way
+The plan is built once (by `harness.planner.prepare`) and then only read: `Plan.variant` is the one way
 anything (the CLI, the gate, routing, a stored run) turns `MODEL[:PROMPT]` into a variant, and
 `Plan.call` is the one place a (variant, item, sample) becomes a call with its cache key.
 """

@@ -7,13 +7,23 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness import figures
 from harness.analysis import Analysis
 from harness.estimate import Sizing, VariantEstimate
 from harness.manifest import RunStatus
+from harness.results import (
+    RECOMMENDED_MARK,
+    compact_header,
+    markdown_table,
+    recommendation_line,
+    result_rows,
+    skipped_line,
+)
 from harness.summary import VariantSummary
 
 if TYPE_CHECKING:
@@ -22,17 +32,14 @@ if TYPE_CHECKING:
 
 
 def _fmt(value: float, spec: str) -> str:
-    return "–" if math.isnan(value) else format(value, spec)
+    return figures.MISSING if math.isnan(value) else format(value, spec)
 
 
-def _usd(value: float) -> str:
-    if math.isnan(value):
-        return "–"
-    return f"${value:.6f}" if value < 0.01 else f"${value:,.4f}"
+_usd = figures.usd
 
 
-def result_rows(summaries: list[VariantSummary], baseline: str | None) -> tuple[list[str], list[list[str]]]:
-    """The results as plain cells, one row per variant: the terminal table and the report both show these."""
+def wide_rows(summaries: list[VariantSummary], baseline: str | None) -> tuple[list[str], list[list[str]]]:
+    """Every figure as plain cells, one row per variant (`--wide` and the report's full table)."""
     keys: list[str] = []
     for s in summaries:
         keys += [k for k in s.quality if k not in keys]
@@ -85,7 +92,7 @@ def result_rows(summaries: list[VariantSummary], baseline: str | None) -> tuple[
 
 def results_table(summaries: list[VariantSummary], baseline: str | None, title: str) -> Table:
     """A rich table of every variant; skipped ones stay visible, in yellow, with the reason."""
-    header, rows = result_rows(summaries, baseline)
+    header, rows = wide_rows(summaries, baseline)
     table = Table(title=escape(title), title_justify="left", header_style="bold")
     table.add_column(header[0], no_wrap=True)
     for name in header[1:-1]:
@@ -104,11 +111,56 @@ def results_table(summaries: list[VariantSummary], baseline: str | None, title: 
 
 
 def print_results(console: Console, summaries: list[VariantSummary], baseline: str | None, title: str) -> None:
-    """Print the table, then a loud line for each skipped variant."""
+    """The wide table of every variant, then a loud line for each skipped variant (`--wide`)."""
     console.print(results_table(summaries, baseline, title))
     for s in summaries:
         if s.skipped:
             console.print(f"[bold yellow]WARNING[/] {escape(s.variant)} was not run: {escape(s.skipped)}")
+
+
+def compact_table(summaries: list[VariantSummary], analysis: Analysis, title: str) -> Table:
+    """The default results table: per variant that ran, the gate metric with its interval, $/item,
+    $/month, the difference from the baseline and the verdict. Every figure column is as wide as its
+    widest figure, so a narrow terminal wraps names, never a figure."""
+    rows = result_rows(summaries, analysis)
+    cells = [row.cells() for row in rows]
+    table = Table(title=escape(title), title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    header = compact_header(analysis.metric)
+    table.add_column(escape(header[0]), overflow="fold", min_width=min(12, max((len(c[0]) for c in cells), default=8)))
+    for index, name in enumerate(header[1:], start=1):
+        widest = max((len(c[index]) for c in cells), default=1)
+        table.add_column(escape(name), justify="right" if index < 5 else "left", min_width=widest, overflow="fold")
+    for row, texts in zip(rows, cells, strict=True):
+        shown = [escape(t) for t in texts]
+        if row.baseline:
+            shown[0] = shown[0].replace(" (baseline)", " [dim](baseline)[/]")
+        style = _STATUS_STYLE.get(row.verdict.split(" ")[0], "white")
+        shown[-1] = f"[{style}]{shown[-1]}[/]"
+        table.add_row(*shown)
+    return table
+
+
+def print_run(
+    console: Console, summaries: list[VariantSummary], analysis: Analysis, title: str, wide: bool = False
+) -> None:
+    """What a run shows: the results (compact, or every column with `wide`), what did not run, then the
+    evidence, the recommendation and the warnings."""
+    if wide:
+        print_results(console, summaries, analysis.baseline, title)
+    else:
+        console.print(compact_table(summaries, analysis, title))
+        legend = [RECOMMENDED_MARK] if analysis.recommendation else []
+        if analysis.baseline:
+            legend.append(
+                f"verdicts: {analysis.metric} vs {analysis.baseline}, margin {analysis.margin:g}, "
+                f"{analysis.confidence:.0%} confidence; --wide for tokens, latency, tests and intervals of Δ"
+            )
+        if legend:
+            console.print(f"[dim]{escape('; '.join(legend))}[/]")
+        skipped = skipped_line(summaries)
+        if skipped:
+            console.print(f"[yellow]{escape(skipped)}[/]")
+    print_analysis(console, analysis, wide)
 
 
 _STATUS_STYLE = {"pass": "green", "fail": "red", "undecided": "yellow", "baseline": "cyan"}
@@ -144,8 +196,8 @@ def analysis_table(analysis: Analysis) -> Table:
         table.add_row(
             escape(variant)
             + (" (recommended)" if analysis.recommendation and analysis.recommendation.variant == variant else ""),
-            f"{est.mean:.3f} [{est.ci_low:.3f}, {est.ci_high:.3f}]",
-            "–" if is_base else f"{paired.mean_diff:+.3f} [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}]",
+            figures.interval(est.mean, est.ci_low, est.ci_high),
+            "–" if is_base else figures.delta_interval(paired.mean_diff, paired.ci_low, paired.ci_high),
             "–" if is_base else _fmt(paired.p_value, ".3g"),
             "" if is_base else escape(paired.test),
             str(paired.n_excluded),
@@ -156,69 +208,21 @@ def analysis_table(analysis: Analysis) -> Table:
     return table
 
 
-def recommendation_line(analysis: Analysis) -> str:
-    """What to switch to and what it saves, or why there is no recommendation; then the dearer variants
-    shown better ("switch up"), and the variants that answered fewer items than the others."""
-    rec = analysis.recommendation
-    if rec is None:
-        if analysis.baseline is None:
-            return "No recommendation: no variant ran."
-        return f"No recommendation: the baseline {analysis.baseline} has no scored answer to compare with."
-    verdict = analysis.verdicts.get(rec.variant)
-    if rec.variant == rec.baseline:
-        line = f"Recommendation: keep {rec.baseline}; no cheaper variant was shown non-inferior on {analysis.metric}."
-    elif verdict is not None and verdict.better:
-        paired = analysis.paired[analysis.metric][rec.variant]
-        line = (
-            f"Recommendation: {rec.variant} is better than {rec.baseline} on {analysis.metric} "
-            f"({paired.mean_diff:+.3f} [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}]) "
-            + (
-                f"and saves {rec.savings_pct:.1f}% (${rec.savings_per_1000_usd:.4f} per 1,000 items)."
-                if rec.savings_per_1000_usd > 0
-                else f"for {_per_1000(-rec.savings_per_1000_usd)} more per 1,000 items."
-            )
-        )
-    else:
-        line = (
-            f"Recommendation: {rec.variant} is non-inferior to {rec.baseline} on {analysis.metric} "
-            f"(margin {analysis.margin:g}) and saves {rec.savings_pct:.1f}% "
-            f"(${rec.savings_per_1000_usd:.4f} per 1,000 items)."
-        )
-    if rec.value_note:
-        line += f" Chosen for its value: {rec.value_note}."
-    for up in rec.upgrades:
-        extra = (
-            f"+${up.extra_monthly_usd:,.2f}/month"
-            if up.extra_monthly_usd is not None
-            else f"+{_per_1000(up.extra_cost_per_item * 1000)} per 1,000 items"
-        )
-        line += (
-            f" Switch up: {up.variant} is better, {up.gain:+.3f} {analysis.metric} "
-            f"[{up.gain_low:+.3f}, {up.gain_high:+.3f}] for {extra}."
-        )
-    if analysis.unequal:
-        fewer = ", ".join(f"{name} ({n} items)" for name, n in analysis.unequal.items())
-        line += f" Fewer items than the others: {fewer}; each comparison uses only the items both sides answered."
-    return line
-
-
-def _per_1000(usd: float) -> str:
-    return f"${usd:,.4f}"
-
-
-def print_analysis(console: Console, analysis: Analysis) -> None:
-    """The evidence after the results table: CIs, paired tests, frontier, recommendation, warnings."""
+def print_analysis(console: Console, analysis: Analysis, wide: bool = True) -> None:
+    """The evidence after the results table: CIs and paired tests (`wide`), frontier, recommendation,
+    warnings."""
     if analysis.baseline_note:
         console.print(f"[bold yellow]NOTE[/] {escape(analysis.baseline_note)}")
     if analysis.estimates:
-        console.print(analysis_table(analysis))
+        if wide:
+            console.print(analysis_table(analysis))
         console.print(escape(f"Pareto frontier (cost vs {analysis.metric}): {', '.join(analysis.pareto)}"))
         for name, verdict in analysis.verdicts.items():
             if verdict.more_items:
                 console.print(escape(f"{name}: undecided; to decide, {verdict.more_items}"))
     for line in sequential_lines(analysis):
         console.print(escape(line))
-    if analysis.agreement:
+    if analysis.agreement and wide:
         console.print(agreement_table(analysis))
     if analysis.policies:
         console.print(policy_table(analysis))
@@ -400,7 +404,8 @@ def markdown_report(
         lines += [f"Run: {'; '.join(status.notes())}.", ""]
     if analysis.baseline_note:
         lines += [f"> Note: {analysis.baseline_note}", ""]
-    lines += ["## Results", "", _md_results(summaries, analysis.baseline), ""]
+    lines += ["## Results", "", markdown_table(summaries, analysis), ""]
+    lines += ["## Every figure", "", _md_results(summaries, analysis.baseline), ""]
     if plot_name:
         lines += [f"![cost vs {analysis.metric}]({plot_name})", ""]
     lines += [
@@ -477,7 +482,7 @@ def markdown_report(
 
 
 def _md_results(summaries: list[VariantSummary], baseline: str | None) -> str:
-    header, rows = result_rows(summaries, baseline)
+    header, rows = wide_rows(summaries, baseline)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)

@@ -120,7 +120,7 @@ def test_two_candidates_with_no_losses_pass_and_the_zero_percent_baseline_is_not
 
 def test_a_better_candidate_that_costs_more_is_offered_with_its_interval() -> None:
     analysis = _analysis({"base": np.zeros(30), "up": np.ones(30)}, {"base": 0.01, "up": 0.03}, "binary", 0.02)
-    from harness.report import recommendation_line
+    from harness.results import recommendation_line
 
     line = recommendation_line(analysis)
     assert "keep base" in line and "Switch up: up is better, +1.000 q [" in line, line

@@ -19,7 +19,8 @@ from harness.manifest import ITEMS_ARTIFACT, MANIFEST_ARTIFACT, RunManifest, Run
 from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
-from harness.report import IMAGE_LINK, recommendation_line
+from harness.report import IMAGE_LINK
+from harness.results import recommendation_line
 from harness.secrets import redact, redact_tree, redact_url, remember_tree, scrub, scrubber
 from harness.summary import VariantSummary
 from harness.tracking.store import open_store, store_lock, tracking_uri
