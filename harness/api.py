@@ -11,6 +11,7 @@ functions. Each returns plain data (outcomes, summaries, analyses); none asks a 
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,31 @@ def run(
     analyse, print to `console` (stderr by default) and track in MLflow. See `RunOutcome.exit_code`."""
     options = options or RunOptions()
     session = prepare_tracked(load_experiment(experiment, limit), options, strict=options.strict)
-    return execute(session, console or Console(stderr=True, emoji=False), options)
+    if options.only:
+        try:
+            session = session.select(_only(session.plan, options.only), strict=options.strict)
+        except BaseException:
+            session.discard()
+            raise
+    return execute(session, _console(console, options), options)
+
+
+def _console(console: Console | None, options: RunOptions) -> Console:
+    """Where a run prints: nowhere with `quiet`, else the caller's console, else stderr."""
+    if options.quiet:
+        return Console(quiet=True)
+    return console or Console(stderr=True, emoji=False)
+
+
+def _only(plan: Plan, patterns: tuple[str, ...]) -> set[str]:
+    """The variants `--only` keeps: those matching a glob, and the baseline they are compared with."""
+    chosen = {v.name for v in plan.variants if any(fnmatch.fnmatchcase(v.name, p) for p in patterns)}
+    if not chosen:
+        names = ", ".join(v.name for v in plan.variants)
+        raise ConfigError(
+            "command line", "--only", f"no variant matches {', '.join(patterns)}", f"the variants are: {names}"
+        )
+    return chosen | ({plan.baseline} if plan.baseline else set())
 
 
 def load_run(run_id: str, tracking_uri: str | None = None) -> StoredRun:
@@ -201,7 +226,7 @@ def gate(
     except BaseException:
         full.discard()
         raise
-    outcome = execute(session, console or Console(stderr=True, emoji=False), options, prior)
+    outcome = execute(session, _console(console, options), options, prior)
     result = gate_result(outcome.analysis, candidates, outcome.status.budget_exhausted, outcome.incomplete)
     return GateOutcome(result, outcome, baseline, candidates, options.shard)
 

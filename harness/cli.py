@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from harness import __version__
 from harness.exit_codes import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 from harness.offline import apply_offline_defaults, short_lived_process
 
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="harness",
         description="Run controlled LLM experiments that put cost and quality side by side.",
     )
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
     run = sub.add_parser("run", help="run every variant of an experiment and track it in MLflow")
     run.add_argument("config", type=Path, help="experiment YAML, e.g. experiments/summarize.yaml")
@@ -123,6 +125,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="wait for MLflow logging and print the run id (the default in CI, scripts and pipes)",
     )
+    run.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        metavar="GLOB",
+        help="run only the variants matching this glob, e.g. 'local/*' (repeatable; the baseline is kept)",
+    )
+    _output_flags(run)
     _shard_flag(run)
     _spending_flags(run)
     run.set_defaults(handler="run")
@@ -150,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         help="bill every call at this service tier's prices (where priced)",
     )
     reprice.add_argument("--tracking-uri", default=None)
+    reprice.add_argument("--wide", action="store_true", help="every column: tokens, latency, tests, intervals")
     reprice.set_defaults(handler="reprice")
     levers = sub.add_parser(
         "levers", help="what a stored run's calls would cost bought otherwise: batch, flex, priority, caching, a cap"
@@ -174,6 +185,8 @@ def _parser() -> argparse.ArgumentParser:
     design.add_argument(
         "--fixed", dest="sequential", action="store_false", help="one fixed design, even if gate.sequential is set"
     )
+    gate.add_argument("--junit", type=Path, default=None, metavar="FILE", help="write the decision as JUnit XML")
+    _output_flags(gate)
     _shard_flag(gate)
     _spending_flags(gate)
     gate.set_defaults(handler="gate")
@@ -181,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_id")
     report.add_argument("--out", default=None, help="folder for report.md and frontier.png (default reports/RUN_ID)")
     report.add_argument("--tracking-uri", default=None)
+    report.add_argument("--wide", action="store_true", help="every column: tokens, latency, tests, intervals")
     report.set_defaults(handler="report")
     route = sub.add_parser("route", help="simulate routers and cascades from a stored run's records (no model calls)")
     route.add_argument("run_id")
@@ -212,6 +226,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.set_defaults(handler="ui")
     return parser
+
+
+def _output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the results to FILE: .json (docs/outputs.md), .csv (a line per variant) or .md",
+    )
+    parser.add_argument("--wide", action="store_true", help="every column: tokens, latency, tests, intervals")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (and the gate's line)")
 
 
 def _shard_flag(parser: argparse.ArgumentParser) -> None:

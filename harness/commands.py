@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +27,15 @@ from rich.markup import escape
 from rich.prompt import Confirm
 from rich.table import Table
 
+from harness import __version__, results
 from harness.api import analyze, gate, load_experiment, load_run, reprice, route, run, size_decisions, write_report
 from harness.caches import open_cache
 from harness.config import ConfigError, PolicyConfig, RoutingConfig, load_config
 from harness.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from harness.gating import publish
+from harness.invocation import command
 from harness.planner import prepare
-from harness.pricing import load_price_file
+from harness.pricing import litellm_version, load_price_file
 from harness.report import (
     NO_PRICED_VARIANT,
     decision_size_lines,
@@ -41,15 +44,14 @@ from harness.report import (
     markdown_report,
     policy_notes,
     policy_table,
-    print_analysis,
-    print_results,
+    print_run,
 )
 from harness.scaffold import preview, propose, write_experiment
 from harness.secrets import redact_url, scrub
 from harness.spending import show_estimate
 from harness.tracking.store import experiment_page, find_project_root, stored_run_uri
 from harness.tracking.write import add_policy_runs
-from harness.workflow import RunOptions
+from harness.workflow import RunOptions, RunOutcome
 
 if TYPE_CHECKING:
     from harness.rebuild import Rebuilt
@@ -89,7 +91,58 @@ def _options(args: argparse.Namespace, strict: bool) -> RunOptions:
         assume_yes=args.yes,
         confirm=_ask if sys.stdin.isatty() else None,
         background_logging=_background_logging(getattr(args, "background_logging", False)),
+        wide=getattr(args, "wide", False),
+        quiet=getattr(args, "quiet", False),
+        only=tuple(getattr(args, "only", None) or ()),
     )
+
+
+OUTPUT_SUFFIXES = (".json", ".csv", ".md")
+
+
+def _check_output(path: Path | None, flag: str = "--output", suffixes: tuple[str, ...] = OUTPUT_SUFFIXES) -> None:
+    """A results file the run cannot write is named before the first call, not after the money is spent."""
+    if path is None:
+        return
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(
+            "command line", flag, f"{path} is not a {', '.join(suffixes)} file", f"e.g. {flag} results{suffixes[0]}"
+        )
+    if not path.parent.resolve().is_dir():
+        raise ConfigError("command line", flag, f"no folder {path.parent}", "create it first or give another path")
+    if path.is_dir():
+        raise ConfigError("command line", flag, f"{path} is a folder", "give a file path")
+
+
+def _write_results(path: Path | None, outcome: RunOutcome) -> None:
+    """`--output FILE`: the results document as JSON, its variants as CSV, or the report as markdown."""
+    if path is None:
+        return
+    experiment = outcome.plan.experiment
+    if path.suffix.lower() == ".md":
+        text = markdown_report(
+            experiment.name, outcome.summaries, outcome.analysis, None, experiment.description, outcome.status
+        )
+    else:
+        doc = results.document(
+            experiment.name,
+            outcome.summaries,
+            outcome.analysis,
+            outcome.run_id,
+            outcome.status,
+            {
+                "harness_version": __version__,
+                "litellm_version": litellm_version(),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "config": str(experiment.source_path),
+                "dataset": outcome.plan.eval_set.source,
+                "dataset_fingerprint": outcome.plan.eval_set.fingerprint,
+                "items": len(outcome.plan.eval_set.items),
+                "requests_per_day": experiment.traffic.requests_per_day if experiment.traffic else None,
+            },
+        )
+        text = results.json_text(doc) if path.suffix.lower() == ".json" else results.csv_text(doc)
+    path.write_text(text, encoding="utf-8")
 
 
 def _background_logging(flag: bool | None) -> bool:
@@ -114,10 +167,13 @@ def _ask(question: str) -> bool:
     return Confirm.ask(question, default=False)
 
 
-def _console() -> Console:
-    # emoji off: a model or prompt named ":b:" prints as written
+def _console(wide: bool = False) -> Console:
+    """The terminal as it is; into a pipe or a file, 100 columns (`COLUMNS` to change), 200 for `--wide`.
+    Emoji off: a model or prompt named ":b:" prints as written."""
     console = Console(emoji=False)
-    return console if console.is_terminal else Console(width=max(console.width, 200), emoji=False)
+    if console.is_terminal:
+        return console
+    return Console(width=200 if wide else int(os.environ.get("COLUMNS") or 100), emoji=False)
 
 
 def _incomplete(reason: str | None) -> None:
@@ -126,10 +182,13 @@ def _incomplete(reason: str | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    console = _console()
+    console = _console(args.wide)
+    _check_output(args.output)
     started = time.perf_counter()
     outcome = run(args.config, _options(args, args.strict), console, args.limit)
-    console.print(f"done in {time.perf_counter() - started:.1f} s")
+    if not args.quiet:
+        console.print(f"done in {time.perf_counter() - started:.1f} s")
+    _write_results(args.output, outcome)
     _incomplete(outcome.incomplete)
     return outcome.exit_code
 
@@ -153,7 +212,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     console.print(f"the references are {what}: scorers {', '.join(_names(proposal.scorers))}")
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", args.dataset.stem).strip("-.") or "experiment"
     config, prompt = write_experiment(proposal, args.dataset, name, Path.cwd())
-    console.print(f"wrote {config} and {prompt}; next: python -m harness run {config.relative_to(Path.cwd())}")
+    console.print(f"wrote {config} and {prompt}; next: {command()} run {config.relative_to(Path.cwd())}")
     return EXIT_OK
 
 
@@ -175,14 +234,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_reprice(args: argparse.Namespace) -> int:
-    console = _console()
+    console = _console(args.wide)
     _check_prices(args.prices)
     stored = load_run(args.run_id, args.tracking_uri)
     repriced = reprice(stored, args.prices, args.tier)
     tier = f" at {args.tier} prices" if args.tier else ""
     title = f"{stored.manifest.experiment}: repriced{tier} (run {stored.run_id})"
-    print_results(console, repriced.rebuilt.summaries, stored.manifest.baseline, title)
-    print_analysis(console, repriced.rebuilt.analysis)
+    print_run(console, repriced.rebuilt.summaries, repriced.rebuilt.analysis, title, args.wide)
     console.print(
         f"total list cost: ${repriced.before_usd:.6f} as recorded -> "
         f"${repriced.after_usd:.6f} repriced{tier} (no model calls)"
@@ -213,7 +271,9 @@ def cmd_levers(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    console = _console()
+    console = _console(args.wide)
+    _check_output(args.output)
+    _check_output(args.junit, "--junit", (".xml",))
     options = _options(args, strict=True)
     outcome = gate(args.config, args.candidate, args.against, options, console, args.limit, args.sequential)
     finished = outcome.run
@@ -224,17 +284,20 @@ def cmd_gate(args: argparse.Namespace) -> int:
     report = markdown_report(
         experiment.name, finished.summaries, finished.analysis, None, experiment.description, finished.status
     )
-    publish(outcome.result, report, console)
+    publish(outcome.result, report, console if not args.quiet else _console())
+    _write_results(args.output, finished)
+    if args.junit is not None:
+        junit = results.junit_xml(experiment.name, finished.analysis, outcome.candidates, outcome.result.summary)
+        args.junit.write_text(junit, encoding="utf-8")
     return outcome.exit_code
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    console = _console()
+    console = _console(args.wide)
     stored = load_run(args.run_id, args.tracking_uri)
     rebuilt = analyze(stored)
     title = f"{stored.manifest.experiment}: results (from run {stored.run_id})"
-    print_results(console, rebuilt.summaries, stored.manifest.baseline, title)
-    print_analysis(console, rebuilt.analysis)
+    print_run(console, rebuilt.summaries, rebuilt.analysis, title, args.wide)
     _print_notes(console, stored, rebuilt)
     files = _republish(args, stored, rebuilt)
     console.print(f"report: {', '.join(str(f) for f in files)} (also logged to run {stored.run_id} under rebuilt/)")

@@ -11,6 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from harness import figures
 from harness.analysis import Analysis
@@ -36,6 +37,20 @@ def _fmt(value: float, spec: str) -> str:
 
 
 _usd = figures.usd
+
+
+def fit(table: Table) -> Table:
+    """Every column after the first as wide as its widest cell or header word, so a narrow terminal
+    wraps names and headers, never a figure; the first column (names) folds into what is left."""
+    for index, column in enumerate(table.columns):
+        column.overflow = "fold"
+        if index == 0:
+            column.no_wrap = False
+            continue
+        cells = [Text.from_markup(c).cell_len if isinstance(c, str) else 1 for c in column.cells]
+        words = [len(w) for w in str(column.header).split()]
+        column.width = max(cells + words + [1])
+    return table
 
 
 def wide_rows(summaries: list[VariantSummary], baseline: str | None) -> tuple[list[str], list[list[str]]]:
@@ -124,12 +139,20 @@ def compact_table(summaries: list[VariantSummary], analysis: Analysis, title: st
     widest figure, so a narrow terminal wraps names, never a figure."""
     rows = result_rows(summaries, analysis)
     cells = [row.cells() for row in rows]
-    table = Table(title=escape(title), title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=escape(title),
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     header = compact_header(analysis.metric)
     table.add_column(escape(header[0]), overflow="fold", min_width=min(12, max((len(c[0]) for c in cells), default=8)))
     for index, name in enumerate(header[1:], start=1):
-        widest = max((len(c[index]) for c in cells), default=1)
-        table.add_column(escape(name), justify="right" if index < 5 else "left", min_width=widest, overflow="fold")
+        # as wide as the widest figure or header word: the header wraps before a figure does
+        width = max([len(c[index]) for c in cells] + [len(word) for word in name.split()])
+        table.add_column(escape(name), justify="right" if index < 5 else "left", width=width, overflow="fold")
     for row, texts in zip(rows, cells, strict=True):
         shown = [escape(t) for t in texts]
         if row.baseline:
@@ -205,7 +228,7 @@ def analysis_table(analysis: Analysis) -> Table:
             "★" if variant in analysis.pareto else "",
             f"[{_STATUS_STYLE.get(status, 'white')}]{label}[/]",
         )
-    return table
+    return fit(table)
 
 
 def print_analysis(console: Console, analysis: Analysis, wide: bool = True) -> None:
@@ -257,7 +280,7 @@ def agreement_table(analysis: Analysis) -> Table:
         table.add_column(column, justify="right" if column in ("rho", "outputs") else "left")
     for a in analysis.agreement:
         table.add_row(escape(a.first), escape(a.second), f"{a.rho:+.3f}", str(a.n))
-    return table
+    return fit(table)
 
 
 POLICY_HEADER = [
@@ -318,7 +341,7 @@ def policy_table(analysis: Analysis) -> Table:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for row in policy_rows(analysis):
         table.add_row(*(escape(cell) for cell in row))
-    return table
+    return fit(table)
 
 
 LEVER_NAMES = {
@@ -329,8 +352,9 @@ LEVER_NAMES = {
     "output_cap": "output cap",
 }
 NO_PRICED_VARIANT = (
-    "Levers: no variant has a price (local and self-hosted models cost $0 here); price one, e.g. "
-    "price: {like: gpt-4o-mini}, or run `levers RUN_ID --prices FILE`, to see what buying it otherwise would save."
+    "Levers: none apply to these variants: each is free or priced by the hour, which batch, flex, priority "
+    "and prompt caching do not change. Price a token-billed model (e.g. price: {like: gpt-4o-mini}) or run "
+    "`levers RUN_ID --prices FILE` to see what buying it otherwise would save."
 )
 
 
@@ -381,7 +405,7 @@ def lever_table(analysis: Analysis) -> Table:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for row in lever_rows(analysis):
         table.add_row(*(escape(cell) for cell in row))
-    return table
+    return fit(table)
 
 
 def markdown_report(
@@ -558,7 +582,7 @@ def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None)
         _usd(sum(e.max_usd for e in runnable)),
         style="bold",
     )
-    return table
+    return fit(table)
 
 
 IMAGE_LINK = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")

@@ -22,12 +22,13 @@ from harness.caches import open_cache
 from harness.config import ConfigError, Experiment, SequentialConfig
 from harness.evidence import analyze_run
 from harness.exit_codes import EXIT_BUDGET, EXIT_INCOMPLETE, EXIT_OK
+from harness.invocation import command
 from harness.manifest import RunStatus
 from harness.plan import Plan
 from harness.planner import prepare, self_preference_warnings
 from harness.pool import ModelPool, distrust_lines
 from harness.records import Record
-from harness.report import print_analysis, print_results
+from harness.report import print_run
 from harness.report_files import report_locally
 from harness.runner import RunResult, run_plan
 from harness.scorers import score_records, scorer_error_warnings
@@ -68,6 +69,15 @@ class RunOptions:
     """(I, N): call and score only the I-th of N parts of the items (`Plan.shard`), into the shared cache,
     under 1/N of the budget cap; never tracked. The same run without a shard then makes no call and logs
     the whole analysis."""
+
+    wide: bool = False
+    """Print every column (tokens, latency, the tests and the intervals of the differences), not the
+    compact table."""
+    quiet: bool = False
+    """Print nothing (`harness.run` and `harness.gate` then write to a silent console); the outcome
+    holds everything."""
+    only: tuple[str, ...] = ()
+    """Run only the variants whose names match one of these globs (`fnmatch`), and the baseline."""
 
     @property
     def tracked(self) -> bool:
@@ -260,7 +270,7 @@ def _execute(
     if max_usd is not None and options.shard is not None:
         max_usd /= options.shard[1]  # N shards together never pass the cap
     check_budget_bounds(plan, max_usd)
-    _announce(plan, console, ready)
+    _announce(plan, console, ready, cache)
     pool = ModelPool.for_experiment(experiment, cache, read_cache=not options.refresh, max_usd=max_usd)
     estimates = show_estimate(plan, console, cache if not options.refresh else None, tracker, set(ready))
     confirm_spend(plan, estimates, options.assume_yes, options.confirm)
@@ -324,18 +334,18 @@ def _execute(
         )
         return outcome
 
-    print_results(console, summaries, plan.baseline, f"{experiment.name}: results")
-    print_analysis(console, analysis)
+    print_run(console, summaries, analysis, f"{experiment.name}: results", options.wide)
     if tracker is not None:
         _track(outcome, tracker, started_at, console, options.background_logging)
     return outcome
 
 
-def _announce(plan: Plan, console: Console, ready: dict[str, list[Record]]) -> None:
+def _announce(plan: Plan, console: Console, ready: dict[str, list[Record]], cache: ResponseCache | None) -> None:
     experiment = plan.experiment
+    where = f"response cache {cache.describe()}" if cache is not None else "no response cache"
     console.print(
         f"[bold]{escape(experiment.name)}[/]: {len(plan.eval_set.items)} items x {len(plan.runnable)} variants "
-        f"(dataset {escape(plan.eval_set.source)}, fingerprint {plan.eval_set.fingerprint})"
+        f"(dataset {escape(plan.eval_set.source)}, fingerprint {plan.eval_set.fingerprint}; {escape(where)})"
     )
     if plan.eval_set.conventional:
         roles = ", ".join(f"{role} <- column '{column}'" for role, column in plan.eval_set.conventional.items())
@@ -394,12 +404,11 @@ def _track(
     if background:
         console.print(
             f"MLflow: logging in the background (process {tracker.pid}) to {redact_url(uri)}; the run shows in "
-            f"python -m harness ui {shown} within seconds (--wait-for-logging prints its id instead)"
+            f"{command()} ui {shown} within seconds (--wait-for-logging prints its id instead)"
         )
         return
     console.print(
-        f"MLflow: run [bold]{outcome.run_id}[/] in {redact_url(uri)} "
-        f"(see it with: python -m harness ui {shown}".rstrip()
+        f"MLflow: run [bold]{outcome.run_id}[/] in {redact_url(uri)} (see it with: {command()} ui {shown}".rstrip()
         + ")"
     )
 
