@@ -137,7 +137,13 @@ def test_shipped_ablation_runs_offline_and_orders_prompt_lengths(
 
     monkeypatch.setenv("HARNESS_CACHE", str(smollm2_cache))
     out = harness(
-        "run", str(REPO / "experiments/summarize-ablation.yaml"), "--limit", "1", "--no-tracking", cwd=tmp_path
+        "run",
+        str(REPO / "experiments/summarize-ablation.yaml"),
+        "--limit",
+        "1",
+        "--no-tracking",
+        "--wide",
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()

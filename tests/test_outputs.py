@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -171,3 +172,35 @@ def test_the_report_leads_with_the_same_table(tmp_path: Path, model_server: Fake
     outcome, _ = run_at(project(tmp_path, model_server), 100)
     report = markdown_report("t", outcome.summaries, outcome.analysis, None)
     assert results.markdown_table(outcome.summaries, outcome.analysis) in report
+
+
+def test_docs_name_every_field_of_the_json_document(tmp_path: Path, model_server: FakeModelServer) -> None:
+    from tests.conftest import REPO
+
+    outcome, _ = run_at(project(tmp_path, model_server), 100)
+    doc = results.document("t", outcome.summaries, outcome.analysis, None, outcome.status, {})
+    page = (REPO / "docs" / "outputs.md").read_text()
+    named = set(re.findall(r"`([a-z_0-9]+)`", page))
+    keys = set(doc) | {k for v in doc["variants"] for k in v} | {k for v in doc["variants"] for k in v["cost"]}
+    keys |= {k for v in doc["variants"] if v["vs_baseline"] for k in v["vs_baseline"]}
+    keys |= set(results.CSV_FIELDS) | set(doc["status"])
+    assert keys - named == set()
+
+
+def test_the_command_to_paste_is_named_as_harness_was_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from harness import invocation
+
+    python = tmp_path / ".venv" / "bin" / "python"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/harness/__main__.py", "run"])
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.chdir(tmp_path)
+    assert invocation.command() == ".venv/bin/python -m harness"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert invocation.command() == f"{python} -m harness"
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/harness", "run"])
+    assert invocation.command() == "harness"
