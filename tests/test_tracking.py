@@ -147,3 +147,34 @@ def test_mlflow_runs_in_the_tracking_process_even_from_an_unguarded_script(
     assert parent.data.tags["harness.kind"] == "experiment"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"frontier.png", "report.md"} <= artifacts
+
+
+def test_the_parent_run_leads_with_the_recommendation_and_a_skipped_variant_is_not_finished(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    import mlflow
+
+    from harness.api import run as harness_run
+    from harness.results import compact_header, markdown_table
+    from harness.workflow import RunOptions
+
+    model_server.usage = Usage(prompt_tokens=50, completion_tokens=10)
+    models = [fake_model(model_server, name="fake-a", price=PRICE), "local/lead", "openai/gpt-4o-mini"]
+    config = base_config(models, baseline={"model": "local/lead", "prompt": "terse"}, description="tracking test")
+    experiment = load_config(write_project(tmp_path, config))
+    outcome = harness_run(experiment, RunOptions(assume_yes=True), Console(file=io.StringIO()))
+    mlflow.set_tracking_uri(tracking_uri(experiment))
+    parent = mlflow.get_run(outcome.run_id)
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**Recommendation:")
+    assert markdown_table(outcome.summaries, outcome.analysis) in note
+    assert " | ".join(compact_header(outcome.analysis.metric)) in note and note.endswith("tracking test")
+    children = mlflow.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{outcome.run_id}'", output_format="list"
+    )
+    status = {c.info.run_name: c.info.status for c in children}
+    assert status == {
+        "openai/fake-a:terse": "FINISHED",
+        "local/lead:terse": "FINISHED",
+        "openai/gpt-4o-mini:terse": "KILLED",
+    }

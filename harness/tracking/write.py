@@ -20,7 +20,7 @@ from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
 from harness.report import IMAGE_LINK
-from harness.results import recommendation_line
+from harness.results import markdown_table, recommendation_line
 from harness.secrets import redact, redact_tree, redact_url, remember_tree, scrub, scrubber
 from harness.summary import VariantSummary
 from harness.tracking.store import open_store, store_lock, tracking_uri
@@ -123,7 +123,7 @@ def _log_run_locked(
         )
         if analysis is not None and analysis.sequential is not None:
             mlflow.set_tag("harness.sequential", analysis.sequential.summary())
-        note = _description(experiment.description, analysis)
+        note = _description(experiment.description, analysis, summaries)
         if note:
             mlflow.set_tag("mlflow.note.content", note)
         _log_config(mlflow, experiment)
@@ -163,16 +163,20 @@ def _log_run_locked(
             except BaseException:
                 client.set_terminated(child.info.run_id, status="FAILED")
                 raise
-            client.set_terminated(child.info.run_id)
+            # a variant that did not run is not shown as a green "Finished" beside those that did
+            client.set_terminated(child.info.run_id, status="KILLED" if variant.skipped else "FINISHED")
         if analysis is not None:
             log_policies(client, experiment_id, parent_id, analysis)
         return parent.info.run_id
 
 
-def _description(description: str, analysis: Analysis | None) -> str:
-    """The parent run's description: the recommendation and its reason in one line, then the config's."""
+def _description(description: str, analysis: Analysis | None, summaries: list[VariantSummary]) -> str:
+    """The parent run's description, which MLflow shows on the run's page: the recommendation, the results
+    table the terminal printed (markdown), then the config's description."""
 
-    lines = [recommendation_line(analysis)] if analysis is not None else []
+    lines = (
+        [f"**{recommendation_line(analysis)}**", markdown_table(summaries, analysis)] if analysis is not None else []
+    )
     if description:
         lines.append(description.strip())
     return scrub("\n\n".join(lines))
