@@ -36,7 +36,7 @@ def test_500_items_at_20_percent_faults_lose_nothing(
     config = base_config([fake_model(model_server, price=PRICE)], concurrency=32, timeout_s=6, max_retries=5)
     path = write_project(tmp_path, config, items=items)
     console = Console(file=io.StringIO(), width=250)
-    outcome = harness_run(load_config(path), RunOptions(), console)
+    outcome = harness_run(load_config(path), RunOptions(wide=True), console)
     records = outcome.records
     injected = sum(model_server.faults_injected.values())
     assert set(model_server.faults_injected) == set(FAULT_KINDS)

@@ -334,11 +334,11 @@ def test_report_keeps_aggregates_and_notes_and_finds_the_store_from_a_subfolder(
     config = base_config([fake_model(model_server, price=PRICE)], scorers=["accuracy"])
     path = write_project(tmp_path, config, items=items)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    first = cli("run", str(path), cwd=tmp_path)
+    first = cli("run", str(path), "--wide", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
     run_id = first.stdout.split("MLflow: run ")[1].split()[0]
-    rebuilt = cli("report", run_id, cwd=tmp_path / "experiments")  # from a subfolder of the project
+    rebuilt = cli("report", run_id, "--wide", cwd=tmp_path / "experiments")  # from a subfolder of the project
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert "accuracy.macro_f1" in rebuilt.stdout
     assert results_row(first.stdout) == results_row(rebuilt.stdout)  # macro-F1 and every other column

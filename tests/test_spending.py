@@ -186,7 +186,7 @@ def test_non_interactive_run_above_threshold_refuses_without_yes(tmp_path: Path,
 def test_traffic_projection(tmp_path: Path, model_server: FakeModelServer) -> None:
     model_server.usage = Usage(prompt_tokens=100, completion_tokens=10)
     path = project(tmp_path, model_server, traffic={"requests_per_day": 10000})
-    result = harness("run", str(path), cwd=tmp_path)
+    result = harness("run", str(path), "--wide", cwd=tmp_path)
     assert result.returncode == 0 and "monthly" in result.stdout
     import mlflow
 
