@@ -60,28 +60,45 @@ def entry() -> NoReturn:
     sys.exit(code)
 
 
+TERMINATED_LINE = (
+    "terminated (SIGTERM): every call that finished is in the response cache; run the same command again to resume"
+)
+INTERRUPTED_LINE = (
+    "interrupted: every call that finished is in the response cache; run the same command again to resume"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: `entry` in a process of its own, or called in-process (tests, programs)."""
     apply_offline_defaults()
     with contextlib.suppress(ValueError):  # not the main thread (an embedding program): leave it alone
         signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = sys.unraisablehook
+    sys.unraisablehook = _interrupt_where_python_ignores_it
     try:  # from here on, a signal at any moment (even mid-import) ends in the one resume line
         return _dispatch(argv)
     except Terminated:
         _quiet_teardown()
-        print(
-            "terminated (SIGTERM): every call that finished is in the response cache; run the same command again "
-            "to resume",
-            file=sys.stderr,
-        )
+        print(TERMINATED_LINE, file=sys.stderr)
         return EXIT_TERMINATED
     except KeyboardInterrupt:
         _quiet_teardown()
-        print(
-            "interrupted: every call that finished is in the response cache; run the same command again to resume",
-            file=sys.stderr,
-        )
+        print(INTERRUPTED_LINE, file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        sys.unraisablehook = previous
+
+
+def _interrupt_where_python_ignores_it(unraisable: sys.UnraisableHookArgs) -> None:
+    """A signal whose exception lands where Python cannot raise it (a finalizer, a weakref callback)
+    would be printed as "Exception ignored" with a traceback, and the command would go on as if it had
+    not come. It ends the process instead, with the same resume line: every finished call is already
+    committed to the cache, and the claims of this process lapse with it."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        terminated = isinstance(unraisable.exc_value, Terminated)
+        print(TERMINATED_LINE if terminated else INTERRUPTED_LINE, file=sys.stderr, flush=True)
+        os._exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+    sys.__unraisablehook__(unraisable)
 
 
 def _dispatch(argv: list[str] | None) -> int:

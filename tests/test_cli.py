@@ -218,3 +218,27 @@ def test_the_command_line_exits_with_its_code_and_its_objects_frozen(tmp_path: P
         [*args, "estimate", str(tmp_path / "missing.yaml")], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "no such config file" in bad.stderr
+
+
+@pytest.mark.parametrize(("raised", "code"), [("Terminated()", 143), ("KeyboardInterrupt()", 130)])
+def test_a_signal_where_python_ignores_exceptions_still_ends_the_command(raised: str, code: int) -> None:
+    """A SIGTERM or Ctrl-C whose exception lands in a finalizer is not printed as "Exception ignored"
+    and then forgotten: the process ends with the resume line, as anywhere else."""
+    script = (
+        "import sys, harness.cli as cli\n"
+        "sys.unraisablehook = cli._interrupt_where_python_ignores_it\n"
+        "class Finalized:\n"
+        f"    def __del__(self): raise {'cli.' if raised.startswith('Terminated') else ''}{raised}\n"
+        "Finalized()\n"
+        "print('went on')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == code, done.stderr
+    assert "went on" not in done.stdout and "Traceback" not in done.stderr
+    assert "run the same command again to resume" in done.stderr
