@@ -190,13 +190,11 @@ def _grouped(names: Iterable[str]) -> list[str]:
 def markdown_table(summaries: list[VariantSummary], analysis: Analysis) -> str:
     """The results table in markdown, cell for cell what the terminal shows."""
     header = compact_header(analysis.metric)
+    rows = result_rows(summaries, analysis)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [
-        "| " + " | ".join(cell.replace("|", "\\|") for cell in row.cells()) + " |"
-        for row in result_rows(summaries, analysis)
-    ]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row.cells()) + " |" for row in rows]
     notes = [line for line in (skipped_line(summaries),) if line]
-    if any(r.recommended for r in result_rows(summaries, analysis)):
+    if any(r.recommended for r in rows):
         notes.insert(0, RECOMMENDED_MARK)
     return "\n".join(lines + (["", *notes] if notes else []))
 

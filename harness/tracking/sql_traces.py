@@ -122,12 +122,12 @@ def _tables() -> dict[str, tuple[Any, set[str]]]:
         SqlTraceMetadata,
         SqlTraceTag,
     )
-    from mlflow.store.tracking.sqlalchemy_store import PROMOTED_TRACE_METADATA_KEYS  # noqa: F401 - used below
-    from mlflow.store.tracking.utils.trace_analytics import (  # noqa: F401 - used below
+    from mlflow.store.tracking.sqlalchemy_store import PROMOTED_TRACE_METADATA_KEYS  # noqa: F401 - present in this MLflow, or no fast path
+    from mlflow.store.tracking.utils.trace_analytics import (  # noqa: F401 - present in this MLflow, or no fast path
         analytics_columns_from_metadata,
         assessment_aggregate,
     )
-    from mlflow.tracing.utils import generate_assessment_id  # noqa: F401 - used below
+    from mlflow.tracing.utils import generate_assessment_id  # noqa: F401 - present in this MLflow, or no fast path
 
     return {
         "info": (SqlTraceInfo, TRACE_INFO_COLUMNS),
