@@ -149,13 +149,13 @@ class SequentialOutcome:
         )
         return f"{line} ({self.stopped_by})" if self.stopped_by else line
 
-    def metrics(self) -> dict[str, float]:
-        """For MLflow, on the parent run."""
+    def counters(self) -> dict[str, float | int]:
+        """For MLflow, as tags of the parent run."""
         return {
-            "sequential.looks": float(self.looks),
-            "sequential.stopped_at_look": float(self.stopped_at),
-            "sequential.items_used": float(self.items_used),
-            "sequential.items_planned": float(self.items_planned),
+            "sequential.looks": self.looks,
+            "sequential.stopped_at_look": self.stopped_at,
+            "sequential.items_used": self.items_used,
+            "sequential.items_planned": self.items_planned,
             "sequential.usd_not_spent": self.usd_not_spent,
         }
 

@@ -54,25 +54,27 @@ class VariantSummary:
         return self.n_errors / self.n_items if self.n_items else 0.0
 
     def metrics(self) -> dict[str, float]:
-        """Flat, MLflow-safe metric names and values (NaN left out)."""
-        values = {f"quality.{k}": v for k, v in self.quality.items()}
+        """Flat, MLflow-safe metric names and values (NaN left out), in the order MLflow's Evaluation runs
+        page shows them as columns: each scorer's mean under the name MLflow's own evaluation logs
+        (`<scorer>/mean`), then dollars per item and per month, then the rest."""
+        values = {f"{k}/mean": v for k, v in self.quality.items()}
         values.update(
             {
-                "cost_total_usd": self.cost_total_usd,
                 "cost_per_item_usd": self.cost_per_item_usd,
+                "monthly_cost_usd": self.monthly_cost_usd,
+                "cost_total_usd": self.cost_total_usd,
+                "error_rate": self.error_rate,
+                "latency_p50_s": self.latency_p50_s,
+                "latency_p95_s": self.latency_p95_s,
                 "mean_input_tokens": self.mean_input_tokens,
                 "mean_output_tokens": self.mean_output_tokens,
                 "mean_prompt_tokens_estimate": self.mean_prompt_tokens_estimate,
-                "latency_p50_s": self.latency_p50_s,
-                "latency_p95_s": self.latency_p95_s,
-                "error_rate": self.error_rate,
                 "n_items": float(self.n_items),
                 "n_errors": float(self.n_errors),
                 "retries": float(self.retries),
                 "n_cache_hits": float(self.n_cache_hits),
                 "eval_cost_usd": self.eval_cost_usd,
                 "spent_usd": self.spent_usd,
-                "monthly_cost_usd": self.monthly_cost_usd,
             }
         )
         return {k: float(v) for k, v in values.items() if not math.isnan(v)}

@@ -167,7 +167,7 @@ def test_run_reports_configured_policies_and_route_adds_more_without_calls(
     assert sorted(r.info.run_name for r in policies) == ["policy: cascade(max_words=2)", "policy: oracle"]
     cascade_run = next(r for r in policies if "cascade" in r.info.run_name)
     # Items a and b stay with the weak model (2 words); c ("no idea at all") escalates: quality 1.0, 1 of 3 strong.
-    assert cascade_run.data.metrics["quality.exact_match"] == pytest.approx(1.0)
+    assert cascade_run.data.metrics["exact_match/mean"] == pytest.approx(1.0)
     assert cascade_run.data.metrics["strong_share"] == pytest.approx(1 / 3)
     parent = client.search_runs([exp.experiment_id], "tags.`harness.kind` = 'experiment'")[0]
     routed = harness("route", parent.info.run_id, "--policy", "{kind: random, p: 0.25}", cwd=tmp_path)

@@ -143,9 +143,9 @@ def test_a_regression_stops_at_the_first_look_and_never_calls_later_stages(
     parent = mlflow.search_runs(
         experiment_names=["test-exp"], filter_string="tags.`harness.kind` = 'experiment'", output_format="list"
     )[0]
-    assert parent.data.metrics["sequential.items_used"] == 12
-    assert parent.data.metrics["sequential.stopped_at_look"] == 1
-    assert parent.data.metrics["sequential.usd_not_spent"] == pytest.approx(not_spent, abs=1e-4)
+    assert int(parent.data.tags["harness.sequential.items_used"]) == 12
+    assert int(parent.data.tags["harness.sequential.stopped_at_look"]) == 1
+    assert float(parent.data.tags["harness.sequential.usd_not_spent"]) == pytest.approx(not_spent, abs=1e-4)
     assert "stopped early" in parent.data.tags["harness.sequential"]
     fixed = harness("gate", str(path), "--fixed", "--yes", "--no-tracking", cwd=tmp_path)
     assert fixed.returncode == 1, fixed.stdout  # the fixed design agrees

@@ -64,7 +64,7 @@ def test_parent_and_child_runs(logged) -> None:
     assert fake.data.params["template_hash"] == plan.variants[0].prompt.template_hash
     assert fake.data.params["param.max_tokens"] == "16"
     assert fake.data.metrics["cost_total_usd"] == pytest.approx(3 * (50 * 1e-6 + 10 * 2e-6))
-    assert fake.data.metrics["quality.rouge"] > 0
+    assert fake.data.metrics["rouge/mean"] > 0
     for key in (
         "cost_per_item_usd",
         "mean_input_tokens",

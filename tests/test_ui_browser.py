@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,10 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     models = [
         fake_model(server, name="big", price=PRICE),
         fake_model(server, name="small", price=PRICE),
+        {"model": "anthropic/claude-haiku-4-5"},  # no key in the tests' environment: skipped
     ]
-    config = base_config(models, scorers=["rouge"], baseline={"model": "openai/big", "prompt": "terse"})
+    baseline = {"model": "openai/big", "prompt": "terse"}
+    config = base_config(models, scorers=["rouge"], baseline=baseline, traffic={"requests_per_day": 100})
     path = write_project(root, config)
     env = {
         **os.environ,
@@ -118,6 +121,65 @@ def page_text(url: str, loaded: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
 
 
+class _Table(HTMLParser):
+    """Collects the page's grid: each `role="row"` element's cells (`columnheader` or `cell`) as text, an
+    icon-only cell as `icon:` and the start of its first path (status icons have no text)."""
+
+    VOID = frozenset({"input", "img", "br", "hr", "meta", "link", "source", "col", "area", "base", "wbr"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.stack: list[str | None] = []  # the role of each open element, None for others
+        self.cell: list[str] | None = None
+        self.icon = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        role = dict(attrs).get("role")
+        if role == "row":
+            self.rows.append([])
+        elif role in ("cell", "columnheader") and self.cell is None:
+            self.cell, self.icon = [], ""
+        if tag == "path" and self.cell is not None and not self.icon:
+            self.icon = "icon:" + (dict(attrs).get("d") or "")[:24]
+        if tag not in self.VOID:
+            self.stack.append(role)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in self.VOID:
+            self.handle_endtag(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.VOID or not self.stack:
+            return
+        role = self.stack.pop()
+        if role in ("cell", "columnheader") and self.cell is not None and role not in self.stack:
+            words = " ".join(" ".join(self.cell).split())
+            if self.rows:
+                self.rows[-1].append(words or self.icon)
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def table(dom: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The runs table as a reader sees it: the column headers, and each run's row as header to cell text,
+    by the run's name (the cell under "Run Name" starts with the run's colour, then its name)."""
+    parser = _Table()
+    parser.feed(re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.DOTALL))
+    header = next(row for row in parser.rows if "Run Name" in row)
+    rows: dict[str, dict[str, str]] = {}
+    for row in parser.rows:
+        if row is header or len(row) != len(header):
+            continue
+        cells = dict(zip(header, row, strict=True))
+        rows[cells["Run Name"].split(" ", 1)[-1]] = cells
+    return header, rows
+
+
 def test_ui_prints_the_link_to_the_experiment(ui: UI) -> None:
     assert ui.link == f"{ui.address}/#/experiments/{ui.experiment_id}/evaluation-runs"
 
@@ -152,6 +214,25 @@ def test_evaluation_runs_and_compare_view_show_items_side_by_side(ui: UI) -> Non
     assert compare.count("cats purr") >= 3  # both answers and the reference on the same row
     for row in ITEMS:
         assert row["document"] in compare
+
+
+def test_evaluation_runs_lead_with_quality_and_dollars_and_the_parent_row_is_empty(ui: UI) -> None:
+    """What a newcomer sees without picking columns: the first figures are each scorer's mean and the
+    dollars per item and month; the parent run adds no column of its own counters; the variant that did
+    not run has no figures and not the finished check."""
+    headers, rows = table(dump_dom(ui.link, "rouge/mean"))
+    metrics = headers[headers.index("Dataset") + 1 :]
+    assert metrics[:3] == ["rouge/mean", "cost_per_item_usd", "monthly_cost_usd"], headers
+    assert len(metrics) == len(set(metrics))  # no figure logged twice under two names
+    for counter in ("calls_made", "cache_hits", "n_variants", "agreement", "sequential.items"):
+        assert not any(h.startswith(counter) for h in metrics), metrics
+    parent = rows["test-exp"]
+    assert {parent[m] for m in metrics} == {"-"}, parent
+    big, skipped = rows["openai/big:terse"], rows["anthropic/claude-haiku-4-5:terse"]
+    assert float(big["rouge/mean"]) > 0 and float(big["cost_per_item_usd"]) == pytest.approx(0.0007)
+    assert float(big["monthly_cost_usd"]) == pytest.approx(0.0007 * 100 * 30.44)
+    assert {skipped[m] for m in metrics} == {"-"}, skipped
+    assert skipped["Status"].startswith("icon:") and skipped["Status"] != big["Status"], (skipped, big)
 
 
 def test_parent_run_says_what_to_pick_and_shows_the_frontier(ui: UI) -> None:

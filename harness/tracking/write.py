@@ -121,8 +121,7 @@ def _log_run_locked(
                 "harness.dataset_fingerprint": plan.eval_set.fingerprint,
             }
         )
-        if analysis is not None and analysis.sequential is not None:
-            mlflow.set_tag("harness.sequential", analysis.sequential.summary())
+        mlflow.set_tags(_scrubbed(_run_counters(plan, summaries, analysis, run_status)))
         note = _description(experiment.description, analysis, summaries)
         if note:
             mlflow.set_tag("mlflow.note.content", note)
@@ -130,22 +129,6 @@ def _log_run_locked(
         mlflow.log_text(scrub(RunManifest.of(plan, run_status).model_dump_json(indent=1)), MANIFEST_ARTIFACT)
         mlflow.log_text(scrub("".join(i.model_dump_json() + "\n" for i in plan.eval_set.items)), ITEMS_ARTIFACT)
         _log_outputs(mlflow, artifacts or [])
-        total = sum(s.cost_total_usd for s in summaries)
-        mlflow.log_metrics(
-            {
-                "cost_total_usd": total,
-                "eval_cost_total_usd": sum(s.eval_cost_usd for s in summaries),
-                "n_variants_run": float(len(plan.runnable)),
-                "n_variants_skipped": float(len(plan.variants) - len(plan.runnable)),
-                **_status_metrics(run_status),
-                **(
-                    {f"agreement.{a.first}.{a.second}": a.rho for a in analysis.agreement}
-                    if analysis is not None
-                    else {}
-                ),
-                **(analysis.sequential.metrics() if analysis is not None and analysis.sequential else {}),
-            }
-        )
         for variant, summary in zip(plan.variants, summaries, strict=True):
             child = client.create_run(
                 experiment_id,
@@ -202,15 +185,33 @@ def _scrubbed(values: dict[str, Any]) -> dict[str, str]:
     return {k: scrub(str(v)) for k, v in values.items()}
 
 
-def _status_metrics(status: RunStatus | None) -> dict[str, float]:
-    if status is None:
-        return {}
-    return {
-        "spent_usd": status.spent_usd,
-        "calls_made": float(status.calls_made),
-        "cache_hits": float(status.cache_hits),
-        "calls_not_run": float(status.calls_not_run),
+def _run_counters(
+    plan: Plan, summaries: list[VariantSummary], analysis: Analysis | None, status: RunStatus | None
+) -> dict[str, Any]:
+    """The invocation's own figures, as tags of the parent run rather than metrics: MLflow's Evaluation runs
+    page makes a column of every metric any listed run has, so parent metrics would lead the variants'
+    columns with figures that are not about any one variant. Exact values (text), for scripts that read them."""
+    counters: dict[str, Any] = {
+        "harness.cost_total_usd": sum(s.cost_total_usd for s in summaries),
+        "harness.eval_cost_total_usd": sum(s.eval_cost_usd for s in summaries),
+        "harness.variants_run": len(plan.runnable),
+        "harness.variants_skipped": len(plan.variants) - len(plan.runnable),
     }
+    if status is not None:
+        counters.update(
+            {
+                "harness.spent_usd": status.spent_usd,
+                "harness.calls_made": status.calls_made,
+                "harness.cache_hits": status.cache_hits,
+                "harness.calls_not_run": status.calls_not_run,
+            }
+        )
+    if analysis is not None:
+        counters.update({f"harness.agreement.{a.first}.{a.second}": a.rho for a in analysis.agreement})
+        if analysis.sequential is not None:
+            counters["harness.sequential"] = analysis.sequential.summary()
+            counters.update({f"harness.{k}": v for k, v in analysis.sequential.counters().items()})
+    return counters
 
 
 def log_policies(client: Any, experiment_id: str, parent_id: str, analysis: Analysis) -> None:
@@ -234,9 +235,9 @@ def log_policies(client: Any, experiment_id: str, parent_id: str, analysis: Anal
             "cost_per_item_usd": result.cost_per_item,
             "cost_per_item_ci_low": result.cost_ci[0],
             "cost_per_item_ci_high": result.cost_ci[1],
-            f"quality.{routing.metric}": result.quality,
-            f"quality.{routing.metric}.ci_low": result.quality_ci[0],
-            f"quality.{routing.metric}.ci_high": result.quality_ci[1],
+            f"{routing.metric}/mean": result.quality,
+            f"{routing.metric}/ci_low": result.quality_ci[0],
+            f"{routing.metric}/ci_high": result.quality_ci[1],
             "strong_share": result.strong_share,
             "pgr": result.pgr,
             "apgr": result.apgr,
@@ -278,13 +279,13 @@ def log_analysis(
     values: dict[str, float] = {}
     for metric, estimates in analysis.estimates.items():
         if variant in estimates:
-            values[f"ci_low.{metric}"] = estimates[variant].ci_low
-            values[f"ci_high.{metric}"] = estimates[variant].ci_high
+            values[f"{metric}/ci_low"] = estimates[variant].ci_low
+            values[f"{metric}/ci_high"] = estimates[variant].ci_high
         paired = analysis.paired.get(metric, {}).get(variant)
         if paired is not None and variant != analysis.baseline:
-            values[f"diff_vs_baseline.{metric}"] = paired.mean_diff
-            values[f"p_value.{metric}"] = paired.p_value
-            values[f"mdd.{metric}"] = paired.mdd
+            values[f"{metric}/diff_vs_baseline"] = paired.mean_diff
+            values[f"{metric}/p_value"] = paired.p_value
+            values[f"{metric}/mdd"] = paired.mdd
     if variant in analysis.levers:
         values.update(analysis.levers[variant].metrics())
     if analysis.sequential is not None and variant in analysis.sequential.decided_at:
@@ -351,7 +352,7 @@ def _log_variant(client: Any, run_id: str, variant: Variant, summary: VariantSum
     }
     params.update({f"param.{k}": v for k, v in redact(variant.params).items()})
     params.update({f"var.{k}": v for k, v in variant.prompt.variables.items()})
-    values = {} if variant.skipped else {**summary.metrics(), **_evaluation_metrics(summary)}
+    values = {} if variant.skipped else summary.metrics()
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,
@@ -360,12 +361,6 @@ def _log_variant(client: Any, run_id: str, variant: Variant, summary: VariantSum
     )
     if not variant.skipped:  # an empty file too: a variant the budget cap never reached reads back as no records
         _log_records(client, run_id, records)
-
-
-def _evaluation_metrics(summary: VariantSummary) -> dict[str, float]:
-    """Each scorer's mean under the name MLflow's own evaluation logs (`<scorer>/mean`), which its
-    Evaluation runs page shows as columns."""
-    return {f"{name}/mean": value for name, value in summary.quality.items() if math.isfinite(value)}
 
 
 def _log_records(client: Any, run_id: str, records: list[Record]) -> None:
