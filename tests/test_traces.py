@@ -191,13 +191,16 @@ def test_a_cached_rerun_traces_no_spending(tmp_path: Path, model_server: FakeMod
     second = harness_run(experiment, RunOptions(assume_yes=True), quiet)
     assert second.result.calls_made == 0
     mlflow.set_tracking_uri(tracking_uri(experiment))
-    for outcome, spent in ((first, 50 * 1e-6 + 10 * 2e-6), (second, 0.0)):
+    for outcome, spent, tokens in ((first, 50 * 1e-6 + 10 * 2e-6, 60), (second, 0.0, 0)):
         run = next(iter(child_runs(outcome.run_id).values()))
         traces = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
         assert len(traces) == len(ITEMS)
         for trace in traces:
             assert json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == pytest.approx(spent)
             assert trace.data.spans[0].attributes["harness.cost_usd"] == pytest.approx(50 * 1e-6 + 10 * 2e-6)
+            # the Overview sums tokens over every run: a cached re-run consumed none; the call's stay beside
+            assert json.loads(trace.info.trace_metadata["mlflow.trace.tokenUsage"])["total_tokens"] == tokens
+            assert trace.data.spans[0].attributes["harness.usage"]["total_tokens"] == 60
 
 
 def test_ablation_variants_trace_their_own_rendered_prompt(tmp_path: Path, model_server: FakeModelServer) -> None:

@@ -239,6 +239,10 @@ def test_parent_run_says_what_to_pick_and_shows_the_frontier(ui: UI) -> None:
     parent = ui.runs["test-exp"]
     overview = page_text(f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}", "Recommendation")
     assert "Recommendation: keep openai/big:terse" in overview  # the description, one line
+    # then the results table, rendered: a row per variant with its figures, the one not run named under it
+    assert re.search(r"openai/small:terse \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \$0\.000700 \$2\.13", overview), overview
+    assert "not run (1): anthropic/claude-haiku-4-5:terse (ANTHROPIC_API_KEY not set)" in overview
+    assert "|" not in overview.split("Recommendation", 1)[1][:2000]  # a table, not markdown source
     page = f"{ui.address}/#/experiments/{ui.experiment_id}/runs/{parent}/artifacts/report.html"
     dom = dump_dom(page, "mlflow-html-iframe")
     assert 'class="mlflow-html-iframe"' in dom  # the viewer renders the HTML report in place

@@ -87,7 +87,10 @@ def _build(
     inputs = {"messages": [{"role": m["role"], "content": scrub(str(m["content"]))} for m in messages]}
     output = None if record.output is None else scrub(record.output)
     usage = _usage(record)
-    cost = {"total_cost": 0.0 if record.cache_hit else record.cost_usd}  # what this call spent: charts sum it
+    # what this call spent and consumed, which the Overview's charts sum over every run of the experiment:
+    # a re-run served from the cache adds no dollars and no tokens there; its tokens stay in `harness.usage`
+    cost = {"total_cost": 0.0 if record.cache_hit else record.cost_usd}
+    billed = dict.fromkeys(usage, 0) if record.cache_hit else usage
     duration_ms = max(1, round(record.latency_s * 1000))
     name = record.item_id if plan.experiment.epochs == 1 else f"{record.item_id}#{record.sample}"
     name, item_id, variant_name = name[:NAME_CHARS], record.item_id[:NAME_CHARS], variant.name[:NAME_CHARS]
@@ -97,7 +100,7 @@ def _build(
         SpanAttributeKey.SPAN_TYPE: "LLM",
         SpanAttributeKey.INPUTS: inputs,
         SpanAttributeKey.OUTPUTS: output,
-        SpanAttributeKey.CHAT_USAGE: usage,
+        SpanAttributeKey.CHAT_USAGE: billed,
         SpanAttributeKey.LLM_COST: cost,
         SpanAttributeKey.MODEL: model,
         SpanAttributeKey.MODEL_PROVIDER: model.split("/", 1)[0] if "/" in model else "openai",
@@ -107,6 +110,7 @@ def _build(
         "harness.attempts": record.attempts,
         "harness.cache_hit": record.cache_hit,
         "harness.cost_usd": record.cost_usd,  # the call's price, cached or not (what the analysis uses)
+        "harness.usage": usage,  # the call's tokens, cached or not
         "harness.eval_cost_usd": record.eval_cost_usd,
         "harness.price_source": record.price_source,
     }
@@ -164,7 +168,7 @@ def _build(
         trace_metadata={
             TraceMetadataKey.SOURCE_RUN: run_id,
             TRACE_SCHEMA_VERSION_KEY: "3",
-            TraceMetadataKey.TOKEN_USAGE: json.dumps(usage),
+            TraceMetadataKey.TOKEN_USAGE: json.dumps(billed),
             TraceMetadataKey.COST: json.dumps(cost),
             "harness.variant": variant_name,
             "harness.item_id": item_id,
