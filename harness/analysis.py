@@ -7,6 +7,8 @@ run printed. The gate metric decides the verdicts; every metric gets CIs and pai
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -15,7 +17,7 @@ import numpy as np
 from harness.config import AnalysisConfig, DecisionConfig, GateConfig, RoutingConfig
 from harness.decision import CandidateDecision, Decision, decide, score_range_of
 from harness.frontier import Point, Recommendation, Upgrade, pareto_front, recommend
-from harness.records import NOT_A_LABEL, Record
+from harness.records import NOT_A_LABEL, PAIRWISE_RATIONALE, Record
 from harness.routing import PolicyResult, Routing, settle_routing, simulate
 from harness.stats import (
     PairedResult,
@@ -32,6 +34,7 @@ from harness.summary import VariantSummary
 if TYPE_CHECKING:
     from harness.decision import SequentialOutcome
     from harness.levers import VariantLevers
+    from harness.projection import Projection
 
 Status = Literal["pass", "fail", "undecided", "baseline"]
 
@@ -110,6 +113,10 @@ class Analysis:
     """How a sequential gate ended; its looks decide the verdicts (harness.sequential)."""
     decision: Decision | None = None
     """The decision engine's verdicts on the gate metric, with the family-wise levels (harness.decision)."""
+    pairwise: dict[str, dict[str, int]] = field(default_factory=dict)
+    """The gate metric's pairwise judge, per variant: wins, ties, losses, pairs decided by position."""
+    projection: Projection | None = None
+    """The month on a production log's real mix, per segment (harness.projection), for a run over logs."""
     unequal: dict[str, int] = field(default_factory=dict)
     """Variants that answered fewer items than the most any variant answered (a budget cap, an
     interrupted run): variant -> items answered. Their comparisons use only the items both sides have."""
@@ -124,10 +131,17 @@ def analyze_records(
     settings: AnalysisConfig,
     sequential: SequentialOutcome | None = None,
     value: DecisionConfig | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> Analysis:
     """CIs, paired tests, verdicts, frontier and recommendation for a finished run; a sequential gate's
     looks decide the candidates it decided (after the same checks of errors and floor or ceiling).
-    `value` states what a point of quality is worth, for the recommendation to trade dollars for it."""
+    `value` states what a point of quality is worth, for the recommendation to trade dollars for it.
+
+    `weights` (item id to the calls it stands for, a stratified sample of production logs) weight every
+    figure: each variant's mean and interval are the weighted mean (sum of w x over sum of w) and its
+    bootstrap over items; the paired tests run on w x with w scaled to mean 1, whose mean is the
+    Horvitz-Thompson estimate of the population's difference and whose spread its with-replacement
+    variance (conservative for a stratified sample), through the same engine, on the t test's path."""
     ran = [s for s in summaries if s.skipped is None and s.n_items > 0]
     metric = gate.metric or (metrics[0].name if metrics else "")
     result = Analysis(
@@ -141,12 +155,18 @@ def analyze_records(
     item_ids = list(dict.fromkeys(r.item_id for r in records if r.variant in names))
     resampler = Resampler(len(item_ids), settings.resamples, settings.seed)
     base_index = names.index(result.baseline)
+    w = normalized_weights(weights, item_ids)
     for info in metrics:
         sums, counts = score_arrays(records, names, item_ids, info.name, gate.errors)
-        binary = info.kind == "binary"
-        result.estimates[info.name] = _estimates(names, sums, counts, resampler, gate.confidence, binary)
-        means = item_means(sums, counts)
-        spread = score_range_of(info.kind, list(means))
+        binary = info.kind == "binary" and w is None
+        if w is None:
+            result.estimates[info.name] = _estimates(names, sums, counts, resampler, gate.confidence, binary)
+            means = item_means(sums, counts)
+            spread = score_range_of(info.kind, list(means))
+        else:
+            result.estimates[info.name] = _estimates(names, sums * w, counts * w, resampler, gate.confidence, False)
+            means = item_means(sums, counts) * w
+            spread = score_range_of(info.kind, list(item_means(sums, counts))) * float(w.max())
         kind = "binary" if binary and bool(np.all(counts <= 1)) else "continuous"
         each = decide(
             means[base_index],
@@ -191,6 +211,7 @@ def analyze_records(
     if sequential is None:  # a sequential design sized itself; its looks say what they resolved
         result.warnings += _power_warnings(result)
     result.agreement = scorer_agreement(records, [m.name for m in metrics])
+    result.pairwise = pairwise_tally(records, metric)
     result.warnings += _label_warnings(ran)
     return result
 
@@ -230,6 +251,32 @@ def scorer_agreement(records: list[Record], metrics: list[str]) -> list[Agreemen
             rho = spearman(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs]))
             out.append(Agreement(first, second, rho, len(pairs)))
     return out
+
+
+def pairwise_tally(records: list[Record], metric: str) -> dict[str, dict[str, int]]:
+    """Per variant, the pairwise judge's wins, ties and losses on `metric`, and the pairs it decided by
+    position alone (the same letter in both orders: position bias, counted as ties)."""
+    out: dict[str, dict[str, int]] = {}
+    for record in records:
+        why = record.rationales.get(metric, "")
+        if not why.startswith(PAIRWISE_RATIONALE):
+            continue
+        counts = out.setdefault(record.variant, {"win": 0, "tie": 0, "loss": 0, "by_position": 0})
+        counts[why.rsplit("-> ", 1)[-1]] += 1
+        first, second = re.findall(r": (A|B|TIE)", why)[:2]
+        counts["by_position"] += first == second and first != "TIE"
+    return out
+
+
+def normalized_weights(weights: Mapping[str, float] | None, item_ids: list[str]) -> np.ndarray | None:
+    """The items' weights in `item_ids` order, scaled to mean 1; None when there are none or all are equal
+    (an unweighted sample, analysed as before)."""
+    if not weights:
+        return None
+    w = np.array([float(weights.get(i, 1.0)) for i in item_ids])
+    if w.size == 0 or np.allclose(w, w[0]):
+        return None
+    return w / w.mean()
 
 
 def score_arrays(

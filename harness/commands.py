@@ -49,6 +49,7 @@ from harness.report import (
 from harness.scaffold import preview, propose, write_experiment
 from harness.secrets import redact_url, scrub
 from harness.spending import show_estimate
+from harness.tracking.production import trace_reader
 from harness.tracking.store import experiment_page, find_project_root, stored_run_uri
 from harness.tracking.write import add_policy_runs
 from harness.workflow import RunOptions, RunOutcome
@@ -223,7 +224,7 @@ def _names(scorers: list[Any]) -> list[str]:
 def cmd_estimate(args: argparse.Namespace) -> int:
     console = _console()
     experiment = load_experiment(args.config, args.limit)
-    plan = prepare(experiment)
+    plan = prepare(experiment, traces=trace_reader(experiment.root, experiment.source_path))
     cache = open_cache(experiment, not args.no_cache)
     show_estimate(plan, console, cache, tracking=True, unrunnable=True)
     console.print(f"at concurrency {experiment.concurrency}; cached calls cost nothing and take no time")

@@ -133,6 +133,79 @@ class DatasetFields(StrictModel):
     """Column with a list of acceptable references (best match is scored)."""
 
 
+LOG_FORMATS = ("openai", "litellm_spend", "mlflow")
+
+
+class MlflowLogSource(StrictModel):
+    """Production traces in an MLflow tracking store (an app instrumented with `mlflow.openai.autolog()`,
+    `mlflow.litellm.autolog()` or manual LLM spans)."""
+
+    tracking_uri: str
+    experiment: str
+    """The experiment's name."""
+    filter: str | None = None
+    """An MLflow trace filter string, e.g. `tags.feature = 'summarize'`."""
+
+
+class LogsConfig(StrictModel):
+    """Production calls as the eval: each sampled call is an item holding its messages, the production
+    answer, usage, model and tags; the production model becomes the baseline variant `production`, never
+    called (docs/replay.md)."""
+
+    path: str | None = None
+    """A .jsonl (or .json) log file in the project: OpenAI-format lines or litellm spend-log rows."""
+    mlflow: MlflowLogSource | None = None
+    format: Literal["openai", "litellm_spend", "mlflow"] | None = None
+    """How the file is written; read from the first line when not given."""
+    since: str | None = None
+    """Only calls at or after this time (ISO 8601, e.g. 2026-11-01 or 2026-11-01T00:00:00Z)."""
+    until: str | None = None
+    """Only calls before this time."""
+    segment_by: str | None = None
+    """A tag (metadata key, `key:value` request tag, or spend-log column such as end_user) whose values are
+    the segments: sampled apart, weighted, projected and recommended for one by one."""
+    sample: int = Field(default=200, gt=0, le=100_000)
+    """Calls to sample, split across segments in proportion to their calls (at least one each)."""
+    seed: int = 0
+    redact: bool = False
+    """Mask e-mail addresses, phone numbers and key-like strings in the messages before any call."""
+    price: Price | None = None
+    """The production model's price, when litellm's map does not have it."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LogsConfig:
+        if (self.path is None) == (self.mlflow is None):
+            raise ValueError("give exactly one of 'path' (a log file) or 'mlflow' (a tracking store)")
+        if self.mlflow is not None and self.format not in (None, "mlflow"):
+            raise ValueError("an mlflow source is read as traces: leave 'format' out")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and parse_time(value) is None:
+                raise ValueError(f"{name} must be an ISO 8601 time such as 2026-11-01T00:00:00Z, not {value!r}")
+        return self
+
+
+def parse_time(value: object) -> float | None:
+    """Epoch seconds from ISO 8601 text (a date alone is its midnight UTC; no zone means UTC) or a number;
+    None when it is neither."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
 class DatasetConfig(StrictModel):
     """Where the eval items come from. Loaded through the `datasets` library."""
 
@@ -142,6 +215,8 @@ class DatasetConfig(StrictModel):
     """A Hugging Face Hub dataset id (needs network)."""
     subset: str | None = None
     split: str = "train"
+    logs: LogsConfig | None = None
+    """Production logs or traces instead of an eval file (docs/replay.md)."""
     fields: DatasetFields = Field(default_factory=DatasetFields)
     limit: int | None = Field(default=None, gt=0)
     shuffle: bool = False
@@ -149,8 +224,10 @@ class DatasetConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
-        if (self.path is None) == (self.hub is None):
-            raise ValueError("give exactly one of 'path' (a local file) or 'hub' (a Hub dataset id)")
+        if sum(source is not None for source in (self.path, self.hub, self.logs)) != 1:
+            raise ValueError(
+                "give exactly one of 'path' (a local file), 'hub' (a Hub dataset id) or 'logs' (production logs)"
+            )
         return self
 
 

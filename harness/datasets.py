@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from harness.config import ConfigError, DatasetConfig, DatasetFields, Experiment
 from harness.identity import dataset_fingerprint
+from harness.logs import LogFacts, TraceReader, read_log
 from harness.offline import apply_offline_defaults
 
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -30,6 +31,10 @@ class Item(BaseModel):
     reference: str | None = None
     references: list[str] = Field(default_factory=list)
     """Every acceptable reference; scorers take the best match."""
+    weight: float = 1.0
+    """How many production calls the item stands for (a sampled log call); 1 for an eval file's item."""
+    segment: str | None = None
+    """The log segment the item was sampled from."""
 
 
 class EvalSet(BaseModel):
@@ -41,12 +46,21 @@ class EvalSet(BaseModel):
     source: str
     conventional: dict[str, str] = Field(default_factory=dict)
     """Roles taken by a column's conventional name because the config mapped none (role -> column)."""
+    log: LogFacts | None = None
+    """The production log the items were sampled from."""
+
+    @property
+    def weighted(self) -> bool:
+        """Items stand for different numbers of calls, so aggregates weight them."""
+        return len({item.weight for item in self.items}) > 1
 
 
-def load_items(experiment: Experiment) -> EvalSet:
-    """Load, select and validate the experiment's items."""
+def load_items(experiment: Experiment, traces: TraceReader | None = None) -> EvalSet:
+    """Load, select and validate the experiment's items (`traces` reads an MLflow log source)."""
     cfg = experiment.dataset
     file = experiment.source_path
+    if cfg.logs is not None:
+        return _log_items(experiment, traces)
     rows, source = _load_rows(experiment, cfg)
     if not rows:
         raise ConfigError(file, "dataset", f"{source} has no items", "point dataset.path at a non-empty file")
@@ -80,6 +94,50 @@ def conventional_roles(fields: DatasetFields, first_row: dict[str, Any]) -> dict
             if column is not None:
                 out[role] = column
     return out
+
+
+PRODUCTION_OUTPUT = "production_output"
+"""The item field holding the production answer (also the item's reference: "agrees with production")."""
+
+
+def _log_items(experiment: Experiment, traces: TraceReader | None) -> EvalSet:
+    """Each sampled call an item: its messages (for templates), the production answer (the reference),
+    model, usage, latency, logged spend and tags, weighted by the calls it stands for."""
+    logs = experiment.dataset.logs
+    assert logs is not None
+    path = experiment.project_file(logs.path, "dataset.logs.path") if logs.path else None
+    sampled = read_log(logs, path, experiment.source_path, traces)
+    items = []
+    for number, call, segment, weight in sampled.calls:
+        last_user = next((m["content"] for m in reversed(call.messages) if m["role"] == "user"), "")
+        fields = {
+            "messages": call.messages,
+            "input": last_user,
+            PRODUCTION_OUTPUT: call.output or "",
+            "production_model": call.model,
+            "production_usage": call.usage.model_dump(exclude_defaults=True),
+            "production_latency_s": call.latency_s,
+            "production_spend_usd": call.spend_usd,
+            "timestamp": call.timestamp,
+            "segment": segment,
+            "tags": call.tags,
+        }
+        item_id = call.call_id or f"line-{number}"
+        reference = call.output or None
+        items.append(
+            Item(
+                id=item_id,
+                fields=fields,
+                reference=reference,
+                references=[reference] if reference else [],
+                weight=weight,
+                segment=segment,
+            )
+        )
+    _check_unique_ids(items, experiment.dataset, experiment.source_path)
+    fingerprint = dataset_fingerprint(item.fields for item in items)
+    source = str(logs.path) if logs.path else f"mlflow:{logs.mlflow.experiment if logs.mlflow else ''}"
+    return EvalSet(items=items, fingerprint=fingerprint, source=source, log=sampled.facts(source))
 
 
 def _datasets() -> Any:

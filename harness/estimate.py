@@ -58,7 +58,7 @@ def estimate_plan(
     pool = ModelPool.for_experiment(plan.experiment, cache)
     out = []
     extra = [v for v in plan.variants if v.skipped is not None and _priced(v)] if unrunnable else []
-    for variant in [*plan.runnable, *extra]:
+    for variant in [*plan.called, *extra]:
         specs = [plan.call(v, item, k) for v, item, k in plan.jobs([variant])]
         if variant.skipped is not None:  # its prompts were not counted by the plan: count them now
             counted = count_prompts([(variant.model.model, s.messages) for s in specs])

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from harness.analysis import Analysis, MetricInfo, analyze_records, attach_routing
 from harness.config import AnalysisConfig, ConfigError, DecisionConfig, GateConfig, RoutingConfig
+from harness.datasets import Item
 from harness.decision import SequentialOutcome
 from harness.levers import attach_levers
+from harness.logs import LogFacts
 from harness.pricing import ModelPrice
+from harness.projection import project
 from harness.records import Record
-from harness.summary import VariantSummary
+from harness.summary import VariantSummary, item_weights
 
 
 def analyze_run(
@@ -29,13 +32,31 @@ def analyze_run(
     requests_per_day: float | None,
     sequential: SequentialOutcome | None = None,
     routing_errors: str = "raise",
+    items: list[Item] | None = None,
+    log: LogFacts | None = None,
 ) -> Analysis:
     """The analysis of these records with its routing policies and levers attached.
 
     `routing_errors` "warn" turns a routing config the records cannot serve (a variant it names did not
     run) into a warning: after the calls were paid for, the run still reports; "raise" refuses, as a
-    command asked to route does."""
-    analysis = analyze_records(summaries, records, metrics, baseline, gate, settings, sequential, value)
+    command asked to route does. `items` and `log`, for a run over production logs, weight every figure by
+    the calls each item stands for and project the month on the log's segments."""
+    weights = item_weights(items) if items else None
+    analysis = analyze_records(summaries, records, metrics, baseline, gate, settings, sequential, value, weights)
+    if log is not None and items and analysis.baseline is not None:
+        ran = [s.variant for s in summaries if s.skipped is None and s.n_items > 0]
+        analysis.projection = project(
+            records,
+            items,
+            log,
+            analysis.baseline,
+            ran,
+            analysis.metric,
+            gate,
+            settings.resamples,
+            settings.seed,
+            requests_per_day,
+        )
     if routing is not None:
         try:
             attach_routing(analysis, routing, summaries, records, metrics, settings, source)

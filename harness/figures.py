@@ -56,6 +56,11 @@ def share(value: float) -> str:
     return f"{value:.0%}"
 
 
+def usd_month_interval(mean: float | None, low: float | None, high: float | None) -> str:
+    """A monthly projection with its interval: `$1,234.56 [$1,100.00, $1,300.00]`."""
+    return MISSING if usd_month(mean) == MISSING else f"{usd_month(mean)} [{usd_month(low)}, {usd_month(high)}]"
+
+
 def interval(mean: float | None, low: float | None, high: float | None) -> str:
     """A mean with its confidence interval: `0.219 [0.176, 0.258]`."""
     return MISSING if score(mean) == MISSING else f"{score(mean)} [{score(low)}, {score(high)}]"

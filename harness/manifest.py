@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.config import AnalysisConfig, DecisionConfig, GateConfig, RoutingConfig, ScorerConfig, TrafficConfig
+from harness.logs import LogFacts
 from harness.pricing import litellm_version
 from harness.secrets import redact_tree
 from harness.summary import VariantInfo
@@ -109,6 +110,8 @@ class RunManifest(BaseModel):
     prices: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Model string to the price fields it was billed at, `source` included."""
     traffic: TrafficConfig | None = None
+    log: LogFacts | None = None
+    """The production log the items were sampled from (their weights are in the items artifact)."""
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     routing: RoutingConfig | None = None
     epochs: int = 1
@@ -177,6 +180,7 @@ class RunManifest(BaseModel):
             prompt_hashes={v.prompt.name: v.prompt.template_hash for v in plan.variants},
             prices={v.model.model: v.price.stored() for v in plan.variants},
             traffic=experiment.traffic,
+            log=plan.eval_set.log,
             decision=experiment.decision,
             routing=experiment.routing,
             epochs=experiment.epochs,

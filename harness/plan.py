@@ -36,6 +36,8 @@ class Variant:
     price: ModelPrice
     skipped: str | None = None
     """Why the variant will not run (a missing API key), shown in the table and in MLflow."""
+    replayed: bool = False
+    """The production variant of an experiment over logs: its records come from the log, never a call."""
 
     @functools.cached_property
     def limits(self) -> CallLimits:
@@ -61,11 +63,18 @@ class Plan:
     """(prompt name, item id) to rendered chat messages."""
     prompt_tokens: dict[tuple[str, str], int] = field(default_factory=dict)
     """(variant name, item id) to the rendered prompt's token count."""
+    replay_prices: dict[str, ModelPrice] = field(default_factory=dict)
+    """Today's price of each model a log's calls were made with (the production variant's records)."""
 
     @property
     def runnable(self) -> list[Variant]:
         """Variants that will be called."""
         return [v for v in self.variants if v.skipped is None]
+
+    @property
+    def called(self) -> list[Variant]:
+        """Variants whose calls are made (the production variant of a log replays its answers instead)."""
+        return [v for v in self.runnable if not v.replayed]
 
     @property
     def samples(self) -> range:
@@ -108,7 +117,7 @@ class Plan:
         the sequential gate uses (`item_order`), every variant of an item before the next item. A budget
         cap then stops every variant at about the same item, so what it allowed is paired across variants
         instead of the first variant's items alone."""
-        chosen = self.runnable if variants is None else variants
+        chosen = [v for v in (self.runnable if variants is None else variants) if not v.replayed]
         by_id = {item.id: item for item in self.eval_set.items}
         order = item_order(list(by_id), self.experiment.analysis.seed)
         return [(v, by_id[i], k) for i in order for v in chosen for k in self.samples]

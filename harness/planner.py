@@ -14,20 +14,22 @@ from typing import Any
 from harness.config import ConfigError, Experiment, check_tree_size, load_yaml
 from harness.datasets import Item, load_items
 from harness.endpoints import is_local_model
+from harness.logs import TraceReader
 from harness.model_map import map_entry, provider_of
 from harness.offline import import_litellm
-from harness.plan import Plan, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
+from harness.plan import Plan, Variant, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
 from harness.pricing import ModelPrice, resolve_price
 from harness.prompts import BUILTINS, load_template, render_checked
 from harness.providers.credentials import missing_credentials
 from harness.providers.local import is_known_local, local_model_info
+from harness.replay import PRODUCTION, as_logged_template, logged_models, production_model, production_prices
 from harness.routing import check_routing
 from harness.scorers import build_scorer
 from harness.secrets import remember_tree
 from harness.tokens import count_prompts
 
 
-def prepare(experiment: Experiment, strict: bool = False) -> Plan:
+def prepare(experiment: Experiment, strict: bool = False, traces: TraceReader | None = None) -> Plan:
     """Validate the whole experiment and return the plan; raises ConfigError naming file, field and fix.
 
     `Plan.select` then keeps just the variants a command runs (the gate: the baseline and its candidates).
@@ -56,7 +58,7 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
         for i, p in enumerate(experiment.prompts)
     }
     constants = _load_constants(experiment)
-    eval_set = load_items(experiment)
+    eval_set = load_items(experiment, traces)
     _check_call_count(experiment, file, len(eval_set.items))
     _check_names(experiment, file, eval_set.items, constants)
     if any("truncate_tokens" in t.source for t in templates.values()):
@@ -75,7 +77,16 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
     prices: dict[str, ModelPrice] = {m.display_name: resolve_price(m, file) for m in experiment.models}
     skipped = _credential_check(experiment, file, strict)
     variants = expand_variants(experiment, prompts, prices, skipped)
-    pairs = [(v, item) for v in variants if v.skipped is None for item in eval_set.items]
+    replay_prices: dict[str, ModelPrice] = {}
+    if eval_set.log is not None:
+        replay_prices = production_prices(experiment, eval_set)
+        production = as_logged_template(experiment)
+        for item in eval_set.items:
+            messages[(production.name, item.id)] = render_checked(production, item.fields, item.id)
+        model = production_model(eval_set)
+        price = replay_prices[logged_models(eval_set)[0]]
+        variants.insert(0, Variant(PRODUCTION, model, production, {}, price, replayed=True))
+    pairs = [(v, item) for v in variants if v.skipped is None and not v.replayed for item in eval_set.items]
     counted = count_prompts([(v.model.model, messages[(v.prompt.name, item.id)]) for v, item in pairs])
     tokens = {(v.name, item.id): n for (v, item), n in zip(pairs, counted, strict=True)}
     plan = Plan(
@@ -83,9 +94,12 @@ def prepare(experiment: Experiment, strict: bool = False) -> Plan:
         eval_set=eval_set,
         variants=variants,
         scorers=scorers,
-        baseline=baseline_name(experiment),
+        baseline=PRODUCTION
+        if eval_set.log is not None and _production_is_baseline(experiment)
+        else baseline_name(experiment),
         messages=messages,
         prompt_tokens=tokens,
+        replay_prices=replay_prices,
     )
     _check_context(plan, file)
     if experiment.routing is not None:
@@ -116,6 +130,8 @@ def _check_references(experiment: Experiment, name: str, field: str, items: list
 def _check_context(plan: Plan, file: str) -> None:
     """An item longer than the model's context window (litellm's model info) fails here, not mid-run."""
     for variant in plan.runnable:
+        if variant.replayed:
+            continue
         limit = context_limit(variant.model.model)
         if not limit:
             continue
@@ -149,9 +165,14 @@ def context_limit(model: str) -> int | None:
     return int(limit) if limit else None
 
 
+def _production_is_baseline(experiment: Experiment) -> bool:
+    """Over logs, production is the baseline unless the config names another variant."""
+    return experiment.baseline is None or experiment.baseline.model == PRODUCTION
+
+
 def _check_baseline(experiment: Experiment, file: str) -> None:
     baseline = experiment.baseline
-    if baseline is None:
+    if baseline is None or (experiment.dataset.logs is not None and baseline.model == PRODUCTION):
         return
     if experiment.model_by_ref(baseline.model) is None:
         names = ", ".join(m.display_name for m in experiment.models)

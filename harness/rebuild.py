@@ -18,7 +18,7 @@ from harness.plan import Plan, Variant
 from harness.pricing import ModelPrice
 from harness.records import Record
 from harness.scorers import Scorer, build_scorer
-from harness.summary import VariantSummary, summarize_records
+from harness.summary import VariantSummary, item_weights, projected_rate, summarize_records
 
 
 @dataclass
@@ -62,9 +62,10 @@ def analyze_stored(
     metrics = [MetricInfo(label, kind) for label, kind in manifest.metrics]
     scorers, notes = rebuild_scorers(manifest) if items else ([], [])
     by_id = {i.id: i for i in items or []}
-    rpd = manifest.traffic.requests_per_day if manifest.traffic else None
+    rpd = projected_rate(manifest.traffic, manifest.log)
     variants = [v.info() for v in manifest.variants]
-    summaries = summarize_records(variants, records, [m.name for m in metrics], scorers, by_id or None, rpd)
+    weights = item_weights(items) if items else None
+    summaries = summarize_records(variants, records, [m.name for m in metrics], scorers, by_id or None, rpd, weights)
     analysis = analyze_run(
         summaries,
         records,
@@ -78,6 +79,8 @@ def analyze_stored(
         {v.name: price for v in manifest.variants if (price := _variant_price(manifest, v, prices)) is not None},
         {v.name: v.shared_prefix_tokens for v in manifest.variants},
         rpd,
+        items=items or None,
+        log=manifest.log,
     )
     if manifest.status.sequential:
         notes.append(

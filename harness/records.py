@@ -88,6 +88,10 @@ class Record(BaseModel):
         return self.error is None
 
 
+PAIRWISE_RATIONALE = "pairwise candidate first:"
+"""How the pairwise judge's rationale starts: then both orders' verdicts and the outcome, which the
+analysis counts (`analysis.pairwise_tally`)."""
+
 NOT_A_LABEL = "not_a_label"
 """The `accuracy` aggregate holding the share of outputs outside the label set (lower is better); the
 analysis warns on it."""

@@ -17,6 +17,7 @@ from harness import figures
 from harness.analysis import Analysis
 from harness.estimate import Sizing, VariantEstimate
 from harness.manifest import RunStatus
+from harness.projection import Projection
 from harness.results import (
     RECOMMENDED_MARK,
     compact_header,
@@ -251,6 +252,12 @@ def print_analysis(console: Console, analysis: Analysis, wide: bool = True) -> N
         console.print(policy_table(analysis))
         for note in policy_notes(analysis):
             console.print(escape(f"  {note}"))
+    for line in pairwise_lines(analysis):
+        console.print(escape(line))
+    if analysis.projection is not None:
+        console.print(projection_table(analysis.projection))
+        for line in projection_lines(analysis.projection):
+            console.print(escape(line))
     if analysis.levers:
         console.print(lever_table(analysis))
     elif analysis.estimates:
@@ -258,6 +265,53 @@ def print_analysis(console: Console, analysis: Analysis, wide: bool = True) -> N
     console.print(f"[bold]{escape(recommendation_line(analysis))}[/]")
     for warning in analysis.warnings:
         console.print(f"[bold yellow]WARNING[/] {escape(warning)}")
+
+
+def pairwise_lines(analysis: Analysis) -> list[str]:
+    """The pairwise judge's wins, ties and losses against the baseline, and its position bias."""
+    lines = []
+    for variant, c in analysis.pairwise.items():
+        pairs = c["win"] + c["tie"] + c["loss"]
+        lines.append(
+            f"{variant} vs {analysis.baseline} ({analysis.metric}, both orders): {c['win']} wins, {c['tie']} ties, "
+            f"{c['loss']} losses of {pairs}; the judge chose by position alone in {c['by_position']} "
+            f"({figures.share(c['by_position'] / pairs) if pairs else '–'}), counted as ties"
+        )
+    return lines
+
+
+def projection_table(projection: Projection) -> Table:
+    """Per segment of the log: its traffic, the month on each variant, and its pick."""
+    table = Table(
+        title=f"the month on the log's traffic ({projection.per_day:,.0f} calls/day over {projection.days:.1f} days), "
+        "$/month [95% interval]",
+        title_justify="left",
+        header_style="bold",
+    )
+    variants = list(projection.segments[0].monthly)
+    for name in ("segment", "calls/day", "sampled", "tokens in/out", *variants, "pick"):
+        table.add_column(escape(name), justify="left" if name in ("segment", "pick") else "right")
+    for s in projection.segments:
+        table.add_row(
+            escape(s.segment),
+            f"{s.per_day:,.1f}",
+            str(s.sampled),
+            f"{s.mean_input_tokens:,.0f}/{s.mean_output_tokens:,.0f}",
+            *(figures.usd_month_interval(*s.monthly[v]) for v in variants),
+            escape(s.recommended),
+        )
+    return fit(table)
+
+
+def projection_lines(projection: Projection) -> list[str]:
+    """The month today, with each segment's pick, and the saving."""
+    lines = [
+        f"on the log's mix: {projection.baseline} {figures.usd_month_interval(*projection.now)} a month; each "
+        f"segment on its pick {figures.usd_month_interval(*projection.recommended)}; saving "
+        f"{figures.usd_month_interval(*projection.saving)} a month"
+    ]
+    lines += [f"  {s.segment}: {s.recommended} ({s.why})" for s in projection.segments]
+    return lines
 
 
 def sequential_lines(analysis: Analysis) -> list[str]:

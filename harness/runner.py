@@ -22,6 +22,7 @@ from harness.datasets import Item
 from harness.plan import Plan, Variant
 from harness.pool import Completion, ModelPool
 from harness.records import Record
+from harness.replay import replayed_record
 
 OnRecord = Callable[[Record], None]
 
@@ -85,8 +86,14 @@ async def run_plan_async(
 
         await asyncio.gather(*(_drain(store, indices, window) for indices, window in _groups(plan, pool, jobs)))
     counts = pool.counts
+    replayed = [
+        replayed_record(item, plan.messages[(v.prompt.name, item.id)], plan.replay_prices)
+        for v in plan.runnable
+        if v.replayed and v.name not in (exclude or set())
+        for item in plan.eval_set.items
+    ]
     return RunResult(
-        records=_in_plan_order(plan, [r for r in done if r is not None]),
+        records=_in_plan_order(plan, [r for r in done if r is not None] + replayed),
         spent_usd=pool.budget.spent - spent_before,
         calls_made=counts.calls_made - before.calls_made,
         cache_hits=counts.cache_hits - before.cache_hits,

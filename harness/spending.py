@@ -27,7 +27,7 @@ def check_budget_bounds(plan: Plan, max_usd: float | None) -> None:
 
     if max_usd is None:
         return
-    for variant in plan.runnable:
+    for variant in plan.called:
         priced = variant.price.output > 0 or variant.price.usd_per_hour > 0
         if priced and variant.limits.output_tokens is None:
             raise ConfigError(

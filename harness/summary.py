@@ -15,7 +15,9 @@ import numpy as np
 from harness.records import Record
 
 if TYPE_CHECKING:  # summaries read these objects but never need their modules (which reach the model pool)
+    from harness.config import TrafficConfig
     from harness.datasets import Item
+    from harness.logs import LogFacts
     from harness.plan import Plan, Variant
     from harness.scorers import Scorer
 
@@ -102,9 +104,25 @@ def summarize(plan: Plan, records: list[Record]) -> list[VariantSummary]:
     """One summary per variant in plan order, skipped variants included."""
     items = {item.id: item for item in plan.eval_set.items}
     infos = [VariantInfo.of(v) for v in plan.variants]
-    traffic = plan.experiment.traffic
-    rpd = traffic.requests_per_day if traffic else None
-    return summarize_records(infos, records, [s.label for s in plan.scorers], plan.scorers, items, rpd)
+    rpd = projected_rate(plan.experiment.traffic, plan.eval_set.log)
+    weights = item_weights(plan.eval_set.items)
+    return summarize_records(infos, records, [s.label for s in plan.scorers], plan.scorers, items, rpd, weights)
+
+
+def projected_rate(traffic: TrafficConfig | None, log: LogFacts | None) -> float | None:
+    """The traffic a month is projected on: the config's, else the log's calls per day over its window."""
+    if traffic is not None:
+        return traffic.requests_per_day
+    if log is not None and log.days:
+        return sum(log.segments.values()) / log.days
+    return None
+
+
+def item_weights(items: list[Item]) -> dict[str, float] | None:
+    """Item id to the calls it stands for, when the items are a weighted sample (of logs); else None."""
+    if len({item.weight for item in items}) <= 1:
+        return None
+    return {item.id: item.weight for item in items}
 
 
 def summarize_records(
@@ -114,13 +132,18 @@ def summarize_records(
     scorers: list[Scorer] | None = None,
     items: dict[str, Item] | None = None,
     requests_per_day: float | None = None,
+    weights: dict[str, float] | None = None,
 ) -> list[VariantSummary]:
-    """Summaries from records alone; aggregates (macro-F1) need the scorers and items, else are left out."""
+    """Summaries from records alone; aggregates (macro-F1) need the scorers and items, else are left out.
+    With `weights` (a weighted sample of logs), means per item are weighted by the calls each stands for."""
     by_variant: dict[str, list[Record]] = {}
     for record in records:
         by_variant.setdefault(record.variant, []).append(record)
     aggregators = [s for s in scorers or [] if s.aggregate is not None] if items is not None else []
-    summaries = [_summarize_variant(v, by_variant.get(v.name, []), metrics, aggregators, items or {}) for v in variants]
+    summaries = [
+        _summarize_variant(v, by_variant.get(v.name, []), metrics, aggregators, items or {}, weights or {})
+        for v in variants
+    ]
     if requests_per_day is not None:
         for s in summaries:
             if s.n_items:
@@ -129,7 +152,12 @@ def summarize_records(
 
 
 def _summarize_variant(
-    variant: VariantInfo, records: list[Record], metrics: list[str], aggregators: list[Scorer], items: dict[str, Item]
+    variant: VariantInfo,
+    records: list[Record],
+    metrics: list[str],
+    aggregators: list[Scorer],
+    items: dict[str, Item],
+    weights: dict[str, float],
 ) -> VariantSummary:
     summary = VariantSummary(variant=variant.name, model=variant.model, prompt=variant.prompt, skipped=variant.skipped)
     if not records:
@@ -138,7 +166,8 @@ def _summarize_variant(
     summary.n_items = len(records)
     summary.n_errors = len(records) - len(ok)
     summary.cost_total_usd = sum(r.cost_usd for r in records)
-    summary.cost_per_item_usd = summary.cost_total_usd / len(records)
+    w = np.array([weights.get(r.item_id, 1.0) for r in records])
+    summary.cost_per_item_usd = float(np.dot(w, [r.cost_usd for r in records]) / w.sum())
     summary.retries = sum(max(r.attempts - 1, 0) for r in records)
     summary.n_cache_hits = sum(r.cache_hit for r in records)
     summary.eval_cost_usd = sum(r.eval_cost_usd for r in records)
@@ -151,8 +180,9 @@ def _summarize_variant(
         summary.latency_p50_s = float(np.percentile(latencies, 50))
         summary.latency_p95_s = float(np.percentile(latencies, 95))
     for metric in metrics:
-        scored = [v for r in ok if (v := r.scores.get(metric)) is not None]
-        summary.quality[metric] = float(np.mean(scored)) if scored else math.nan
+        scored = [(v, weights.get(r.item_id, 1.0)) for r in ok if (v := r.scores.get(metric)) is not None]
+        values, w_scored = np.array([v for v, _ in scored]), np.array([x for _, x in scored])
+        summary.quality[metric] = float(np.dot(values, w_scored) / w_scored.sum()) if scored else math.nan
     for sc in aggregators:
         if ok and sc.aggregate is not None:
             extra = sc.aggregate([r.output or "" for r in ok], [items[r.item_id] for r in ok])

@@ -35,8 +35,9 @@ from harness.scorers import score_records, scorer_error_warnings
 from harness.secrets import redact_url, scrub
 from harness.spending import check_budget_bounds, confirm_spend, show_estimate
 from harness.stages import run_stages
-from harness.summary import VariantSummary, summarize
+from harness.summary import VariantSummary, projected_rate, summarize
 from harness.tracking.job import track_run
+from harness.tracking.production import trace_reader
 from harness.tracking.store import check_store, tracking_uri, warm
 from harness.tracking_process import TrackingError, TrackingProcess, portable
 
@@ -168,7 +169,8 @@ def prepare_tracked(experiment: Experiment, options: RunOptions, strict: bool) -
             tracker = TrackingProcess()
             tracker.start(warm, uri)
     try:
-        return Session(prepare(experiment, strict=strict), tracker, uri)
+        traces = trace_reader(experiment.root, experiment.source_path)
+        return Session(prepare(experiment, strict=strict, traces=traces), tracker, uri)
     except BaseException:
         if tracker is not None:
             tracker.abandon()
@@ -319,11 +321,13 @@ def _execute(
         str(experiment.source_path),
         {v.name: v.price for v in plan.runnable},
         {v.name: plan.shared_prefix_tokens(v) for v in plan.runnable},
-        experiment.traffic.requests_per_day if experiment.traffic else None,
+        projected_rate(experiment.traffic, plan.eval_set.log),
         sequential,
         # after the calls were paid for, a policy naming a variant that did not run (a gate runs only
         # some; one skipped for its key cannot be routed to) is a warning, never an error
         routing_errors="warn",
+        items=plan.eval_set.items,
+        log=plan.eval_set.log,
     )
     outcome = RunOutcome(plan, records, summaries, analysis, None, result, status)
     if options.shard is not None:

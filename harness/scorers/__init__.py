@@ -1,6 +1,6 @@
 """Scorers behind one registry: built-ins register on import; users add `module:function`."""
 
-from harness.scorers import classification, embedding, judge, numeric, rouge, text  # noqa: F401 - registration
+from harness.scorers import classification, embedding, judge, numeric, pairwise, rouge, text  # noqa: F401 - registration
 from harness.scorers._apply import score_records, scorer_error_warnings
 from harness.scorers._registry import (
     REGISTRY,
