@@ -193,6 +193,7 @@ def analyze_records(
             )
     by_name = {s.variant: s for s in ran}
     stuck = floor_or_ceiling(records, names, metric)
+    result.pairwise = pairwise_tally(records, metric)
     for name in names:
         result.verdicts[name] = _verdict(name, result, by_name, gate, stuck)
     result.unequal = _unequal(ran)
@@ -211,7 +212,6 @@ def analyze_records(
     if sequential is None:  # a sequential design sized itself; its looks say what they resolved
         result.warnings += _power_warnings(result)
     result.agreement = scorer_agreement(records, [m.name for m in metrics])
-    result.pairwise = pairwise_tally(records, metric)
     result.warnings += _label_warnings(ran)
     return result
 
@@ -251,6 +251,11 @@ def scorer_agreement(records: list[Record], metrics: list[str]) -> list[Agreemen
             rho = spearman(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs]))
             out.append(Agreement(first, second, rho, len(pairs)))
     return out
+
+
+MAX_POSITION_SHARE = 0.5
+"""A pairwise judge that picks by position in more than this share of pairs cannot pass a candidate: its
+ties (both orders disagreeing) would otherwise read as "as good"."""
 
 
 def pairwise_tally(records: list[Record], metric: str) -> dict[str, dict[str, int]]:
@@ -349,6 +354,14 @@ def _verdict(
         return Verdict("baseline", "the reference every candidate is compared with")
     if stuck is not None:
         return Verdict("undecided", f"{analysis.metric} does not discriminate: every item scores the same")
+    tally = analysis.pairwise.get(name)
+    judged = sum(tally[k] for k in ("win", "tie", "loss")) if tally else 0
+    if tally and judged and tally["by_position"] / judged > MAX_POSITION_SHARE:
+        return Verdict(
+            "undecided",
+            f"the pairwise judge chose by position alone in {tally['by_position']} of {judged} pairs: its ties say "
+            "it cannot tell the answers apart, not that they are as good; use a stronger judge",
+        )
     worst_errors = max(summaries[name].error_rate, summaries[analysis.baseline or name].error_rate)
     if worst_errors > gate.max_error_rate:
         return Verdict("undecided", f"error rate {worst_errors:.0%} is above max_error_rate {gate.max_error_rate:.0%}")

@@ -281,15 +281,15 @@ def pairwise_lines(analysis: Analysis) -> list[str]:
 
 
 def projection_table(projection: Projection) -> Table:
-    """Per segment of the log: its traffic, the month on each variant, and its pick."""
+    """Per segment of the log: its traffic, the month on production and on the segment's pick."""
     table = Table(
-        title=f"the month on the log's traffic ({projection.per_day:,.0f} calls/day over {projection.days:.1f} days), "
-        "$/month [95% interval]",
+        title=f"the month on the log's traffic: {projection.per_day:,.0f} calls/day over {projection.days:.1f} days "
+        "($/month, 95% interval)",
         title_justify="left",
         header_style="bold",
+        box=box.SIMPLE_HEAD,
     )
-    variants = list(projection.segments[0].monthly)
-    for name in ("segment", "calls/day", "sampled", "tokens in/out", *variants, "pick"):
+    for name in ("segment", "calls/day", "sampled", "tokens in/out", projection.baseline, "pick", "pick $/month"):
         table.add_column(escape(name), justify="left" if name in ("segment", "pick") else "right")
     for s in projection.segments:
         table.add_row(
@@ -297,8 +297,9 @@ def projection_table(projection: Projection) -> Table:
             f"{s.per_day:,.1f}",
             str(s.sampled),
             f"{s.mean_input_tokens:,.0f}/{s.mean_output_tokens:,.0f}",
-            *(figures.usd_month_interval(*s.monthly[v]) for v in variants),
+            figures.usd_month_interval(*s.monthly[projection.baseline]),
             escape(s.recommended),
+            figures.usd_month_interval(*s.monthly[s.recommended]),
         )
     return fit(table)
 
@@ -541,6 +542,28 @@ def markdown_report(
         ]
         lines += ["| " + " | ".join(row) + " |" for row in policy_rows(analysis)]
         lines += ["", *(f"- {note}" for note in policy_notes(analysis))] if policy_notes(analysis) else []
+    if analysis.pairwise:
+        lines += ["", "## Pairwise judge against the baseline", "", *(f"- {line}" for line in pairwise_lines(analysis))]
+    if analysis.projection is not None:
+        p = analysis.projection
+        header = ["segment", "calls/day", "sampled", "tokens in/out", f"{p.baseline} $/month", "pick", "pick $/month"]
+        lines += [
+            "",
+            "## The month on the log's traffic",
+            "",
+            f"{p.per_day:,.0f} calls/day over {p.days:.1f} days; 95% intervals from resampling each segment's calls.",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
+        lines += [
+            f"| {s.segment} | {s.per_day:,.1f} | {s.sampled} | "
+            f"{s.mean_input_tokens:,.0f}/{s.mean_output_tokens:,.0f} | "
+            f"{figures.usd_month_interval(*s.monthly[p.baseline])} | {s.recommended} | "
+            f"{figures.usd_month_interval(*s.monthly[s.recommended])} |"
+            for s in p.segments
+        ]
+        lines += ["", *(f"- {line.strip()}" for line in projection_lines(p))]
     lines += ["", "## Levers: the same outputs bought otherwise", ""]
     if analysis.levers:
         header = lever_header(analysis)

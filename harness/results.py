@@ -289,8 +289,43 @@ def document(
             "line": recommendation_line(analysis),
         },
         "pareto": list(analysis.pareto),
+        "pairwise": analysis.pairwise,
+        "projection": projection_document(analysis),
         "warnings": list(analysis.warnings),
         "status": None if status is None else status.model_dump(),
+    }
+
+
+def projection_document(analysis: Analysis) -> dict[str, Any] | None:
+    """The month on a production log's mix, per segment (None for an eval file)."""
+    p = analysis.projection
+    if p is None:
+        return None
+
+    def interval(value: tuple[float, float, float]) -> dict[str, float]:
+        return {"usd_month": value[0], "low": value[1], "high": value[2]}
+
+    return {
+        "baseline": p.baseline,
+        "days": p.days,
+        "calls_per_day": p.per_day,
+        "now": interval(p.now),
+        "with_picks": interval(p.recommended),
+        "saving": interval(p.saving),
+        "segments": [
+            {
+                "segment": s.segment,
+                "calls": s.calls,
+                "calls_per_day": s.per_day,
+                "sampled": s.sampled,
+                "mean_input_tokens": s.mean_input_tokens,
+                "mean_output_tokens": s.mean_output_tokens,
+                "monthly": {v: interval(m) for v, m in s.monthly.items()},
+                "pick": s.recommended,
+                "why": s.why,
+            }
+            for s in p.segments
+        ],
     }
 
 

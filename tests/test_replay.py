@@ -351,3 +351,28 @@ def test_traces_written_by_mlflow_autolog_around_the_openai_sdk_are_replayed(
     # the candidate was called on every replayed call; production never again
     assert len(model_server.requests) == app_calls + 6
     assert all(r["model"] == "cheap" for r in model_server.requests[app_calls:])
+
+
+def test_a_judge_that_mostly_picks_by_position_cannot_pass_a_candidate(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    """Ties from a judge that cannot tell the answers apart would read as "as good" and pass the gate."""
+    asked: dict[str, int] = {}
+
+    def answer(request: dict[str, Any]) -> str:
+        if request["model"] != "judge":
+            return "candidate answer"
+        text = request["messages"][-1]["content"]
+        asked[text] = asked.get(text, 0) + 1
+        first = text.split("Answer A:\n", 1)[1].split("\n", 1)[0]
+        question = text.split("Request:\n", 1)[1].split("\n", 1)[0]
+        if question.endswith(("0", "1")):  # two of six pairs judged on their merits: the candidate wins
+            return "Verdict: A" if first.startswith("candidate") else "Verdict: B"
+        return "Verdict: A"
+
+    model_server.answer = answer
+    outcome = quiet_run(judge_project(tmp_path, model_server))
+    name = "openai/cheap:as_logged"
+    assert outcome.analysis.pairwise[name] == {"win": 2, "tie": 4, "loss": 0, "by_position": 4}
+    verdict = outcome.analysis.verdicts[name]
+    assert verdict.status == "undecided" and "by position alone in 4 of 6" in verdict.reason
