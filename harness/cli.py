@@ -154,7 +154,14 @@ def _parser() -> argparse.ArgumentParser:
     _spending_flags(run)
     run.set_defaults(handler="run")
     init = sub.add_parser("init", help="write a first experiment (config and prompt) for a dataset file")
-    init.add_argument("dataset", type=Path, help="a .jsonl, .json, .csv or .parquet file")
+    init.add_argument("dataset", type=Path, nargs="?", help="a .jsonl, .json, .csv or .parquet file")
+    init.add_argument(
+        "--from-logs",
+        type=Path,
+        default=None,
+        metavar="LOG",
+        help="a production log (OpenAI-format JSONL or litellm spend logs) in the project: replay it",
+    )
     init.add_argument("--name", default=None, help="experiment name (default: the file's name)")
     init.add_argument("--reference", default=None, help="the column holding the expected output")
     init.add_argument("--input", default=None, help="the column the prompt shows the model")

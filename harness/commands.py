@@ -46,9 +46,10 @@ from harness.report import (
     policy_table,
     print_run,
 )
-from harness.scaffold import preview, propose, write_experiment
+from harness.scaffold import preview, propose, propose_logs, write_experiment, write_log_experiment
 from harness.secrets import redact_url, scrub
 from harness.spending import show_estimate
+from harness.summary import projected_rate
 from harness.tracking.production import trace_reader
 from harness.tracking.store import experiment_page, find_project_root, stored_run_uri
 from harness.tracking.write import add_policy_runs
@@ -139,7 +140,8 @@ def _write_results(path: Path | None, outcome: RunOutcome) -> None:
                 "dataset": outcome.plan.eval_set.source,
                 "dataset_fingerprint": outcome.plan.eval_set.fingerprint,
                 "items": len(outcome.plan.eval_set.items),
-                "requests_per_day": experiment.traffic.requests_per_day if experiment.traffic else None,
+                "requests_per_day": projected_rate(experiment.traffic, outcome.plan.eval_set.log),
+                "log": None if outcome.plan.eval_set.log is None else outcome.plan.eval_set.log.model_dump(),
             },
         )
         text = results.json_text(doc) if path.suffix.lower() == ".json" else results.csv_text(doc)
@@ -196,6 +198,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     console = _console()
+    if args.from_logs is not None:
+        return _init_from_logs(args, console)
+    if args.dataset is None:
+        raise ConfigError("command line", "init", "no dataset given", "harness init DATASET or init --from-logs LOG")
     proposal = propose(args.dataset, args.reference, args.input)
     table = Table(title=escape(f"{args.dataset}: {len(proposal.rows)} rows"), title_justify="left")
     for column in proposal.columns:
@@ -214,6 +220,24 @@ def cmd_init(args: argparse.Namespace) -> int:
     name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", args.dataset.stem).strip("-.") or "experiment"
     config, prompt = write_experiment(proposal, args.dataset, name, Path.cwd())
     console.print(f"wrote {config} and {prompt}; next: {command()} run {config.relative_to(Path.cwd())}")
+    return EXIT_OK
+
+
+def _init_from_logs(args: argparse.Namespace, console: Console) -> int:
+    log = args.from_logs
+    found = propose_logs(log)
+    models = ", ".join(f"{m or '?'} ({n})" for m, n in found.models.items())
+    console.print(escape(f"{log}: {found.calls} calls ({found.format}); models {models}"))
+    if found.segment_by:
+        segments = ", ".join(f"{k} ({v})" for k, v in sorted(found.segments.items()))
+        console.print(escape(f"segments by '{found.segment_by}': {segments}"))
+    else:
+        console.print("no tag splits the calls into a few segments: one segment")
+    name = args.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", log.stem).strip("-.") or "replay"
+    config, prompts = write_log_experiment(found, log, name, Path.cwd())
+    config = config.relative_to(Path.cwd())
+    shown = ", ".join(str(p.relative_to(Path.cwd())) for p in prompts)
+    console.print(escape(f"wrote {config} and {shown}; next: {command()} run {config}"))
     return EXIT_OK
 
 

@@ -172,6 +172,14 @@ class LogsConfig(StrictModel):
     price: Price | None = None
     """The production model's price, when litellm's map does not have it."""
 
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _time_as_text(cls, value: Any) -> Any:
+        """YAML reads `2026-11-01` as a date and `2026-11-01T00:00:00Z` as a datetime: both are times here."""
+        from datetime import date
+
+        return value.isoformat() if isinstance(value, date) else value
+
     @model_validator(mode="after")
     def _one_source(self) -> LogsConfig:
         if (self.path is None) == (self.mlflow is None):

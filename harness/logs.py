@@ -135,7 +135,7 @@ def read_log(cfg: LogsConfig, path: Path | None, config_file: Path | str, traces
     else:
         assert path is not None
         lines = _lines(path, config_file)
-        fmt = cfg.format or _sniff(path, config_file)
+        fmt = cfg.format or sniff(path, config_file)
         parse = PARSERS[fmt]
         numbered = lines
         where = str(cfg.path)
@@ -180,7 +180,7 @@ def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, BadLine(f"not JSON ({type(exc).__name__})")
 
 
-def _sniff(path: Path, config_file: Path | str) -> str:
+def sniff(path: Path, config_file: Path | str) -> str:
     """The file's format from its first line that is an object."""
     for _, row in _lines(path, config_file):
         if isinstance(row, dict):

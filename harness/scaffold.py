@@ -19,6 +19,7 @@ import yaml
 
 from harness.config import ConfigError
 from harness.datasets import CONVENTIONAL_COLUMNS, read_rows
+from harness.logs import PARSERS, BadLine, sniff
 
 Kind = Literal["labels", "numbers", "text"]
 FIELD = "DATASET"
@@ -174,3 +175,102 @@ def _short(value: Any, width: int = 40) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+LOG_SCAN = 10_000
+"""Lines `init --from-logs` reads to propose a config (the run reads the whole log)."""
+
+AS_LOGGED_PROMPT = (
+    "{# The production call's messages exactly as logged. #}\n"
+    "{% block messages %}{% for m in messages %}{{ turn(m.role, m.content) }}{% endfor %}{% endblock %}\n"
+)
+SHORT_SYSTEM_PROMPT = (
+    "{# The logged conversation with a shorter system prompt: edit it, then compare. #}\n"
+    '{% block messages %}{{ turn("system", "Answer briefly.") }}'
+    '{% for m in messages if m.role != "system" %}{{ turn(m.role, m.content) }}{% endfor %}{% endblock %}\n'
+)
+
+
+@dataclass
+class LogProposal:
+    """What `init --from-logs` found in the first lines of a log."""
+
+    format: str
+    calls: int
+    models: dict[str, int]
+    segment_by: str | None
+    segments: dict[str, int]
+
+
+def propose_logs(path: Path) -> LogProposal:
+    """The log's format, models and the tag that splits it into a few segments (2 to 20 values, the one
+    with the fewest values seen on most calls; `feature` first when it qualifies)."""
+    fmt = sniff(path, "command line")
+    parse = PARSERS[fmt]
+    calls, models, tags = 0, {}, {}
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle):
+            if number >= LOG_SCAN:
+                break
+            try:
+                call = parse(json.loads(raw))
+            except (BadLine, ValueError, KeyError, TypeError, AttributeError, IndexError):
+                continue
+            calls += 1
+            models[call.model] = models.get(call.model, 0) + 1
+            for key, value in call.tags.items():
+                tags.setdefault(key, {}).setdefault(value, 0)
+                tags[key][value] += 1
+    if not calls:
+        raise ConfigError("command line", "--from-logs", f"{path} has no call in its first lines", "see docs/replay.md")
+    fit = {k: v for k, v in tags.items() if 2 <= len(v) <= 20 and sum(v.values()) >= calls / 2}
+    choice = "feature" if "feature" in fit else (min(fit, key=lambda k: (len(fit[k]), k)) if fit else None)
+    return LogProposal(fmt, calls, models, choice, fit.get(choice, {}) if choice else {})
+
+
+def write_log_experiment(proposal: LogProposal, log: Path, name: str, root: Path) -> tuple[Path, list[Path]]:
+    """`experiments/NAME.yaml` and its two templates under `prompts/NAME/`; refuses to overwrite any."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError("command line", "--name", f"'{name}' is not a file name", "use letters, digits, - _ .")
+    config_path = root / "experiments" / f"{name}.yaml"
+    prompts = {root / "prompts" / name / "as_logged.j2": AS_LOGGED_PROMPT}
+    prompts[root / "prompts" / name / "short_system.j2"] = SHORT_SYSTEM_PROMPT
+    for path in (config_path, *prompts):
+        if path.exists():
+            raise ConfigError(str(path), "", "already exists; init never overwrites a file", "pick another --name")
+    try:
+        shown = str(log.resolve().relative_to(root.resolve()))
+    except ValueError:
+        raise ConfigError(
+            "command line", "--from-logs", f"{log} is outside the project {root}", "copy the log into evals/"
+        ) from None
+    logs: dict[str, Any] = {"path": shown, "format": proposal.format, "sample": 200, "redact": True}
+    if proposal.segment_by:
+        logs["segment_by"] = proposal.segment_by
+    top = max(proposal.models, key=lambda m: proposal.models[m]) or "the production model"
+    config: dict[str, Any] = {
+        "name": name,
+        "description": f"Written by harness init from {log.name}: can a cheaper model or prompt serve {top}'s calls?",
+        "dataset": {"logs": logs},
+        "prompts": [f"prompts/{name}/as_logged.j2", f"prompts/{name}/short_system.j2"],
+        "models": ["local/lead", {"model": "local/smollm2-135m", "concurrency": 1}],
+        "params": {"temperature": 0, "max_tokens": 128},
+        "scorers": ["rouge", {"pairwise": {"model": "local/smollm2-135m", "params": {"max_tokens": 64}}}],
+        "gate": {"metric": "pairwise", "margin": 0.1},
+        "budget": {"max_usd": 5},
+        "concurrency": 2,
+    }
+    segments = ", ".join(f"{k} ({v})" for k, v in sorted(proposal.segments.items())) or "none"
+    models = ", ".join(f"{m or '?'} ({n})" for m, n in proposal.models.items())
+    header = (
+        f"# Written by `harness init --from-logs`: {proposal.calls} calls read ({proposal.format}); models "
+        f"{models}; segments: {segments}.\n"
+        "# Production is the baseline and is never called. Next: add the candidates you would pay for\n"
+        "# (e.g. openai/gpt-4.1-nano) and a judge from another model family than production's.\n"
+    )
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in prompts.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    config_path.write_text(header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=100), "utf-8")
+    return config_path, list(prompts)

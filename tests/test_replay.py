@@ -376,3 +376,44 @@ def test_a_judge_that_mostly_picks_by_position_cannot_pass_a_candidate(
     assert outcome.analysis.pairwise[name] == {"win": 2, "tie": 4, "loss": 0, "by_position": 4}
     verdict = outcome.analysis.verdicts[name]
     assert verdict.status == "undecided" and "by position alone in 4 of 6" in verdict.reason
+
+
+def test_init_from_logs_writes_an_experiment_that_plans(tmp_path: Path) -> None:
+    from harness.planner import prepare
+    from tests.test_cli import in_process
+
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "prod.jsonl").write_text("".join(json.dumps(x) + "\n" for x in two_segments()))
+    done = in_process(["init", "--from-logs", "evals/prod.jsonl"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "60 calls (openai); models gpt-4o-mini (60)" in done.stdout.replace("\n", " ")
+    assert "segments by 'feature': a (40), b (20)" in done.stdout
+    experiment = load_config(tmp_path / "experiments" / "prod.yaml")
+    assert experiment.dataset.logs is not None and experiment.dataset.logs.segment_by == "feature"
+    plan = prepare(experiment)
+    assert plan.baseline == "production" and plan.variants[0].replayed
+    assert len(plan.eval_set.items) == 60 and {i.weight for i in plan.eval_set.items} == {1.0}
+    again = in_process(["init", "--from-logs", "evals/prod.jsonl"], tmp_path)
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+
+
+def test_sampling_holds_the_sample_not_the_log(tmp_path: Path) -> None:
+    """The fast bound beside benchmarks/bench_logs.py: 30,000 lines sampled to 50 with traced memory that
+    does not grow with the log (keeping every parsed line would hold tens of megabytes)."""
+    import tracemalloc
+
+    from harness.config import LogsConfig
+    from harness.logs import read_log
+
+    path = tmp_path / "log.jsonl"
+    features = ["a", "b", "c"]
+    with path.open("w") as out:
+        for i in range(30_000):
+            out.write(json.dumps(openai_line(i, features[i % 3] if i % 3 < 2 else "a", START + i)) + "\n")
+    tracemalloc.start()
+    sampled = read_log(LogsConfig(path=str(path), segment_by="feature", sample=50), path, "test", None)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert sampled.lines == 30_000 and len(sampled.calls) == 50
+    assert sum(sampled.segments.values()) == 30_000
+    assert peak < 8_000_000, f"{peak / 1e6:.1f} MB traced while sampling"

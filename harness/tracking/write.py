@@ -19,7 +19,7 @@ from harness.manifest import ITEMS_ARTIFACT, MANIFEST_ARTIFACT, RunManifest, Run
 from harness.plan import Plan, Variant
 from harness.pricing import litellm_version
 from harness.records import Record
-from harness.report import IMAGE_LINK
+from harness.report import IMAGE_LINK, projection_lines
 from harness.results import markdown_table, recommendation_line
 from harness.secrets import redact, redact_tree, redact_url, remember_tree, scrub, scrubber
 from harness.summary import VariantSummary
@@ -160,6 +160,8 @@ def _description(description: str, analysis: Analysis | None, summaries: list[Va
     lines = (
         [f"**{recommendation_line(analysis)}**", markdown_table(summaries, analysis)] if analysis is not None else []
     )
+    if analysis is not None and analysis.projection is not None:
+        lines.append("\n".join(f"- {line.strip()}" for line in projection_lines(analysis.projection)))
     if description:
         lines.append(description.strip())
     return scrub("\n\n".join(lines))
