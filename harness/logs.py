@@ -365,13 +365,16 @@ def parse_openai(row: Any) -> LoggedCall:
     usage = _usage(response.get("usage") if isinstance(response, dict) else None)
     model = str(request.get("model") or (response or {}).get("model") or "")
     when = row.get("timestamp")
+    output = _answer(response)
+    if output is None:
+        raise BadLine("no answer to compare with (a tool call, an error, or no response)")
     return LoggedCall(
         messages=messages,
-        output=_answer(response),
+        output=output,
         model=model,
         usage=usage,
         tags=_flat(row.get("metadata") or request.get("metadata") or {}),
-        timestamp=parse_time(when) if when is not None else None,
+        timestamp=epoch(when),
         latency_s=float(row.get("latency_s") or 0.0),
         call_id=str((response or {}).get("id") or "") if isinstance(response, dict) else "",
     )
@@ -386,13 +389,16 @@ def parse_spend_log(row: Any) -> LoggedCall:
     for column in ("end_user", "team_id", "user", "model_group", "api_key"):
         if row.get(column):
             tags.setdefault(column, str(row[column]))
-    start, end = parse_time(row.get("startTime")), parse_time(row.get("endTime"))
+    start, end = epoch(row.get("startTime")), epoch(row.get("endTime"))
+    output = _answer(row.get("response"))
+    if output is None:
+        raise BadLine("no answer to compare with (a tool call, an error, or no response)")
     duration = row.get("request_duration_ms")
     latency = float(duration) / 1000 if duration else (end - start if start is not None and end is not None else 0.0)
     spend = row.get("spend")
     return LoggedCall(
         messages=_messages(row.get("messages")),
-        output=_answer(row.get("response")),
+        output=output,
         model=str(row.get("model") or ""),
         usage=Usage(
             input_tokens=int(row.get("prompt_tokens") or 0), output_tokens=int(row.get("completion_tokens") or 0)
@@ -403,6 +409,17 @@ def parse_spend_log(row: Any) -> LoggedCall:
         latency_s=max(0.0, latency),
         call_id=str(row.get("request_id") or ""),
     )
+
+
+def epoch(value: Any) -> float | None:
+    """A log's time in epoch seconds: ISO 8601 text, epoch seconds, or epoch milliseconds (a number past
+    the year 5138 in seconds is read as milliseconds)."""
+    if value is None:
+        return None
+    seconds = parse_time(value)
+    if seconds is None:
+        raise BadLine(f"a time that is neither ISO 8601 nor epoch seconds: {str(value)[:40]!r}")
+    return seconds / 1000 if seconds > 1e11 else seconds
 
 
 PARSERS: dict[str, Callable[[Any], LoggedCall]] = {"openai": parse_openai, "litellm_spend": parse_spend_log}

@@ -81,9 +81,10 @@ def replayed_record(item: Item, messages: Messages, prices: dict[str, ModelPrice
     spend = fields.get("production_spend_usd")
     notes = []
     if spend is not None and cost_differs(cost, float(spend)):
+        side = "above" if float(spend) > cost else "below"
         notes.append(
-            f"{model or PRODUCTION}: the log says ${float(spend):.6g} for a call today's price bills at "
-            f"${cost:.6g} ({price.source}); the price changed, or the log's spend is wrong"
+            f"{model or PRODUCTION}: the log's spend is more than 1% {side} today's price of its usage "
+            f"({price.source}): the price changed, or the log's spend is wrong"
         )
     output = fields.get(PRODUCTION_OUTPUT) or None
     return Record(

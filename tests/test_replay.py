@@ -157,7 +157,8 @@ def test_a_logged_spend_that_todays_price_does_not_match_is_noted(
     production = {r.item_id: r for r in outcome.records if r.variant == "production"}
     assert set(production) == {f"req-{i}" for i in range(4)}
     assert [bool(r.price_notes) for _, r in sorted(production.items())] == [False, False, False, True]
-    assert "the log says" in production["req-3"].price_notes[0]
+    assert "the log's spend is more than 1% above today's price" in production["req-3"].price_notes[0]
+    assert any("the log's spend" in w and "(1 call)" in w for w in outcome.analysis.warnings)
     assert production["req-0"].latency_s == pytest.approx(1.5)
     assert outcome.plan.eval_set.items[0].fields["tags"]["end_user"] == "customer-1"
     assert outcome.plan.eval_set.log.segments == {"support": 4}
@@ -417,3 +418,60 @@ def test_sampling_holds_the_sample_not_the_log(tmp_path: Path) -> None:
     assert sampled.lines == 30_000 and len(sampled.calls) == 50
     assert sum(sampled.segments.values()) == 30_000
     assert peak < 8_000_000, f"{peak / 1e6:.1f} MB traced while sampling"
+
+
+def test_hostile_and_odd_lines_are_counted_not_fatal(tmp_path: Path, model_server: FakeModelServer) -> None:
+    """Epoch milliseconds, content parts, a tool call with no text answer, a line that is not JSON and
+    one without messages: the calls are read, the rest counted and the first named."""
+    good = openai_line(0, "a", START)
+    millis = openai_line(1, "a", (START + 3600) * 1000)
+    parts = openai_line(2, "b", START + 7200)
+    parts["request"]["messages"][1]["content"] = [{"type": "text", "text": "question "}, {"type": "text", "text": "2"}]
+    tool = openai_line(3, "a", START)
+    tool["response"]["choices"][0]["message"] = {"role": "assistant", "content": None, "tool_calls": [{"id": "x"}]}
+    nomessages = {"request": {"model": "gpt-4o-mini"}, "response": good["response"]}
+    path = log_project(tmp_path, [good, millis, parts, tool, nomessages], {}, [fake_model(model_server, name="c")])
+    with (tmp_path / "evals" / "log.jsonl").open("a") as log:
+        log.write("{not json\n")
+    outcome = quiet_run(path)
+    facts = outcome.plan.eval_set.log
+    assert facts.lines == 6 and facts.skipped == 3 and "line 4: no answer to compare with" in facts.first_skip
+    assert facts.window_s == (START, START + 7200)
+    asked = [r["messages"][-1]["content"] for r in model_server.requests]
+    assert "question 2" in asked
+
+
+def test_a_logged_model_without_a_price_is_refused_before_any_call(
+    tmp_path: Path, model_server: FakeModelServer
+) -> None:
+    lines = [openai_line(0, "a", START, model="acme/in-house-7b")]
+    path = log_project(tmp_path, lines, {}, [fake_model(model_server, name="c", price=CHEAP)])
+    with pytest.raises(ConfigError) as raised:
+        quiet_run(path)
+    assert raised.value.field == "dataset.logs.price" and "acme/in-house-7b" in raised.value.line()
+    assert model_server.requests == []
+    priced = path.read_text().replace("path: evals/log.jsonl", "path: evals/log.jsonl\n    price: {like: gpt-4o-mini}")
+    path.write_text(priced)
+    outcome = quiet_run(path)
+    assert next(r for r in outcome.records if r.variant == "production").cost_usd > 0
+
+
+@pytest.mark.slow
+def test_a_stored_replay_run_rebuilds_the_same_weighted_figures_and_projection(
+    tmp_path: Path, model_server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.api import analyze, load_run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    model_server.usage = Usage(prompt_tokens=20, completion_tokens=4)
+    logs = {"segment_by": "feature", "sample": 7, "since": "2026-11-01", "until": "2026-11-03"}
+    path = log_project(tmp_path, two_segments(), logs, [fake_model(model_server, name="cheap", price=CHEAP)])
+    live = harness_run(load_config(path), RunOptions(assume_yes=True, quiet=True))
+    assert live.run_id
+    rebuilt = analyze(load_run(live.run_id))
+    assert rebuilt.analysis.projection is not None and live.analysis.projection is not None
+    assert rebuilt.analysis.projection.now[0] == pytest.approx(live.analysis.projection.now[0])
+    by_live = {s.variant: s for s in live.summaries}
+    for s in rebuilt.summaries:
+        assert s.cost_per_item_usd == pytest.approx(by_live[s.variant].cost_per_item_usd)
+        assert s.monthly_cost_usd == pytest.approx(by_live[s.variant].monthly_cost_usd)
