@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -193,3 +194,36 @@ def test_rouge_with_remembered_stems_equals_rouge_score_itself() -> None:
         item = Item(id=row["id"], fields={}, reference=row["reference"])
         for _ in range(2):  # the second pass reads every stem from the cache
             assert ours(row["document"], item) == plain.score(row["reference"], row["document"])["rouge2"].fmeasure
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "output", "expected"),
+    [
+        ("json_schema", {"schema": {"type": "object", "required": ["intent"]}}, '{"intent": "refund"}', 1.0),
+        ("json_schema", {"schema": {"type": "object", "required": ["intent"]}}, '{"other": 1}', 0.0),
+        ("json_schema", {"schema": {"type": "object"}}, '```json\n{"a": 1}\n```', 1.0),
+        ("json_schema", {"schema": {"type": "object"}}, "not json", 0.0),
+        ("length", {"max_words": 3}, "one two three", 1.0),
+        ("length", {"min_words": 2, "max_words": 3}, "one", 0.0),
+        ("one_of", {"labels": ["refund", "card_arrival"]}, " Refund. ", 1.0),
+        ("one_of", {"labels": ["refund"]}, "a refund please", 0.0),
+    ],
+)
+def test_reference_free_checks_score_without_a_reference(
+    name: str, options: dict[str, Any], output: str, expected: float
+) -> None:
+    from harness.config import ScorerConfig
+    from harness.datasets import Item
+    from harness.scorers import build_scorer
+
+    scorer = build_scorer(ScorerConfig(name=name, options=options), "test", "scorers[0]")
+    assert not scorer.needs_reference
+    assert scorer.score(output, Item(id="1", fields={})) == expected
+
+
+def test_a_json_schema_that_is_not_one_is_a_config_error() -> None:
+    from harness.config import ConfigError, ScorerConfig
+    from harness.scorers import build_scorer
+
+    with pytest.raises(ConfigError, match="not a JSON Schema"):
+        build_scorer(ScorerConfig(name="json_schema", options={"schema": {"type": 12}}), "test", "scorers[0]")
