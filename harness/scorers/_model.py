@@ -20,6 +20,7 @@ from harness.config import ConfigError, ModelConfig
 from harness.pool import CallSpec, ModelPool
 from harness.pricing import ModelPrice, resolve_price
 from harness.providers.credentials import missing_credentials
+from harness.tokens import count_tokens
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,19 @@ class ScorerModel:
             else:
                 replies.append(Reply(outcome.output, outcome.cost_usd))
         return replies
+
+    def worst_case(
+        self, rendered: list[list[dict[str, str]]], output_limits: list[int], pool: ModelPool, asks: int = 1
+    ) -> tuple[int, float]:
+        """(calls, dollars) at most for `asks` calls per rendered prompt and output: each prompt's own tokens
+        plus the longest output it will be shown, priced as the pool prices a candidate's worst case."""
+        usd = 0.0
+        for messages in rendered:
+            base = count_tokens(self.cfg.model, messages)
+            for limit in output_limits:
+                spec = CallSpec(self.cfg, self.price, messages, self.params, input_tokens=base + limit)
+                usd += asks * pool.worst_case_usd(spec)
+        return asks * len(rendered) * len(output_limits), usd
 
     def embed(
         self, texts: list[str], pool: ModelPool | None, batch_size: int = 32

@@ -25,12 +25,11 @@ from typing import Any
 
 from harness.config import ConfigError, inside_project
 from harness.datasets import Item
-from harness.pool import CallSpec, ModelPool
+from harness.pool import ModelPool
 from harness.prompts import Messages, load_template, render_checked
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
 from harness.scorers.text import references
-from harness.tokens import count_tokens
 
 SCORE = re.compile(r"(?:score|rating)\s*(?:[:=]|is|of)\s*\**\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 OUT_OF = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of)\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -103,15 +102,7 @@ def llm_judge(
         return batch([(output, item)], None, lambda: None)[0]
 
     def worst_case(items: list[Item], output_limits: list[int], pool: ModelPool) -> tuple[int, float]:
-
-        usd = 0.0
-        for item in items:
-            messages = render("", item)
-            rubric = count_tokens(judge.cfg.model, messages)
-            for limit in output_limits:
-                spec = CallSpec(judge.cfg, judge.price, messages, judge.params, input_tokens=rubric + limit)
-                usd += pool.worst_case_usd(spec)
-        return len(items) * len(output_limits), usd
+        return judge.worst_case([render("", item) for item in items], output_limits, pool)
 
     kind = "binary" if bounds is None else "continuous"
     return ScorerParts(score, batch=batch, kind=kind, check=check, worst_case=worst_case)

@@ -18,12 +18,11 @@ from typing import Any
 
 from harness.config import ConfigError, inside_project
 from harness.datasets import PRODUCTION_OUTPUT, Item
-from harness.pool import CallSpec, ModelPool
+from harness.pool import ModelPool
 from harness.prompts import Messages, PromptTemplate, load_template, make_environment, render_checked
 from harness.records import PAIRWISE_RATIONALE
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
-from harness.tokens import count_tokens
 
 VERDICT = re.compile(r"verdict\s*[:=]\s*\**\s*(A|B|TIE)\b", re.IGNORECASE)
 PAIRWISE_PARAMS = {"temperature": 0, "max_tokens": 128}
@@ -134,13 +133,7 @@ def pairwise(
         return batch([(output, item)], None, lambda: None)[0]
 
     def worst_case(items: list[Item], output_limits: list[int], pool: ModelPool) -> tuple[int, float]:
-        usd = 0.0
-        for item in items:
-            messages = render(production(item), "", item)
-            base = count_tokens(judge.cfg.model, messages)
-            for limit in output_limits:
-                spec = CallSpec(judge.cfg, judge.price, messages, judge.params, input_tokens=base + limit)
-                usd += 2 * pool.worst_case_usd(spec)
-        return 2 * len(items) * len(output_limits), usd
+        rendered = [render(production(item), "", item) for item in items]
+        return judge.worst_case(rendered, output_limits, pool, asks=2)  # both orders
 
     return ScorerParts(score, batch=batch, kind="continuous", check=check, worst_case=worst_case)
