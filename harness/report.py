@@ -618,16 +618,25 @@ def decision_size_lines(sizing: Sizing, gate: GateConfig, n_items: int) -> list[
 
 
 def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None) -> Table:
-    """Min / expected / max cost per variant and in total, before anything is spent."""
-    table = Table(title="estimate (no calls made)", title_justify="left", header_style="bold")
+    """Expected and maximum cost per variant and in total, before anything is spent; it fits 80 columns
+    with every figure whole (names wrap). The minimum (every output empty) is in the estimate's data."""
+    wall = "unknown (no earlier run)" if wall_seconds is None else f"{wall_seconds:,.0f} s"
+    table = Table(
+        title="estimate (no calls made)",
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption=f"wall time {wall}; out /call: the output tokens each call is priced at, and where that comes from",
+        caption_justify="left",
+    )
     for name, justify in (
         ("variant", "left"),
         ("calls", "right"),
         ("cached", "right"),
-        ("input tok", "right"),
-        ("out tok/call", "right"),
+        ("in tok", "right"),
+        ("out /call", "right"),
         ("from", "left"),
-        ("min", "right"),
         ("expected", "right"),
         ("max", "right"),
     ):
@@ -642,19 +651,16 @@ def estimate_table(estimates: list[VariantEstimate], wall_seconds: float | None)
             f"{e.input_tokens:,}",
             out,
             e.output_source,
-            _usd(e.min_usd),
             _usd(e.expected_usd),
             _usd(e.max_usd),
         )
-    wall = "unknown (no earlier run)" if wall_seconds is None else f"{wall_seconds:,.0f} s"
     table.add_row(
         "[bold]total[/]",
         str(sum(e.calls for e in runnable)),
         str(sum(e.cached for e in runnable)),
         f"{sum(e.input_tokens for e in runnable):,}",
         "",
-        f"wall {wall}",
-        _usd(sum(e.min_usd for e in runnable)),
+        "",
         _usd(sum(e.expected_usd for e in runnable)),
         _usd(sum(e.max_usd for e in runnable)),
         style="bold",

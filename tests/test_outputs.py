@@ -74,7 +74,7 @@ def test_terminal_report_json_and_csv_show_the_same_figures(tmp_path: Path, mode
     assert cli("run", str(path), "--no-tracking", "--yes", "-o", str(tmp_path / "r.md"), cwd=tmp_path).returncode == 0
     rows = {r["variant"]: r for r in csv.DictReader((tmp_path / "r.csv").open())}
     report = (tmp_path / "r.md").read_text()
-    terminal = out.stdout
+    terminal = out.stdout.split(": results", 1)[1]  # the results table, not the estimate before it
     metric = doc["metric"]
     ran = [v for v in doc["variants"] if not v["skipped"]]
     assert len(ran) == 2 and {v["variant"] for v in doc["variants"] if v["skipped"]} == {
@@ -204,3 +204,27 @@ def test_the_command_to_paste_is_named_as_harness_was_started(tmp_path: Path, mo
     assert invocation.command() == f"{python} -m harness"
     monkeypatch.setattr(sys, "argv", ["/usr/local/bin/harness", "run"])
     assert invocation.command() == "harness"
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_the_estimate_keeps_every_figure_whole_at_any_width(width: int) -> None:
+    from rich.console import Console
+
+    from harness.estimate import VariantEstimate
+    from harness.report import estimate_table
+
+    estimates = [
+        VariantEstimate(
+            "anthropic/claude-haiku-4-5:detailed", 2000, 13, 1_234_567, 512.0, "max_tokens", 0.5, 12.3456, 20.5, 9.0
+        ),
+        VariantEstimate("local/smollm2-135m:terse", 20, 0, 4471, 64.0, "history", 0.0, 0.000123, 0.000456, 3.0),
+        VariantEstimate("scorer llm_judge", 40, 0, 9000, None, "worst case", 0.0, 0.0012, 0.0049, None),
+    ]
+    console = Console(width=width, record=True, color_system=None)
+    console.print(estimate_table(estimates, None))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= width
+    expected = {f"${v:.6f}" if v < 0.01 else f"${v:,.4f}" for e in estimates for v in (e.expected_usd, e.max_usd)}
+    expected |= {"1,234,567", "4,471", "2000"}
+    for figure in expected:
+        assert figure in text, (figure, text)
