@@ -174,6 +174,24 @@ def _parser() -> argparse.ArgumentParser:
         "--pilot", default=None, metavar="RUN_ID", help="size the gate's decision from this run (default: the newest)"
     )
     estimate.set_defaults(handler="estimate")
+    watch = sub.add_parser(
+        "watch", help="re-decide each experiment's latest run under today's prices, models and deprecations"
+    )
+    watch.add_argument("experiments", type=Path, nargs="*", help="configs (default: every experiments/*.yaml)")
+    _watch_flags(watch)
+    watch.add_argument("--summary", type=Path, default=None, help="write the markdown summary here")
+    watch.add_argument("--json", type=Path, default=None, help="write the findings as JSON (for a scheduled job)")
+    watch.set_defaults(handler="watch")
+    savings = sub.add_parser("savings", help="the portfolio: each experiment's saving per month, with totals")
+    savings.add_argument("experiments", type=Path, nargs="*", help="configs (default: every experiments/*.yaml)")
+    _watch_flags(savings)
+    savings.add_argument("-o", "--output", type=Path, default=None, help="write FILE.json or FILE.md as well")
+    savings.set_defaults(handler="savings")
+    export = sub.add_parser("export", help="stored runs' spend and projected months as FinOps FOCUS 1.2 rows")
+    export.add_argument("run_ids", nargs="*", help="runs (default: every experiment's latest)")
+    export.add_argument("--focus", type=Path, required=True, metavar="FILE.csv", help="the FOCUS CSV to write")
+    export.add_argument("--tracking-uri", default=None)
+    export.set_defaults(handler="export")
     reprice = sub.add_parser("reprice", help="recompute a stored run's costs under current or given prices")
     reprice.add_argument("run_id")
     reprice.add_argument("--prices", type=Path, default=None, help="YAML: model string -> price fields")
@@ -250,6 +268,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     ui.set_defaults(handler="ui")
     return parser
+
+
+def _watch_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--map", type=Path, default=None, help="a newer litellm price map JSON to price with")
+    parser.add_argument("--prices", type=Path, default=None, help="YAML: model string -> price fields")
+    parser.add_argument(
+        "--days", type=int, default=30, help="flag models deprecated within this many days (default 30)"
+    )
 
 
 def _output_flags(parser: argparse.ArgumentParser) -> None:

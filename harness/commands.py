@@ -10,12 +10,14 @@ nowhere else.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,9 +33,11 @@ from harness import __version__, results
 from harness.api import analyze, gate, load_experiment, load_run, reprice, route, run, size_decisions, write_report
 from harness.caches import open_cache
 from harness.config import ConfigError, PolicyConfig, RoutingConfig, load_config
-from harness.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+from harness.exit_codes import EXIT_INCOMPLETE, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE
+from harness.focus import focus_csv, focus_rows
 from harness.gating import publish
 from harness.invocation import command
+from harness.model_map import MAP_ENV, use_map
 from harness.planner import prepare
 from harness.pricing import litellm_version, load_price_file
 from harness.report import (
@@ -46,13 +50,18 @@ from harness.report import (
     policy_table,
     print_run,
 )
+from harness.savings import document as savings_document
+from harness.savings import portfolio, savings_markdown, savings_table
 from harness.scaffold import preview, propose, propose_logs, write_experiment, write_log_experiment
 from harness.secrets import redact_url, scrub
 from harness.spending import show_estimate
 from harness.summary import projected_rate
 from harness.tracking.production import trace_reader
+from harness.tracking.read import run_times
 from harness.tracking.store import experiment_page, find_project_root, stored_run_uri
 from harness.tracking.write import add_policy_runs
+from harness.watch import document as watch_document
+from harness.watch import experiments_with_runs, markdown_summary, watch, watch_lines
 from harness.workflow import RunOptions, RunOutcome
 
 if TYPE_CHECKING:
@@ -427,7 +436,127 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return EXIT_OK  # pragma: no cover - execv does not return
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    with _priced_with(args.map):
+        return _watch(args)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    console = _console()
+    _check_prices(args.prices)
+    watched, without = watch(experiments_with_runs(args.experiments, Path.cwd()), args.prices, args.days)
+    for w in watched:
+        for line in watch_lines(w, args.days):
+            console.print(escape(line), highlight=False)
+    for line in without:
+        console.print(f"[dim]{escape(line)}[/]")
+    _summary(args.summary, markdown_summary(watched, without, args.days))
+    if args.json is not None:
+        args.json.write_text(json.dumps(watch_document(watched, args.days), indent=1) + "\n", encoding="utf-8")
+    alarms = [w.experiment for w in watched if w.alarming(args.days)]
+    if alarms:
+        console.print(escape(f"watch: {len(alarms)} of {len(watched)} decisions need a look: {', '.join(alarms)}"))
+        return EXIT_REGRESSION
+    console.print(f"watch: {len(watched)} decisions checked, none changed")
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _priced_with(path: Path | None) -> Iterator[None]:
+    """`--map FILE` for the length of one command (the API and the tests run several in one process)."""
+    before = os.environ.get(MAP_ENV)
+    _use_map(path)
+    try:
+        yield
+    finally:
+        use_map(Path(before) if before else None)
+
+
+def _use_map(path: Path | None) -> None:
+    """`--map FILE`: a price map in litellm's format, checked before anything is priced with it."""
+    if path is None:
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(
+            "command line", "--map", f"cannot read {path}: {exc}", "give litellm's price map JSON"
+        ) from None
+    if not isinstance(data, dict) or not any(
+        isinstance(v, dict) and "input_cost_per_token" in v for v in data.values()
+    ):
+        raise ConfigError(
+            "command line",
+            "--map",
+            f"{path} is not a price map",
+            "give a file like litellm's model_prices_and_context_window.json",
+        )
+    use_map(path)
+
+
+def _summary(path: Path | None, markdown: str) -> None:
+    """The markdown page: to `--summary FILE`, else appended to `$GITHUB_STEP_SUMMARY` in a GitHub job."""
+    target = path or (Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None)
+    if target is None:
+        return
+    with target.open("a" if path is None else "w", encoding="utf-8") as out:
+        out.write(markdown)
+
+
+def cmd_savings(args: argparse.Namespace) -> int:
+    with _priced_with(args.map):
+        return _savings(args)
+
+
+def _savings(args: argparse.Namespace) -> int:
+    console = _console()
+    _check_output(args.output, "--output", (".json", ".md"))
+    watched, without = watch(experiments_with_runs(args.experiments, Path.cwd()), args.prices, args.days)
+    lines = portfolio(watched, args.days)
+    console.print(savings_table(lines))
+    for line in without:
+        console.print(f"[dim]{escape(line)}[/]")
+    if args.output is not None:
+        text = (
+            json.dumps(savings_document(lines), indent=1) + "\n"
+            if args.output.suffix.lower() == ".json"
+            else savings_markdown(lines)
+        )
+        args.output.write_text(text, encoding="utf-8")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    console = _console()
+    _check_output(args.focus, "--focus", (".csv",))
+    runs = args.run_ids or [w.run_id for w in watch(experiments_with_runs([], Path.cwd()), None, 30)[0]]
+    rows = []
+    for run_id in runs:
+        stored = load_run(run_id, args.tracking_uri)
+        start, end = run_times(stored.uri, stored.run_id)
+        segments = {i.id: i.segment for i in stored.items if i.segment}
+        rebuilt = analyze(stored)
+        rows += focus_rows(
+            stored.run_id,
+            stored.manifest,
+            stored.records,
+            rebuilt.summaries,
+            datetime.fromtimestamp(start / 1000, UTC),
+            datetime.fromtimestamp(end / 1000, UTC),
+            segments,
+        )
+    args.focus.write_text(focus_csv(rows), encoding="utf-8")
+    billed = sum(r["BilledCost"] for r in rows)
+    console.print(
+        escape(f"wrote {len(rows)} FOCUS rows for {len(runs)} runs to {args.focus} (BilledCost ${billed:.6f})")
+    )
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "watch": cmd_watch,
+    "savings": cmd_savings,
+    "export": cmd_export,
     "run": cmd_run,
     "init": cmd_init,
     "estimate": cmd_estimate,

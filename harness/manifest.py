@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.config import AnalysisConfig, DecisionConfig, GateConfig, RoutingConfig, ScorerConfig, TrafficConfig
 from harness.logs import LogFacts
+from harness.model_map import map_provenance
 from harness.pricing import litellm_version
 from harness.secrets import redact_tree
 from harness.summary import VariantInfo
@@ -73,6 +74,10 @@ class RunStatus(BaseModel):
     spent_usd: float = 0.0
     eval_cost_usd: float = 0.0
     budget_exhausted: bool = False
+    estimated_usd: float | None = None
+    """What the estimate before the run expected it to spend (cached calls free), beside `spent_usd`:
+    `watch` and `savings` show the estimate's error over past runs."""
+    estimated_max_usd: float | None = None
     sequential: str = ""
     """How a sequential gate ended (`SequentialOutcome.summary`); empty for a fixed design."""
 
@@ -119,6 +124,8 @@ class RunManifest(BaseModel):
     """The folder scorer options (a judge's rubric) are relative to."""
     harness_version: str = ""
     litellm_version: str = ""
+    price_map: dict[str, str] = Field(default_factory=dict)
+    """The price map the run was priced with: `source` (`bundled`, or the file given) and its `sha256`."""
     status: RunStatus = Field(default_factory=RunStatus)
 
     @model_validator(mode="before")
@@ -187,5 +194,6 @@ class RunManifest(BaseModel):
             project_root=str(experiment.root.resolve()),
             harness_version=version("harness"),
             litellm_version=litellm_version(),
+            price_map=map_provenance(),
             status=status or RunStatus(),
         )

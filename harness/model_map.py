@@ -17,6 +17,7 @@ checks that the answers agree with litellm's for every model of every shipped ex
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from importlib import util
@@ -38,18 +39,55 @@ PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
 """Provider -> the variables litellm's `validate_environment` accepts its key from (any one suffices)."""
 
 
-@functools.cache
-def bundled_map() -> dict[str, dict[str, Any]]:
-    """litellm's bundled price map, as its installed package ships it; {} when it cannot be found."""
+MAP_ENV = "HARNESS_PRICE_MAP"
+"""A price map file in litellm's format to price with instead of the bundled one (`watch --map FILE`:
+a newer map than the installed litellm's, to see what it would change before upgrading)."""
+
+
+def map_path() -> Path | None:
+    """The price map file in use: `HARNESS_PRICE_MAP`, else the one inside the installed litellm."""
+    if os.environ.get(MAP_ENV):
+        return Path(os.environ[MAP_ENV])
+    return bundled_path()
+
+
+def bundled_path() -> Path | None:
+    """The price map inside the installed litellm (what `LITELLM_LOCAL_MODEL_COST_MAP=True` reads)."""
     spec = util.find_spec("litellm")  # finds the package without importing it
     if spec is None or spec.origin is None:
-        return {}
-    path = Path(spec.origin).parent / "model_prices_and_context_window_backup.json"
+        return None
+    return Path(spec.origin).parent / "model_prices_and_context_window_backup.json"
+
+
+@functools.cache
+def bundled_map() -> dict[str, dict[str, Any]]:
+    """The price map in use (`map_path`), as litellm's format has it; {} when it cannot be found."""
+    path = map_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, dict) and k != "sample_spec"}
+
+
+@functools.cache
+def map_provenance() -> dict[str, str]:
+    """Which map priced a run, recorded with it: the file (`bundled` for litellm's own) and its SHA-256,
+    so `watch` can say which prices moved since."""
+
+    path = map_path()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path is not None and path.is_file() else ""
+    return {"source": "bundled" if not os.environ.get(MAP_ENV) else str(path), "sha256": digest}
+
+
+def use_map(path: Path | None) -> None:
+    """Price with the map at `path` from now on (None: the bundled one again)."""
+    if path is None:
+        os.environ.pop(MAP_ENV, None)
+    else:
+        os.environ[MAP_ENV] = str(path.resolve())
+    for cached in (bundled_map, map_provenance, providers):
+        cached.cache_clear()
 
 
 @functools.cache

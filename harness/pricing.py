@@ -238,29 +238,7 @@ class ModelPrice:
                 seen = _FALLBACK[seen]
             return rates.get(seen) or 0.0
 
-        audio_in, image_in = usage.input_audio_tokens, usage.input_image_tokens
-        audio_out, image_out = usage.output_audio_tokens, usage.output_image_tokens
-        created_1h = min(usage.cache_creation_1h_input_tokens, usage.cache_creation_input_tokens)
-        reasoning = min(usage.reasoning_tokens, usage.output_tokens)
-        counts = {
-            "input_cost_per_token": max(
-                usage.input_tokens
-                - usage.cached_input_tokens
-                - usage.cache_creation_input_tokens
-                - audio_in
-                - image_in,
-                0,
-            ),
-            "cache_read_input_token_cost": usage.cached_input_tokens,
-            "cache_creation_input_token_cost": usage.cache_creation_input_tokens - created_1h,
-            "cache_creation_input_token_cost_above_1hr": created_1h,
-            "input_cost_per_audio_token": audio_in,
-            "input_cost_per_image_token": image_in,
-            "output_cost_per_token": max(usage.output_tokens - reasoning - audio_out - image_out, 0),
-            "output_cost_per_reasoning_token": reasoning,
-            "output_cost_per_audio_token": audio_out,
-            "output_cost_per_image_token": image_out,
-        }
+        counts = token_counts(usage)
         lines = {base: n * rate(base) for base, n in counts.items() if n}
         unpriced += [name for base, name in _MUST_BE_PRICED.items() if counts[base] and rates.get(base) is None]
         hourly = latency_s / 3600.0 * self.usd_per_hour
@@ -271,6 +249,28 @@ class ModelPrice:
     def cost(self, usage: Usage, latency_s: float = 0.0, tier: str | None = None) -> float:
         """The bill for one call, in USD."""
         return self.bill(usage, latency_s, tier).total
+
+
+def token_counts(usage: Usage) -> dict[str, int]:
+    """A call's tokens by the price field that bills them, each token counted once (cached input is not
+    also plain input; reasoning is not also plain output): what a bill and a FOCUS row are made of."""
+    audio_in, image_in = usage.input_audio_tokens, usage.input_image_tokens
+    audio_out, image_out = usage.output_audio_tokens, usage.output_image_tokens
+    created_1h = min(usage.cache_creation_1h_input_tokens, usage.cache_creation_input_tokens)
+    reasoning = min(usage.reasoning_tokens, usage.output_tokens)
+    plain_in = usage.input_tokens - usage.cached_input_tokens - usage.cache_creation_input_tokens - audio_in - image_in
+    return {
+        "input_cost_per_token": max(plain_in, 0),
+        "cache_read_input_token_cost": usage.cached_input_tokens,
+        "cache_creation_input_token_cost": usage.cache_creation_input_tokens - created_1h,
+        "cache_creation_input_token_cost_above_1hr": created_1h,
+        "input_cost_per_audio_token": audio_in,
+        "input_cost_per_image_token": image_in,
+        "output_cost_per_token": max(usage.output_tokens - reasoning - audio_out - image_out, 0),
+        "output_cost_per_reasoning_token": reasoning,
+        "output_cost_per_audio_token": audio_out,
+        "output_cost_per_image_token": image_out,
+    }
 
 
 REPORTED_COST_TOLERANCE = 0.01

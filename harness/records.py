@@ -73,6 +73,8 @@ class Record(BaseModel):
     """Calls made for this record, retries included."""
     error: RecordError | None = None
     cache_hit: bool = False
+    replayed: bool = False
+    """The answer is a production log's (the `production` variant): nothing was called or paid for it now."""
     scores: dict[str, float | None] = Field(default_factory=dict)
     """Scorer name to value; None where the item errored and could not be scored."""
     eval_cost_usd: float = 0.0
@@ -81,6 +83,11 @@ class Record(BaseModel):
     """Scorer name to the reason it could not score this output."""
     rationales: dict[str, str] = Field(default_factory=dict)
     """Scorer name to why it gave its value (a judge's reply, trimmed); logged with the score in MLflow."""
+
+    @property
+    def paid_now(self) -> bool:
+        """Whether this invocation paid for the call: neither served from the cache nor replayed from a log."""
+        return not (self.cache_hit or self.replayed)
 
     @property
     def ok(self) -> bool:

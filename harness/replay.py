@@ -102,5 +102,6 @@ def replayed_record(item: Item, messages: Messages, prices: dict[str, ModelPrice
         reported_cost_source="" if spend is None else "the log's spend",
         price_notes=notes,
         latency_s=latency,
+        replayed=True,
         error=None if output is not None else RecordError(type="EmptyResponse", message="the log has no answer"),
     )

@@ -171,7 +171,7 @@ def _summarize_variant(
     summary.retries = sum(max(r.attempts - 1, 0) for r in records)
     summary.n_cache_hits = sum(r.cache_hit for r in records)
     summary.eval_cost_usd = sum(r.eval_cost_usd for r in records)
-    summary.spent_usd = sum(r.cost_usd for r in records if not r.cache_hit)
+    summary.spent_usd = sum(r.cost_usd for r in records if r.paid_now)
     summary.mean_prompt_tokens_estimate = float(np.mean([r.prompt_tokens_estimate for r in records]))
     if ok:
         summary.mean_input_tokens = float(np.mean([r.usage.input_tokens for r in ok]))

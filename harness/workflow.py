@@ -298,6 +298,8 @@ def _execute(
         spent_usd=pool.budget.spent,
         eval_cost_usd=sum(r.eval_cost_usd for r in records),
         budget_exhausted=pool.budget.exhausted,
+        estimated_usd=sum(e.expected_usd for e in estimates),
+        estimated_max_usd=sum(e.max_usd for e in estimates),
         sequential=sequential.summary() if sequential is not None else "",
     )
     if status.budget_exhausted:

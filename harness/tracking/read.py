@@ -129,3 +129,33 @@ def pilot_run(plan: Plan, baseline: str | None, candidates: set[str]) -> str | N
         if (baseline in names and names & candidates) or (baseline is None and len(names & candidates) >= 2):
             return parent.info.run_id
     return None
+
+
+@dataclass(frozen=True)
+class LatestRun:
+    """An experiment's newest finished run in a store."""
+
+    run_id: str
+    started_ms: int
+
+
+def latest_run(uri: str, experiment: str) -> LatestRun | None:
+    """The newest parent run of `experiment` in the store that finished its calls (a budget-capped or
+    interrupted one decides nothing), or None when it has none."""
+    client = open_store(uri).MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string="tags.`harness.kind` = 'experiment' and tags.`harness.status` = 'finished'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return LatestRun(runs[0].info.run_id, int(runs[0].info.start_time)) if runs else None
+
+
+def run_times(uri: str, run_id: str) -> tuple[int, int]:
+    """A run's start and end (epoch ms; the end is the start for a run that never ended)."""
+    info = open_store(uri).MlflowClient().get_run(run_id).info
+    return int(info.start_time), int(info.end_time or info.start_time)

@@ -88,9 +88,10 @@ def _build(
     output = None if record.output is None else scrub(record.output)
     usage = _usage(record)
     # what this call spent and consumed, which the Overview's charts sum over every run of the experiment:
-    # a re-run served from the cache adds no dollars and no tokens there; its tokens stay in `harness.usage`
-    cost = {"total_cost": 0.0 if record.cache_hit else record.cost_usd}
-    billed = dict.fromkeys(usage, 0) if record.cache_hit else usage
+    # a re-run served from the cache (or an answer replayed from a production log) adds no dollars and no
+    # tokens there; its tokens stay in `harness.usage`
+    cost = {"total_cost": record.cost_usd if record.paid_now else 0.0}
+    billed = usage if record.paid_now else dict.fromkeys(usage, 0)
     duration_ms = max(1, round(record.latency_s * 1000))
     name = record.item_id if plan.experiment.epochs == 1 else f"{record.item_id}#{record.sample}"
     name, item_id, variant_name = name[:NAME_CHARS], record.item_id[:NAME_CHARS], variant.name[:NAME_CHARS]
