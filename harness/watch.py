@@ -21,7 +21,7 @@ from harness.model_map import bundled_map, map_entry, map_provenance, provider_o
 from harness.pricing import ModelPrice, litellm_version, map_price
 from harness.rebuild import Rebuilt
 from harness.records import Record
-from harness.tracking.read import StoredRun, latest_run
+from harness.tracking.read import StoredRun, estimate_errors, latest_run
 from harness.tracking.store import tracking_uri
 
 EXIT_UNCHANGED, EXIT_CHANGED = 0, 1
@@ -74,6 +74,8 @@ class Watched:
     cheaper: list[Cheaper] = field(default_factory=list)
     estimate_error: float | None = None
     """(spent - estimated) / estimated for the run, when it estimated a spend above $0."""
+    estimate_errors: list[float] = field(default_factory=list)
+    """The same over the experiment's recent runs, newest first: how far its estimates are to be trusted."""
 
     @property
     def recommended_before(self) -> str | None:
@@ -122,7 +124,9 @@ def watch(
             without.append(f"{path}: no finished run of '{experiment.name}' in {uri}")
             continue
         stored = load_run(latest.run_id, uri)
-        watched.append(_watch_one(path, stored, latest.started_ms, prices, days, today))
+        found = _watch_one(path, stored, latest.started_ms, prices, days, today)
+        found.estimate_errors = estimate_errors(uri, experiment.name)
+        watched.append(found)
     return watched, without
 
 
@@ -267,6 +271,13 @@ def watch_lines(w: Watched, days: int) -> list[str]:
         lines += [f"    - {c.model}" for c in w.cheaper]
     if w.estimate_error is not None:
         lines.append(f"  the run's estimate was {w.estimate_error:+.0%} off what it spent")
+    if len(w.estimate_errors) > 1:
+        errors = w.estimate_errors
+        mean_abs = sum(abs(e) for e in errors) / len(errors)
+        lines.append(
+            f"  over its last {len(errors)} runs the estimate was off by {mean_abs:.0%} on average "
+            f"(from {min(errors):+.0%} to {max(errors):+.0%})"
+        )
     return lines
 
 
@@ -308,6 +319,7 @@ def document(watched: list[Watched], days: int) -> dict[str, object]:
                 ],
                 "cheaper": [{"model": c.model, "usd_per_item": c.usd_per_item} for c in w.cheaper],
                 "estimate_error": w.estimate_error,
+                "estimate_errors": w.estimate_errors,
             }
             for w in watched
         ],

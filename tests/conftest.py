@@ -45,9 +45,10 @@ def model_server() -> Iterator[FakeModelServer]:
     server.stop()
 
 
-SHARED_FIXTURE_MODULES = {"tests/test_ui_browser.py", "tests/test_postgres_tracking.py"}
+SHARED_FIXTURE_MODULES = {"tests/test_ui_browser.py", "tests/test_postgres_tracking.py", "tests/test_watch.py"}
 """Modules whose module fixture is a whole system (a tracked run and an MLflow server to browse, a
-PostgreSQL cluster): each is sent to one worker as a unit, so the fixture is built once, not per worker."""
+PostgreSQL cluster, stored runs to watch): each is sent to one worker as a unit, so the fixture is built
+once, not per worker."""
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -202,3 +202,18 @@ def test_the_scheduled_workflow_parses_and_runs_commands_that_exist() -> None:
     commands = re.findall(r"-m harness (\w+)", " ".join(s.get("run", "") for s in steps))
     assert "watch" in commands and "gate" in commands
     assert set(commands) <= set(COMMANDS)
+
+
+def test_the_estimates_error_over_recent_runs(project: Project) -> None:
+    """Each run keeps its estimate beside its spend; watch reads them over the recent runs (last here:
+    it adds a run, the latest, with the same decision)."""
+    again = harness(project, "run", str(project.config), "--yes", "--refresh")
+    assert again.returncode == 0, again.stdout + again.stderr
+    same = map_copy(project.root, "same3", {})
+    done = harness(project, "watch", str(project.config), "--map", str(same), "--json", "watch.json")
+    assert done.returncode == 0
+    doc = json.loads((project.root / "watch.json").read_text())
+    (found,) = doc["experiments"]
+    assert len(found["estimate_errors"]) == 2 and found["estimate_error"] == found["estimate_errors"][0]
+    assert all(-1 < e < 1 for e in found["estimate_errors"])
+    assert "over its last 2 runs the estimate was off by" in " ".join(done.stdout.split())

@@ -155,6 +155,30 @@ def latest_run(uri: str, experiment: str) -> LatestRun | None:
     return LatestRun(runs[0].info.run_id, int(runs[0].info.start_time)) if runs else None
 
 
+def estimate_errors(uri: str, experiment: str, runs: int = 20) -> list[float]:
+    """(spent - estimated) / estimated over the experiment's newest `runs` runs that estimated a spend
+    above $0 (their parent runs' tags; runs logged before estimates were kept have none)."""
+    client = open_store(uri).MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    out = []
+    for run in client.search_runs(
+        [found.experiment_id],
+        filter_string="tags.`harness.kind` = 'experiment'",
+        order_by=["attributes.start_time DESC"],
+        max_results=runs,
+    ):
+        tags = run.data.tags
+        try:
+            estimated, spent = float(tags["harness.estimated_usd"]), float(tags["harness.spent_usd"])
+        except (KeyError, ValueError):
+            continue
+        if estimated > 0:
+            out.append((spent - estimated) / estimated)
+    return out
+
+
 def run_times(uri: str, run_id: str) -> tuple[int, int]:
     """A run's start and end (epoch ms; the end is the start for a run that never ended)."""
     info = open_store(uri).MlflowClient().get_run(run_id).info

@@ -208,6 +208,8 @@ def _run_counters(
                 "harness.calls_not_run": status.calls_not_run,
             }
         )
+        if status.estimated_usd is not None:
+            counters["harness.estimated_usd"] = status.estimated_usd
     if analysis is not None:
         counters.update({f"harness.agreement.{a.first}.{a.second}": a.rho for a in analysis.agreement})
         if analysis.sequential is not None:
