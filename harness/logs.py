@@ -313,7 +313,9 @@ def _messages(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, dict) and "messages" in value:
         value = value["messages"]
     if not isinstance(value, list) or not value:
-        raise BadLine("no messages (a proxy that does not store prompts logs none)")
+        raise BadLine(
+            "no messages (litellm's proxy stores them only with general_settings: {store_prompts_in_spend_logs: true})"
+        )
     out = []
     for m in value:
         if not isinstance(m, dict) or "role" not in m:
