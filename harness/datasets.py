@@ -108,6 +108,7 @@ def _log_items(experiment: Experiment, traces: TraceReader | None) -> EvalSet:
     path = experiment.project_file(logs.path, "dataset.logs.path") if logs.path else None
     sampled = read_log(logs, path, experiment.source_path, traces)
     items = []
+    seen: set[str] = set()
     for number, call, segment, weight in sampled.calls:
         last_user = next((m["content"] for m in reversed(call.messages) if m["role"] == "user"), "")
         fields = {
@@ -123,6 +124,9 @@ def _log_items(experiment: Experiment, traces: TraceReader | None) -> EvalSet:
             "tags": call.tags,
         }
         item_id = call.call_id or f"line-{number}"
+        if item_id in seen:  # a log that repeats an id (a retry logged twice) still names each call once
+            item_id = f"{item_id}@line-{number}"
+        seen.add(item_id)
         reference = call.output or None
         items.append(
             Item(
@@ -134,7 +138,6 @@ def _log_items(experiment: Experiment, traces: TraceReader | None) -> EvalSet:
                 segment=segment,
             )
         )
-    _check_unique_ids(items, experiment.dataset, experiment.source_path)
     fingerprint = dataset_fingerprint(item.fields for item in items)
     source = str(logs.path) if logs.path else f"mlflow:{logs.mlflow.experiment if logs.mlflow else ''}"
     return EvalSet(items=items, fingerprint=fingerprint, source=source, log=sampled.facts(source))

@@ -475,3 +475,14 @@ def test_a_stored_replay_run_rebuilds_the_same_weighted_figures_and_projection(
     for s in rebuilt.summaries:
         assert s.cost_per_item_usd == pytest.approx(by_live[s.variant].cost_per_item_usd)
         assert s.monthly_cost_usd == pytest.approx(by_live[s.variant].monthly_cost_usd)
+
+
+def test_repeated_call_ids_and_a_single_call_still_replay(tmp_path: Path, model_server: FakeModelServer) -> None:
+    lines = [openai_line(0, "a", START), openai_line(0, "a", START + 60)]  # one id logged twice
+    path = log_project(tmp_path, lines, {}, [fake_model(model_server, name="c", price=CHEAP)])
+    outcome = quiet_run(path)
+    assert sorted(i.id for i in outcome.plan.eval_set.items) == ["call-0", "call-0@line-2"]
+    single = log_project(tmp_path / "one", lines[:1], {}, [fake_model(model_server, name="c", price=CHEAP)])
+    alone = quiet_run(single)
+    assert [r.variant for r in alone.records] == ["production", "openai/c:as_logged"]
+    assert alone.analysis.recommendation is not None
