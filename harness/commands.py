@@ -444,12 +444,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     console = _console()
     _check_prices(args.prices)
-    watched, without = watch(experiments_with_runs(args.experiments, Path.cwd()), args.prices, args.days)
+    found = watch(experiments_with_runs(args.experiments, Path.cwd()), args.prices, args.days)
+    watched, without = found.watched, found.without + found.failed
     for w in watched:
         for line in watch_lines(w, args.days):
             console.print(escape(line), highlight=False)
-    for line in without:
+    for line in found.without:
         console.print(f"[dim]{escape(line)}[/]")
+    for line in found.failed:
+        console.print(f"[bold red]{escape(line)}[/]")
     _summary(args.summary, markdown_summary(watched, without, args.days))
     if args.json is not None:
         args.json.write_text(json.dumps(watch_document(watched, args.days), indent=1) + "\n", encoding="utf-8")
@@ -457,6 +460,9 @@ def _watch(args: argparse.Namespace) -> int:
     if alarms:
         console.print(escape(f"watch: {len(alarms)} of {len(watched)} decisions need a look: {', '.join(alarms)}"))
         return EXIT_REGRESSION
+    if found.failed:
+        console.print(f"watch: {len(found.failed)} stores could not be read; {len(watched)} decisions checked")
+        return EXIT_INCOMPLETE
     console.print(f"watch: {len(watched)} decisions checked, none changed")
     return EXIT_OK
 
@@ -511,10 +517,10 @@ def cmd_savings(args: argparse.Namespace) -> int:
 def _savings(args: argparse.Namespace) -> int:
     console = _console()
     _check_output(args.output, "--output", (".json", ".md"))
-    watched, without = watch(experiments_with_runs(args.experiments, Path.cwd()), args.prices, args.days)
-    lines = portfolio(watched, args.days)
+    found = watch(experiments_with_runs(args.experiments, Path.cwd()), args.prices, args.days)
+    lines = portfolio(found.watched, args.days)
     console.print(savings_table(lines))
-    for line in without:
+    for line in found.without + found.failed:
         console.print(f"[dim]{escape(line)}[/]")
     if args.output is not None:
         text = (
@@ -529,7 +535,7 @@ def _savings(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     console = _console()
     _check_output(args.focus, "--focus", (".csv",))
-    runs = args.run_ids or [w.run_id for w in watch(experiments_with_runs([], Path.cwd()), None, 30)[0]]
+    runs = args.run_ids or [w.run_id for w in watch(experiments_with_runs([], Path.cwd()), None, 30).watched]
     rows = []
     for run_id in runs:
         stored = load_run(run_id, args.tracking_uri)

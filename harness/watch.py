@@ -21,6 +21,7 @@ from harness.model_map import bundled_map, map_entry, map_provenance, provider_o
 from harness.pricing import ModelPrice, litellm_version, map_price
 from harness.rebuild import Rebuilt
 from harness.records import Record
+from harness.secrets import redact_url, scrub
 from harness.tracking.read import StoredRun, estimate_errors, latest_run
 from harness.tracking.store import tracking_uri
 
@@ -108,18 +109,37 @@ def experiments_with_runs(paths: list[Path], root: Path) -> list[tuple[Path, Exp
     return [(path, load_config(path)) for path in configs]
 
 
-def watch(
-    configs: list[tuple[Path, Experiment]], prices: Path | None, days: int, today: date | None = None
-) -> tuple[list[Watched], list[str]]:
-    """Every experiment's latest run re-decided; and the configs that have no stored run, one line each."""
+@dataclass
+class Watch:
+    """What `watch` found: the decisions re-decided, the configs with no stored run, and the stores it
+    could not read (a finding of its own: the job did not check those)."""
+
+    watched: list[Watched]
+    without: list[str]
+    failed: list[str]
+
+
+def watch(configs: list[tuple[Path, Experiment]], prices: Path | None, days: int, today: date | None = None) -> Watch:
+    """Every experiment's latest run re-decided; the configs that have no stored run and the stores that
+    could not be read, one line each."""
     today = today or datetime.now(UTC).date()
-    watched, without = [], []
+    watched: list[Watched] = []
+    without: list[str] = []
+    failed: list[str] = []
     for path, experiment in configs:
         uri = tracking_uri(experiment)
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
             without.append(f"{path}: no stored run (no store at {uri})")
             continue
-        latest = latest_run(uri, experiment.name)
+        down = _unreachable(uri)
+        if down:
+            failed.append(f"{path}: cannot reach {redact_url(uri)} ({down})")
+            continue
+        try:
+            latest = latest_run(uri, experiment.name)
+        except Exception as exc:  # a server that is down: say so and watch the others
+            failed.append(f"{path}: cannot read {redact_url(uri)}: {scrub(str(exc)).splitlines()[0][:200]}")
+            continue
         if latest is None:
             without.append(f"{path}: no finished run of '{experiment.name}' in {uri}")
             continue
@@ -127,7 +147,25 @@ def watch(
         found = _watch_one(path, stored, latest.started_ms, prices, days, today)
         found.estimate_errors = estimate_errors(uri, experiment.name)
         watched.append(found)
-    return watched, without
+    return Watch(watched, without, failed)
+
+
+def _unreachable(uri: str) -> str:
+    """Why a tracking server does not answer its health check within seconds ("" when it does, or for a
+    database store): MLflow's own client retries a dead server for minutes, and a weekly job watching ten
+    experiments should say so and go on to the others."""
+    if not uri.startswith(("http://", "https://")):
+        return ""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S):
+            return ""
+    except OSError as exc:
+        return str(getattr(exc, "reason", exc))[:200]
+
+
+HEALTH_TIMEOUT_S = 10
 
 
 def _watch_one(path: Path, stored: StoredRun, started_ms: int, prices: Path | None, days: int, today: date) -> Watched:

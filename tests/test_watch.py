@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from harness.focus import COLUMNS
-from harness.model_map import bundled_path
+from harness.model_map import MAP_ENV, bundled_path
 from tests.conftest import REPO, base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer, Usage
 from tests.test_cli import in_process
@@ -217,3 +217,19 @@ def test_the_estimates_error_over_recent_runs(project: Project) -> None:
     assert len(found["estimate_errors"]) == 2 and found["estimate_error"] == found["estimate_errors"][0]
     assert all(-1 < e < 1 for e in found["estimate_errors"])
     assert "over its last 2 runs the estimate was off by" in " ".join(done.stdout.split())
+
+
+def test_a_store_that_cannot_be_reached_is_said_and_the_others_are_watched(project: Project) -> None:
+    """A weekly job over many experiments: a dead tracking server is a line and exit 4, not minutes of
+    MLflow's retries; the experiments whose store answers are still watched."""
+    other = project.root / "experiments" / "elsewhere.yaml"
+    config = yaml.safe_load(project.config.read_text())
+    config.update(name="elsewhere", tracking_uri="http://127.0.0.1:9")
+    other.write_text(yaml.safe_dump(config))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv(MAP_ENV, raising=False)
+        done = in_process(["watch", str(other)], project.root)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "cannot reach http://127.0.0.1:9" in done.stdout and "1 stores could not be read" in done.stdout
+    other.unlink()
