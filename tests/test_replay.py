@@ -499,19 +499,24 @@ def test_mlflow_shows_the_production_variant_and_the_month_on_the_mix(
     logs = {"segment_by": "feature", "sample": 7, "since": "2026-11-01", "until": "2026-11-03"}
     path = log_project(tmp_path, two_segments(), logs, [fake_model(model_server, name="cheap", price=CHEAP)])
     live = harness_run(load_config(path), RunOptions(assume_yes=True, quiet=True))
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    parent = client.get_run(live.run_id)
-    note = parent.data.tags["mlflow.note.content"]
-    assert "on the log's mix: production" in note and "a: " in note and "b: " in note
-    children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{live.run_id}'"
-    )
-    production = next(c for c in children if c.info.run_name == "production")
-    assert production.data.params["model"] == "gpt-4o-mini"
-    assert production.data.metrics["spent_usd"] == 0.0  # replayed: nothing paid now
-    assert production.data.metrics["cost_per_item_usd"] > 0  # but priced at today's prices
-    traces = mlflow.search_traces(
-        locations=[parent.info.experiment_id], run_id=production.info.run_id, return_type="list"
-    )
-    assert len(traces) == 7
-    assert all(json.loads(t.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == 0.0 for t in traces)
+    before = mlflow.get_tracking_uri()
+    try:
+        mlflow.set_tracking_uri(uri)  # search_traces reads the global URI (an earlier test may have set another)
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        parent = client.get_run(live.run_id)
+        note = parent.data.tags["mlflow.note.content"]
+        assert "on the log's mix: production" in note and "a: " in note and "b: " in note
+        children = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{live.run_id}'"
+        )
+        production = next(c for c in children if c.info.run_name == "production")
+        assert production.data.params["model"] == "gpt-4o-mini"
+        assert production.data.metrics["spent_usd"] == 0.0  # replayed: nothing paid now
+        assert production.data.metrics["cost_per_item_usd"] > 0  # but priced at today's prices
+        traces = mlflow.search_traces(
+            locations=[parent.info.experiment_id], run_id=production.info.run_id, return_type="list"
+        )
+        assert len(traces) == 7
+        assert all(json.loads(t.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == 0.0 for t in traces)
+    finally:
+        mlflow.set_tracking_uri(before)
