@@ -194,8 +194,11 @@ def analyze_records(
     by_name = {s.variant: s for s in ran}
     stuck = floor_or_ceiling(records, names, metric)
     result.pairwise = pairwise_tally(records, metric)
+    same = same_answers(records, result.baseline, names)
     for name in names:
-        result.verdicts[name] = _verdict(name, result, by_name, gate, stuck)
+        # a candidate that gave the baseline's answer on every item is as good by construction, whatever
+        # the metric can tell (a replayed production answer scored against itself, an easy eval)
+        result.verdicts[name] = _verdict(name, result, by_name, gate, None if name in same else stuck)
     result.unequal = _unequal(ran)
     _add_cost_of_more_items(result, records, names, len(item_ids))
     if stuck is not None:
@@ -256,6 +259,25 @@ def scorer_agreement(records: list[Record], metrics: list[str]) -> list[Agreemen
 MAX_POSITION_SHARE = 0.5
 """A pairwise judge that picks by position in more than this share of pairs cannot pass a candidate: its
 ties (both orders disagreeing) would otherwise read as "as good"."""
+
+
+def same_answers(records: list[Record], baseline: str, names: list[str]) -> set[str]:
+    """The candidates whose every answer is the baseline's answer to the same item and sample."""
+    answers: dict[str, dict[tuple[str, int], str | None]] = {}
+    for r in records:
+        answers.setdefault(r.variant, {})[(r.item_id, r.sample)] = r.output if r.error is None else None
+    base = answers.get(baseline, {})
+    return {
+        name
+        for name in names
+        if name != baseline
+        and answers.get(name)
+        and answers[name].keys() == base.keys()
+        and all(
+            v is not None and v.strip() == (base[k] or "").strip() and base[k] is not None
+            for k, v in answers[name].items()
+        )
+    }
 
 
 def pairwise_tally(records: list[Record], metric: str) -> dict[str, dict[str, int]]:

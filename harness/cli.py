@@ -39,6 +39,9 @@ def _quiet_teardown() -> None:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
+    # quiet from the moment the signal lands: asyncio collects the calls it cuts short while the loop
+    # winds down, before the exception reaches `main`
+    _quiet_teardown()
     raise Terminated()
 
 

@@ -520,3 +520,24 @@ def test_mlflow_shows_the_production_variant_and_the_month_on_the_mix(
         assert all(json.loads(t.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == 0.0 for t in traces)
     finally:
         mlflow.set_tracking_uri(before)
+
+
+@pytest.mark.parametrize("scorer", ["rouge", "pairwise"])
+def test_a_candidate_answering_as_production_did_passes(
+    tmp_path: Path, model_server: FakeModelServer, scorer: str
+) -> None:
+    """Every answer the same as production's: as good by construction, though every score is the same
+    (rouge 1 against production's own answer, or a pairwise tie without a judge call)."""
+    model_server.answer = lambda request: "answer " + request["messages"][-1]["content"].split()[-1]
+    lines = [openai_line(i, "a", START + i * 60) for i in range(40)]
+    judge = {"model": "openai/judge", "api_base": model_server.url, "price": CHEAP}
+    scorers = ["rouge"] if scorer == "rouge" else [{"pairwise": {"model": judge}}]
+    gate = {"metric": scorer, "margin": 0.1}
+    path = log_project(
+        tmp_path, lines, {}, [fake_model(model_server, name="cheap", price=CHEAP)], scorers=scorers, gate=gate
+    )
+    outcome = quiet_run(path)
+    assert outcome.analysis.verdicts["openai/cheap:as_logged"].status == "pass"
+    assert outcome.analysis.recommendation is not None
+    assert outcome.analysis.recommendation.variant == "openai/cheap:as_logged"
+    assert not any(r["model"] == "judge" for r in model_server.requests)

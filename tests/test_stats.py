@@ -106,7 +106,9 @@ def test_pareto_front_and_recommendation() -> None:
 def _records(name: str, values: np.ndarray) -> list[Record]:
     """Copies of one validated record: the simulations below build hundreds of thousands, and validating
     each was 40% of their time."""
-    one = Record(variant=name, item_id="0", model="m", prompt="p", prompt_hash="h", output="x", scores={})
+    one = Record(
+        variant=name, item_id="0", model="m", prompt="p", prompt_hash="h", output=f"an answer of {name}", scores={}
+    )
     return [one.model_copy(update={"item_id": str(i), "scores": {"q": float(v)}}) for i, v in enumerate(values)]
 
 
