@@ -26,7 +26,7 @@ from typing import Any
 from harness.config import ConfigError, inside_project
 from harness.datasets import Item
 from harness.pool import ModelPool
-from harness.prompts import Messages, load_template, render_checked
+from harness.prompts import Messages, PromptTemplate, load_template, make_environment, render_checked
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
 from harness.scorers.text import references
@@ -51,6 +51,20 @@ def parse_score(reply: str, scale: tuple[float, float] | None) -> float | None:
     return (value - low) / (high - low) if low <= value <= high else None
 
 
+def load_rubric(rubric: str, root: Path | None, default: str | None = None) -> PromptTemplate:
+    """A judge's rubric: the project's file at `rubric` (inside the project), or the `default` text when
+    `rubric` is empty; a missing or unsafe file is a ValueError the registry names as the option's."""
+    try:
+        if not rubric and default is not None:
+            return PromptTemplate(
+                "rubric", Path("rubric"), default, make_environment(root or Path.cwd()).from_string(default)
+            )
+        path = inside_project(rubric, root or Path.cwd(), "rubric", "rubric")
+        return load_template("rubric", path, path, "rubric")
+    except ConfigError as exc:
+        raise ValueError(f"rubric: {exc.problem}") from None
+
+
 @scorer("llm_judge")
 def llm_judge(
     model: str | dict[str, Any],
@@ -70,11 +84,7 @@ def llm_judge(
         bounds = (float(scale[0]), float(scale[1]))
     else:
         raise ValueError(f"scale must be [low, high] or pass_fail, not {scale!r}")
-    try:
-        path = inside_project(rubric, root or Path.cwd(), "rubric", "rubric")
-        template = load_template("rubric", path, path, "rubric")
-    except ConfigError as exc:
-        raise ValueError(f"rubric: {exc.problem}") from None
+    template = load_rubric(rubric, root)
     judge = ScorerModel.from_option(model, {**JUDGE_PARAMS, **(params or {})}, concurrency)
 
     def render(output: str, item: Item) -> Messages:

@@ -16,13 +16,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, inside_project
+from harness.config import ConfigError
 from harness.datasets import PRODUCTION_OUTPUT, Item
 from harness.pool import ModelPool
-from harness.prompts import Messages, PromptTemplate, load_template, make_environment, render_checked
+from harness.prompts import Messages, render_checked
 from harness.records import PAIRWISE_RATIONALE
 from harness.scorers._model import ScorerModel
 from harness.scorers._registry import Scored, ScorerParts, scorer
+from harness.scorers.judge import load_rubric
 
 VERDICT = re.compile(r"verdict\s*[:=]\s*\**\s*(A|B|TIE)\b", re.IGNORECASE)
 PAIRWISE_PARAMS = {"temperature": 0, "max_tokens": 128}
@@ -72,16 +73,7 @@ def pairwise(
     root: Path | None = None,
 ) -> ScorerParts:
     """A judge prefers the answer or production's, in both orders. Example: `pairwise: {model: openai/gpt-4o}`."""
-    try:
-        if rubric is None:
-            template = PromptTemplate(
-                "rubric", Path("pairwise"), RUBRIC, make_environment(root or Path.cwd()).from_string(RUBRIC)
-            )
-        else:
-            path = inside_project(rubric, root or Path.cwd(), "rubric", "rubric")
-            template = load_template("rubric", path, path, "rubric")
-    except ConfigError as exc:
-        raise ValueError(f"rubric: {exc.problem}") from None
+    template = load_rubric(rubric or "", root, default=RUBRIC)
     judge = ScorerModel.from_option(model, {**PAIRWISE_PARAMS, **(params or {})}, concurrency)
 
     def production(item: Item) -> str:
