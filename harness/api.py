@@ -44,13 +44,17 @@ if TYPE_CHECKING:
     from harness.plan import Plan
 
 
-def load_experiment(config: Experiment | str | Path, limit: int | None = None) -> Experiment:
-    """An experiment from a YAML path (or as given), with `limit` items at most when set.
+def load_experiment(config: Experiment | str | Path, limit: int | None = None, batch: bool = False) -> Experiment:
+    """An experiment from a YAML path (or as given), with `limit` items at most when set, and every call
+    bought through the providers' Batch APIs with `batch` (`--batch`; a model's own `execution` stays).
 
     `limit` follows the schema's rule for `dataset.limit` (a positive whole number): 0 or a negative
     number is a usage error, never "the whole dataset" or "all but two".
     """
     experiment = config if isinstance(config, Experiment) else load_config(config)
+    if batch:
+        execution = experiment.execution.model_copy(update={"mode": "batch"})
+        experiment = experiment.model_copy(update={"execution": execution})
     if limit is None:
         return experiment
     from pydantic import ValidationError
@@ -73,7 +77,7 @@ def run(
     """Run every variant of an experiment: validate, estimate, call (cache first, within budget), score,
     analyse, print to `console` (stderr by default) and track in MLflow. See `RunOutcome.exit_code`."""
     options = options or RunOptions()
-    session = prepare_tracked(load_experiment(experiment, limit), options, strict=options.strict)
+    session = prepare_tracked(load_experiment(experiment, limit, options.batch), options, strict=options.strict)
     if options.only:
         try:
             session = session.select(_only(session.plan, options.only), strict=options.strict)
@@ -206,7 +210,7 @@ def gate(
     fixed design, None as the config says."""
 
     options = options or RunOptions(strict=True)
-    loaded = load_experiment(experiment, limit)
+    loaded = load_experiment(experiment, limit, options.batch)
     configured = loaded.gate.sequential
     if sequential is not None:
         configured = (configured or SequentialConfig()) if sequential else None

@@ -173,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     estimate.add_argument("config", type=Path)
     estimate.add_argument("--limit", type=int, default=None)
     estimate.add_argument("--no-cache", action="store_true", help="count cached calls as new")
+    _batch_flag(estimate)
     estimate.add_argument(
         "--pilot", default=None, metavar="RUN_ID", help="size the gate's decision from this run (default: the newest)"
     )
@@ -304,8 +305,17 @@ def _shard_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _batch_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batch",
+        action="store_true",
+        help="buy the calls through the providers' Batch APIs: batch prices, results within 24 h, resumable",
+    )
+
+
 def _spending_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     parser.add_argument("--refresh", action="store_true", help="call the models again and overwrite the cache")
     parser.add_argument("--max-usd", type=float, default=None, help="hard spending cap for this invocation")
+    _batch_flag(parser)
     parser.add_argument("--yes", action="store_true", help="do not ask before spending above the threshold")

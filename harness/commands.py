@@ -99,6 +99,7 @@ def _options(args: argparse.Namespace, strict: bool) -> RunOptions:
         use_cache=not args.no_cache,
         refresh=args.refresh,
         max_usd=args.max_usd,
+        batch=getattr(args, "batch", False),
         assume_yes=args.yes,
         confirm=_ask if sys.stdin.isatty() else None,
         background_logging=_background_logging(getattr(args, "background_logging", False)),
@@ -256,7 +257,7 @@ def _names(scorers: list[Any]) -> list[str]:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     console = _console()
-    experiment = load_experiment(args.config, args.limit)
+    experiment = load_experiment(args.config, args.limit, args.batch)
     plan = prepare(experiment, traces=trace_reader(experiment.root, experiment.source_path))
     cache = open_cache(experiment, not args.no_cache)
     show_estimate(plan, console, cache, tracking=True, unrunnable=True)

@@ -308,6 +308,21 @@ class Price(StrictModel):
         return {k: float(v) for k, v in given.items()}
 
 
+class ExecutionConfig(StrictModel):
+    """How calls are bought: one at a time (`direct`), or grouped into provider Batch API jobs (`batch`),
+    billed at the map's batch prices (about half) with results within the provider's 24-hour window."""
+
+    mode: Literal["direct", "batch"] = "direct"
+    poll_s: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds between looks at a submitted batch's status."""
+    max_requests: int = Field(default=50_000, gt=0, le=50_000)
+    """Requests per batch at most (OpenAI's limit is 50,000); more calls are split into several batches."""
+    max_bytes: int = Field(default=200_000_000, gt=0, le=200_000_000)
+    """Bytes of input file per batch at most (OpenAI's limit is 200 MB)."""
+    max_wait_h: float = Field(default=24.0, gt=0, le=72)
+    """Hours to wait for a batch before reporting it still pending (the run can be resumed later)."""
+
+
 class ModelConfig(StrictModel):
     """A candidate model: any litellm model string plus optional settings."""
 
@@ -322,6 +337,8 @@ class ModelConfig(StrictModel):
     price: Price | None = None
     concurrency: int | None = Field(default=None, gt=0)
     """At most this many calls to this model at once (local/smollm2-135m: 1, it has one slot)."""
+    execution: ExecutionConfig | None = None
+    """How this model's calls are bought, in place of the experiment's `execution`."""
 
     @field_validator("params")
     @classmethod
@@ -541,6 +558,8 @@ class Experiment(StrictModel):
     traffic: TrafficConfig | None = None
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     routing: RoutingConfig | None = None
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    """How the calls are bought: `{mode: batch}` sends them through the providers' Batch APIs."""
     concurrency: int = Field(default=4, gt=0, le=1024)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)

@@ -8,6 +8,7 @@ Cached calls cost nothing and take no time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from harness.cache import ResponseCache
 from harness.plan import Plan, Variant
 from harness.pool import ModelPool, declared_slots
+from harness.pricing import ModelPrice
 from harness.records import Record, Usage, usd_per_item
 from harness.tokens import count_prompts
 
@@ -46,6 +48,8 @@ class VariantEstimate:
     expected_seconds: float | None
     needs: str = ""
     """Why the variant cannot run here (an API key not set): priced all the same, left out of the totals."""
+    standard_usd: float | None = None
+    """Bought through a Batch API: the expected cost of the same calls at standard prices (else None)."""
 
 
 def estimate_plan(
@@ -76,7 +80,10 @@ def estimate_plan(
         latency = past.latency_p50_s if past is not None else None
         tokens = [s.input_tokens or 0 for s in pending]
         price = variant.price
-        tier = variant.limits.tier  # a flex or priority run is estimated at its tier's prices
+        tier = variant.limits.tier if not specs else pool.tier(specs[0])  # flex, priority, batch: at its prices
+
+        expected = functools.partial(_expected_usd, price, tokens, round(expected_out or 0), latency or 0.0)
+
         out.append(
             VariantEstimate(
                 variant=variant.name,
@@ -86,16 +93,18 @@ def estimate_plan(
                 expected_output_per_call=expected_out,
                 output_source=source,
                 min_usd=sum(price.cost(Usage(input_tokens=t), tier=tier) for t in tokens),
-                expected_usd=sum(
-                    price.cost(Usage(input_tokens=t, output_tokens=round(expected_out or 0)), latency or 0.0, tier)
-                    for t in tokens
-                ),
+                expected_usd=expected(tier),
                 max_usd=sum(pool.worst_case_usd(s) for s in pending),
-                expected_seconds=None if latency is None else latency * len(pending),
+                expected_seconds=None if latency is None or tier == "batch" else latency * len(pending),
                 needs=(variant.skipped or "").removeprefix("skipped: "),
+                standard_usd=expected(None) if tier == "batch" else None,
             )
         )
     return out
+
+
+def _expected_usd(price: ModelPrice, tokens: list[int], output: int, latency: float, tier: str | None) -> float:
+    return sum(price.cost(Usage(input_tokens=t, output_tokens=output), latency, tier) for t in tokens)
 
 
 def _priced(variant: Variant) -> bool:
@@ -134,8 +143,9 @@ def estimate_scorers(plan: Plan, exclude: set[str] | None = None) -> list[Varian
 
 
 def expected_wall_seconds(plan: Plan, estimates: list[VariantEstimate]) -> float | None:
-    """Wall time at the configured concurrency; a one-slot model runs its calls one after another."""
-    estimates = [e for e in estimates if not e.variant.startswith(SCORER_PREFIX)]
+    """Wall time at the configured concurrency; a one-slot model runs its calls one after another. Calls
+    bought by batch are not in it: the provider's window bounds them (`batch_wait`)."""
+    estimates = [e for e in estimates if not e.variant.startswith(SCORER_PREFIX) and e.standard_usd is None]
     if any(e.expected_seconds is None and e.calls for e in estimates):
         return None
     by_variant = {v.name: v for v in plan.runnable}
@@ -204,3 +214,32 @@ def decision_sizes(
             )
         )
     return out
+
+
+def batch_note(estimates: list[VariantEstimate], durations: list[float]) -> str | None:
+    """One line on what buying by batch changes: the expected cost against standard prices and the wait
+    (the window, and how long this project's last batches took); None when nothing is batched."""
+    batched = [e for e in estimates if e.standard_usd is not None and not e.needs and e.calls]
+    if not batched:
+        return None
+    cost = sum(e.expected_usd for e in batched)
+    standard = sum(e.standard_usd or 0.0 for e in batched)
+    saving = f" ({1 - cost / standard:.0%} less)" if standard > 0 else ""
+    wait = "results within the provider's 24 h window"
+    if durations:
+        ordered = sorted(durations)
+        median = ordered[len(ordered) // 2]
+        wait += (
+            f"; the last {len(ordered)} batches here took {_duration(median)} (median), "
+            f"{_duration(ordered[-1])} at most"
+        )
+    calls = sum(e.calls for e in batched)
+    return f"by batch: {calls} calls expected ${cost:.4f} against ${standard:.4f} at standard prices{saving}; {wait}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

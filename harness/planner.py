@@ -18,6 +18,7 @@ from harness.logs import TraceReader
 from harness.model_map import map_entry, provider_of
 from harness.offline import import_litellm
 from harness.plan import Plan, Variant, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
+from harness.pool import BATCH_PROVIDERS, can_batch
 from harness.pricing import ModelPrice, resolve_price
 from harness.prompts import BUILTINS, load_template, render_checked
 from harness.providers.credentials import missing_credentials
@@ -38,6 +39,7 @@ def prepare(experiment: Experiment, strict: bool = False, traces: TraceReader | 
     remember_tree(experiment.model_dump(mode="json"))
     _check_baseline(experiment, file)
     _check_models(experiment, file)
+    _check_execution(experiment, file)
     _check_epochs(experiment, file)
     _check_variant_count(experiment, file)
     labels = experiment.scorer_labels()
@@ -105,6 +107,19 @@ def prepare(experiment: Experiment, strict: bool = False, traces: TraceReader | 
     if experiment.routing is not None:
         check_routing(experiment.routing, [v.name for v in variants], labels, file)
     return plan
+
+
+def _check_execution(experiment: Experiment, file: str) -> None:
+    """A model that says it is bought by batch can be: refused before any call, never found later."""
+    for i, model in enumerate(experiment.models):
+        if model.execution is not None and model.execution.mode == "batch" and not can_batch(model):
+            raise ConfigError(
+                file,
+                f"models[{i}].execution.mode",
+                f"{model.display_name} has no batch API harness can reach (batches go through OpenAI's "
+                f"/v1/files and /v1/batches: {', '.join(BATCH_PROVIDERS)})",
+                "set mode: direct for this model (a run-wide execution.mode: batch calls it directly)",
+            )
 
 
 REFERENCE_COLUMNS = ("reference", "references", "answer", "target", "label", "summary", "output")

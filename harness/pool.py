@@ -21,16 +21,20 @@ import dataclasses
 import functools
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from harness.cache import CachedResponse, ResponseCache
-from harness.config import ModelConfig
+from harness.batch_ledger import BatchLedger, Submission
+from harness.cache import CachedResponse, ResponseCache, SqliteCache
+from harness.config import ExecutionConfig, ModelConfig
 from harness.endpoints import is_local_model
 from harness.identity import call_key
 from harness.pricing import ModelPrice, map_price, price_notes, tier_name
+from harness.providers import batch as batch_api
 from harness.providers.call import CallResult, call_embedding, call_model, implausible_usage
 from harness.providers.local import local_slots, register_local_provider
 from harness.records import RecordError, Usage
@@ -154,6 +158,11 @@ class Budget:
         self.in_flight += 1
         return True
 
+    def commit(self, worst_usd: float) -> None:
+        """Hold a reservation the cap cannot refuse: a call already submitted (an earlier run's batch)."""
+        self.reserved += worst_usd
+        self.in_flight += 1
+
     def settle(self, worst_usd: float, actual_usd: float) -> None:
         """Replace a call's reservation with what it really cost."""
         self.in_flight -= 1
@@ -197,8 +206,19 @@ class ModelPool:
         max_retries: int = 4,
         max_response_chars: int = 1_000_000,
         max_retry_after_s: float = 120.0,
+        execution: ExecutionConfig | None = None,
+        ledger_path: Path | None = None,
     ) -> None:
         self.cache = cache
+        self.execution = execution or ExecutionConfig()
+        self.ledger_path = ledger_path
+        """Where submitted batches are kept (beside the cache); None: a private file per pool."""
+        self._ledger: BatchLedger | None = None
+        self._batchable: dict[str, bool] = {}
+        self.batch_notes: list[str] = []
+        """What happened to batches that did not simply complete, for the run to print."""
+        self.on_batch: Callable[[BatchProgress], None] | None = None
+        """Told each time a batch is looked at (the runner draws a progress line per batch)."""
         self.max_response_chars = max_response_chars
         self.read_cache = read_cache
         self.budget = Budget(max_usd)
@@ -230,6 +250,8 @@ class ModelPool:
             max_retries=experiment.max_retries,
             max_response_chars=experiment.max_response_chars,
             max_retry_after_s=experiment.max_retry_after_s,
+            execution=experiment.execution,
+            ledger_path=ledger_path(experiment, cache),
         )
 
     def prefetch(self, keys: list[str]) -> set[str]:
@@ -272,14 +294,47 @@ class ModelPool:
     async def complete_many(self, specs: list[CallSpec], advance: Callable[[], None] | None = None) -> list[Completion]:
         """Many calls at once (a judge grading every output), cache first, each ticking `advance`."""
         self.prefetch([s.key for s in specs])
+        out: list[Completion | None] = [None] * len(specs)
 
-        async def one(spec: CallSpec) -> Completion:
-            outcome = await self.complete(spec)
+        def done(index: int, outcome: Completion) -> None:
+            out[index] = outcome
             if advance is not None:
                 advance()
-            return outcome
 
-        return list(await asyncio.gather(*(one(s) for s in specs)))
+        async def one(index: int) -> None:
+            done(index, await self.complete(specs[index]))
+
+        batched = [i for i, s in enumerate(specs) if self.batched(s.model)]
+        direct = sorted(set(range(len(specs))) - set(batched))
+        await asyncio.gather(
+            *(one(i) for i in direct),
+            self.complete_batched([specs[i] for i in batched], lambda j, outcome: done(batched[j], outcome)),
+        )
+        return [o if o is not None else Completion(not_run=True) for o in out]
+
+    async def complete_batched(self, specs: list[CallSpec], on_done: Callable[[int, Completion], None]) -> None:
+        """Calls bought through their providers' Batch APIs, one group of batches per endpoint; each outcome
+        goes to `on_done(index, outcome)` as its batch's results arrive."""
+        groups: dict[str, list[int]] = {}
+        for index, spec in enumerate(specs):
+            groups.setdefault(_endpoint_name(spec.model), []).append(index)
+        await asyncio.gather(*(_BatchGroup(self, specs, indices, on_done).run() for indices in groups.values()))
+
+    def ledger(self) -> BatchLedger:
+        """The ledger of submitted batches, opened on the first batch."""
+        if self._ledger is None:
+            path = self.ledger_path or Path(tempfile.mkdtemp(prefix="harness-batches-")) / "batches.sqlite"
+            self._ledger = BatchLedger(path)
+        return self._ledger
+
+    def take_batch_notes(self) -> list[str]:
+        notes, self.batch_notes = self.batch_notes, []
+        return notes
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
 
     async def embed(
         self, model: ModelConfig, price: ModelPrice, texts: list[str], batch_size: int = 32
@@ -380,8 +435,25 @@ class ModelPool:
             output_tokens=spec.bounds.output_tokens or 0,
         )
         latency = self.timeout_s * (self.max_retries + 1)
+        tier = self.tier(spec)
+        if tier == "batch":  # a batch is billed at batch prices or not at all
+            return spec.price.cost(usage, latency, tier)
         # A provider may serve a requested tier at another (flex falls back to standard): the dearer counts.
-        return max(spec.price.cost(usage, latency, tier) for tier in {None, spec.bounds.tier})
+        return max(spec.price.cost(usage, latency, tier) for tier in {None, tier})
+
+    def batched(self, model: ModelConfig) -> bool:
+        """True when the model's calls go through its provider's Batch API: its `execution` (else the
+        run's) says batch and its provider has one (a local model has none, and is called directly)."""
+        if (model.execution or self.execution).mode != "batch":
+            return False
+        name = _endpoint_name(model)
+        if name not in self._batchable:
+            self._batchable[name] = can_batch(model)
+        return self._batchable[name]
+
+    def tier(self, spec: CallSpec) -> str | None:
+        """The service tier the call is bought at: batch for a batched model, else what its params ask."""
+        return "batch" if self.batched(spec.model) else spec.bounds.tier
 
     @staticmethod
     def _over_limit(spec: CallSpec, usage: Usage) -> str | None:
@@ -442,33 +514,38 @@ class ModelPool:
             result = await call_model(
                 spec.model, spec.messages, params, self.timeout_s, self.max_retries, prices, self.max_retry_after_s
             )
-            self._check_size(result)
-            usage, source = result.usage, spec.price.source
-            if result.output is not None and not result.usage_reported:
-                usage = self._estimated_usage(spec, result.output)
-                source += ESTIMATED_USAGE
-            if not result.usage_reported:
-                usage = usage.model_copy(update={"service_tier": spec.bounds.tier})
-            bill = spec.price.bill(usage, result.latency_s, usage.service_tier)
-            cost = bill.total
-            if result.error is not None and result.error.type == "ImplausibleUsage":
-                # Reported usage that cannot be true is never trusted: the call counts at its worst case.
-                cost, source = worst, source + " (usage implausible: counted at the call's worst case)"
-                self.distrusted[spec.model.model] = (
-                    f"{spec.model.display_name} {result.error.message.removeprefix('the provider ')}"
-                )
-            elif result.usage_reported and self._over_limit(spec, usage) is not None:
-                # More output than the call allowed: the money is spent (billed as reported), but the
-                # cap's reservation assumed the limit, so the model is called no more this run.
-                problem = self._over_limit(spec, usage)
-                result.error = RecordError(type="ImplausibleUsage", message=f"the provider reported {problem}")
-                self.distrusted[spec.model.model] = f"{spec.model.display_name}: it reported {problem}"
+            outcome = self.billed(spec, result, worst)
+            cost = outcome.cost_usd
         finally:
             self._settle(worst, cost, state)
-        self.counts.calls_made += 1
-        self.counts.errors += result.error is not None
-        if self.cache is not None and result.error is None and result.output is not None:
-            self.cache.put(spec.key, spec.model.model, result.output, usage, result.latency_s)
+        self._keep(spec, outcome)
+        return outcome
+
+    def billed(self, spec: CallSpec, result: CallResult, worst: float) -> Completion:
+        """A paid call's completion from what the provider returned, directly or inside a batch: its usage
+        (estimated when none was reported), its bill at the tier it was bought at, and the checks that
+        keep a provider's word from passing the cap (usage it cannot have had, output over the limit)."""
+        self._check_size(result)
+        usage, source = result.usage, spec.price.source
+        if result.output is not None and not result.usage_reported:
+            usage = self._estimated_usage(spec, result.output)
+            source += ESTIMATED_USAGE
+        if not result.usage_reported:
+            usage = usage.model_copy(update={"service_tier": self.tier(spec)})
+        bill = spec.price.bill(usage, result.latency_s, usage.service_tier)
+        cost = bill.total
+        if result.error is not None and result.error.type == "ImplausibleUsage":
+            # Reported usage that cannot be true is never trusted: the call counts at its worst case.
+            cost, source = worst, source + " (usage implausible: counted at the call's worst case)"
+            self.distrusted[spec.model.model] = (
+                f"{spec.model.display_name} {result.error.message.removeprefix('the provider ')}"
+            )
+        elif result.usage_reported and self._over_limit(spec, usage) is not None:
+            # More output than the call allowed: the money is spent (billed as reported), but the
+            # cap's reservation assumed the limit, so the model is called no more this run.
+            problem = self._over_limit(spec, usage)
+            result.error = RecordError(type="ImplausibleUsage", message=f"the provider reported {problem}")
+            self.distrusted[spec.model.model] = f"{spec.model.display_name}: it reported {problem}"
         return Completion.of(
             result,
             usage=usage,
@@ -478,6 +555,13 @@ class ModelPool:
                 spec.model.model, spec.price, bill, result.reported_cost_usd, result.reported_cost_source
             ),
         )
+
+    def _keep(self, spec: CallSpec, outcome: Completion) -> None:
+        """Count a paid call and store its answer, the moment it is known."""
+        self.counts.calls_made += 1
+        self.counts.errors += outcome.error is not None
+        if self.cache is not None and outcome.error is None and outcome.output is not None:
+            self.cache.put(spec.key, spec.model.model, outcome.output, outcome.usage, outcome.latency_s)
 
     async def _reserve(self, worst: float, state: _LoopState) -> bool:
         """Reserve a call's worst case, waiting while calls in flight may still free room: the budget is
@@ -530,6 +614,325 @@ class ModelPool:
         if self._state is None or self._state.loop is not loop:
             self._state = _LoopState(loop, asyncio.Semaphore(self.concurrency))
         return self._state
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """One batch as last looked at, for a progress line."""
+
+    batch_id: str
+    model: str
+    status: str
+    done: int
+    total: int
+    spent_usd: float
+
+
+class _BatchGroup:
+    """One endpoint's batched calls through to their outcomes: adopt open submissions, claim and reserve
+    the rest, submit in batches within the provider's limits, poll, collect, and send what failed for a
+    passing reason to the retry path (an expired request to the next batch, a 429 or 5xx to a direct call)."""
+
+    def __init__(
+        self, pool: ModelPool, specs: list[CallSpec], indices: list[int], on_done: Callable[[int, Completion], None]
+    ) -> None:
+        self.pool = pool
+        self.model = specs[indices[0]].model
+        self.execution = self.model.execution or pool.execution
+        self.endpoint = _endpoint_name(self.model)
+        self.specs: dict[str, CallSpec] = {}
+        self.waiting: dict[str, list[int]] = {}
+        """Each call key still without an outcome, and the indices asking for it (two variants may share)."""
+        for index in indices:
+            self.specs.setdefault(specs[index].key, specs[index])
+            self.waiting.setdefault(specs[index].key, []).append(index)
+        self.on_done = on_done
+        self.worst: dict[str, float] = {}
+        """Reservations held, by key."""
+        self.direct: list[str] = []
+        self.round = 1
+
+    async def run(self) -> None:
+        pool, state = self.pool, self.pool._loop_state()
+        for key in [k for k in self.waiting if k in pool._hits]:
+            self.finish(key, pool._served(self.specs[key], pool._hits[key]))
+        adopted = pool.ledger().open_for(self.endpoint, list(self.waiting))
+        for sub in adopted:
+            for key in sub.keys:
+                if key in self.waiting and key not in self.worst:
+                    self.worst[key] = pool.worst_case_usd(self.specs[key])
+                    pool.budget.commit(self.worst[key])  # submitted by an earlier run: it is billed, cap or not
+        fresh = [k for k in self.waiting if k not in self.worst]
+        mine, theirs = self.claim(fresh)
+        submissions = [s for s in [await self.resume(sub) for sub in adopted] if s is not None]
+        pending = mine
+        while pending or submissions:
+            admitted, deferred = self.reserve(pending)
+            if deferred and not admitted and not submissions:
+                await state.settled.wait()  # room in the budget comes as other calls settle
+            submissions += await self.submit(admitted)
+            expired = await self.poll(submissions)
+            submissions = []
+            self.round += 1
+            retry = [k for k in expired if self.round <= pool.max_retries + 1]
+            for key in set(expired) - set(retry):
+                self.finish(key, Completion(error=_error("BatchExpired", "the batch expired before this request ran")))
+            pending = retry + deferred
+        await asyncio.gather(*(self.by_direct_call(k, state) for k in [*self.direct, *theirs]))
+
+    def finish(self, key: str, outcome: Completion) -> None:
+        """The call's outcome to each index that asked for it: the first gets what was paid, the others
+        what a call in flight shared gives (served, at no cost)."""
+        for n, index in enumerate(self.waiting.pop(key, [])):
+            if n == 0:
+                self.on_done(index, outcome)
+            elif outcome.error is None and outcome.output is not None:
+                hit = CachedResponse(outcome.output, outcome.usage, outcome.latency_s)
+                self.on_done(index, self.pool._served(self.specs[key], hit))
+            else:
+                self.on_done(index, dataclasses.replace(outcome, cost_usd=0.0, attempts=0))
+
+    def claim(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        """Keys to submit here (claimed in the cache), and keys another process is calling (waited for)."""
+        cache = self.pool.cache
+        if cache is None:
+            return keys, []
+        mine, theirs = [], []
+        for key in keys:
+            taken = cache.claim_or_answer(key, self.pool._newer_than)
+            if isinstance(taken, CachedResponse):
+                self.finish(key, self.pool._served(self.specs[key], taken))
+            else:
+                (mine if taken else theirs).append(key)
+        return mine, theirs
+
+    def reserve(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        """Keys whose worst case the budget holds now, and keys that may fit once the batches in flight
+        settle; the rest are not run (the cap would be passed)."""
+        admitted, deferred = [], []
+        for key in keys:
+            worst = self.pool.worst_case_usd(self.specs[key])
+            answer = self.pool.budget.reserve(worst)
+            if answer:
+                self.worst[key] = worst
+                admitted.append(key)
+            elif answer is None:
+                deferred.append(key)
+            else:
+                self.release(key)
+                self.pool.counts.not_run += 1
+                self.finish(key, Completion(not_run=True))
+        return admitted, deferred
+
+    async def submit(self, keys: list[str]) -> list[Submission]:
+        """The keys in batches within the provider's limits: each recorded in the ledger before its file is
+        uploaded, its file id before the batch is created, the batch id the moment it is known."""
+        ledger, out = self.pool.ledger(), []
+        for chunk in self.chunks(keys):
+            token = ledger.begin(self.endpoint, [k for k, _ in chunk])
+            sub = Submission(token, self.endpoint, tuple(k for k, _ in chunk), None, None, time.time())
+            file_id = None
+            try:
+                file_id = await batch_api.upload(self.model, b"".join(line for _, line in chunk), *self.patience)
+                ledger.uploaded(token, file_id)
+                created = await batch_api.submit(self.model, file_id, token, *self.patience)
+            except batch_api.BatchError as exc:
+                if file_id is None:
+                    ledger.dropped(token)  # nothing reached the provider
+                for key in sub.keys:
+                    self.fail(key, "BatchError", f"{exc}; run again: a batch that was created is found and kept")
+                continue
+            ledger.submitted(token, created.id)
+            out.append(dataclasses.replace(sub, file_id=file_id, batch_id=created.id))
+        return out
+
+    def chunks(self, keys: list[str]) -> list[list[tuple[str, bytes]]]:
+        """(key, request line) groups of at most `max_requests` lines and `max_bytes` bytes each."""
+        out: list[list[tuple[str, bytes]]] = []
+        size = 0
+        for key in keys:
+            spec = self.specs[key]
+            params = sample_params(spec.model, spec.params, spec.sample)
+            line = batch_api.request_line(spec.model, key, spec.messages, params)
+            if not out or len(out[-1]) >= self.execution.max_requests or size + len(line) > self.execution.max_bytes:
+                out.append([])
+                size = 0
+            out[-1].append((key, line))
+            size += len(line)
+        return out
+
+    async def resume(self, sub: Submission) -> Submission | None:
+        """An open submission of an earlier run, ready to poll: found again by its token when its batch id
+        was never stored, created from its stored file only when the provider has no such batch."""
+        ledger = self.pool.ledger()
+        if sub.batch_id is not None:
+            return sub
+        if sub.file_id is None:
+            ledger.dropped(sub.token)
+            for key in sub.keys:
+                if key in self.worst:
+                    self.pool._settle(self.worst.pop(key), 0.0, self.pool._loop_state())
+            return None
+        try:
+            found = await batch_api.find(self.model, sub.token, *self.patience)
+            if found is None:
+                found = await batch_api.submit(self.model, sub.file_id, sub.token, *self.patience)
+        except batch_api.BatchError as exc:
+            for key in sub.keys:
+                self.fail(key, "BatchError", str(exc))
+            return None
+        ledger.submitted(sub.token, found.id)
+        return dataclasses.replace(sub, batch_id=found.id)
+
+    async def poll(self, submissions: list[Submission]) -> list[str]:
+        """Look at each batch every `poll_s` until it is done, collecting each as it finishes; the keys
+        whose requests expired unrun. A batch still running after `max_wait_h` stays in the ledger for
+        the next run, and its calls are recorded as pending."""
+        expired: list[str] = []
+        spent = {s.token: 0.0 for s in submissions}
+        deadline = time.monotonic() + self.execution.max_wait_h * 3600
+        while submissions:
+            still = []
+            for sub in submissions:
+                assert sub.batch_id is not None
+                try:
+                    found = await batch_api.status(self.model, sub.batch_id, *self.patience)
+                except batch_api.BatchError:
+                    still.append(sub)  # looking failed: the batch is still there, look again
+                    continue
+                if found.done:
+                    spent[sub.token], lost = await self.collect(sub, found)
+                    expired += lost
+                else:
+                    still.append(sub)
+                self.tell(sub, found, spent[sub.token])
+            submissions = still
+            if submissions and time.monotonic() > deadline:
+                for sub in submissions:
+                    self.pool.batch_notes.append(
+                        f"batch {sub.batch_id} ({self.model.display_name}) still running after "
+                        f"{self.execution.max_wait_h:g} h (execution.max_wait_h): run the same command again to "
+                        "collect it; nothing is submitted twice"
+                    )
+                    for key in sub.keys:
+                        message = f"batch {sub.batch_id} is still running: run the same command again to collect it"
+                        self.fail(key, "BatchPending", message)
+                break
+            if submissions:
+                await asyncio.sleep(self.execution.poll_s)
+        return expired
+
+    async def collect(self, sub: Submission, found: batch_api.BatchStatus) -> tuple[float, list[str]]:
+        """A finished batch's answers into the cache and to their calls: (dollars, keys that expired)."""
+        assert sub.batch_id is not None
+        pool = self.pool
+        try:
+            answers = await batch_api.answers(self.model, found, *self.patience)
+        except batch_api.BatchError as exc:
+            for key in sub.keys:
+                self.fail(key, "BatchError", f"{exc}; run again to read batch {sub.batch_id}")
+            return 0.0, []
+        spent, expired = 0.0, []
+        waited = time.time() - sub.created
+        for key in sub.keys:
+            answer = answers.get(key)
+            spec = self.specs.get(key)
+            if answer is not None and answer.result.error is None:
+                answer.result.latency_s = waited
+                answer.result.attempts = self.round
+                if spec is None:  # a call of an earlier run's batch this run does not need: kept, and paid
+                    self.keep_unasked(key, answer.result)
+                    continue
+                outcome = pool.billed(spec, answer.result, self.worst.get(key, 0.0))
+                self.settle(key, outcome.cost_usd)
+                pool._keep(spec, outcome)
+                spent += outcome.cost_usd
+                self.finish(key, outcome)
+            elif spec is None:
+                continue
+            elif answer is not None and answer.retry and answer.result.error is not None:
+                self.settle(key, 0.0)
+                (expired if answer.result.error.type == "batch_expired" else self.direct).append(key)
+            elif answer is not None:
+                self.settle(key, 0.0)
+                pool.counts.calls_made += 1
+                pool.counts.errors += 1
+                self.release(key)
+                self.finish(key, dataclasses.replace(Completion.of(answer.result), attempts=self.round))
+            else:  # in neither file (a batch that failed or was cancelled): the direct path retries it
+                self.settle(key, 0.0)
+                self.direct.append(key)
+        pool.ledger().collected(sub.token)
+        if found.status != "completed":
+            unrun = len(expired) + sum(1 for k in sub.keys if k in self.waiting and k in self.direct)
+            pool.batch_notes.append(
+                f"batch {sub.batch_id} ({self.model.display_name}) ended {found.status} with "
+                f"{unrun} of {len(sub.keys)} requests not run: they were retried"
+            )
+        return spent, expired
+
+    def keep_unasked(self, key: str, result: CallResult) -> None:
+        """An answer paid for by an earlier run's batch and not asked for now: stored, and counted."""
+        spec = next(iter(self.specs.values()))
+        cost = spec.price.cost(result.usage, result.latency_s, "batch")
+        self.pool.budget.spent += cost
+        if self.pool.cache is not None and result.output is not None:
+            self.pool.cache.put(key, self.model.model, scrub(result.output), result.usage, result.latency_s)
+
+    async def by_direct_call(self, key: str, state: _LoopState) -> None:
+        """The normal path, retries and all, for a request that failed in its batch for a passing reason
+        (or that another process was calling when the batch was made)."""
+        if key not in self.waiting:
+            return
+        self.release(key)
+        self.finish(key, await self.pool.complete(self.specs[key]))
+
+    def fail(self, key: str, kind: str, message: str) -> None:
+        """A call the batch could not settle: recorded as an error; its reservation counted as spent, since
+        the provider may still bill it (the ledger keeps the batch for the next run)."""
+        if key not in self.waiting:
+            return
+        self.settle(key, self.worst.get(key, 0.0))
+        self.release(key)
+        self.finish(key, Completion(error=_error(kind, message)))
+
+    def settle(self, key: str, cost: float) -> None:
+        if key in self.worst:
+            self.pool._settle(self.worst.pop(key), cost, self.pool._loop_state())
+
+    def release(self, key: str) -> None:
+        if self.pool.cache is not None:
+            self.pool.cache.release(key)
+
+    def tell(self, sub: Submission, found: batch_api.BatchStatus, spent: float) -> None:
+        if self.pool.on_batch is not None:
+            done, total = found.completed + found.failed, found.total or len(sub.keys)
+            self.pool.on_batch(BatchProgress(found.id, self.model.display_name, found.status, done, total, spent))
+
+    @property
+    def patience(self) -> tuple[float, int]:
+        """Timeout and retries for each step of the batch API, as for a call."""
+        return self.pool.timeout_s, self.pool.max_retries
+
+
+def _error(kind: str, message: str) -> RecordError:
+    return RecordError(type=kind, message=message)
+
+
+def can_batch(model: ModelConfig) -> bool:
+    """Whether harness can buy the model's calls through a Batch API (OpenAI's file and batch endpoints,
+    at OpenAI, Azure or any server speaking them)."""
+    return batch_api.batch_provider(model) is not None
+
+
+BATCH_PROVIDERS = batch_api.BATCH_PROVIDERS
+
+
+def ledger_path(experiment: Any, cache: ResponseCache | None) -> Path:
+    """The batch ledger's file: beside a SQLite cache, else in the project's mlruns/."""
+    if isinstance(cache, SqliteCache):
+        return cache.path.with_name("batches.sqlite")
+    return Path(experiment.root) / "mlruns" / "batches.sqlite"
 
 
 class _Slots:

@@ -16,11 +16,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from harness.datasets import Item
 from harness.plan import Plan, Variant
-from harness.pool import Completion, ModelPool
+from harness.pool import BatchProgress, Completion, ModelPool
 from harness.records import Record
 from harness.replay import replayed_record
 
@@ -72,9 +82,11 @@ async def run_plan_async(
     with _progress(console, len(jobs)) as (progress, task):
 
         async def store(index: int) -> None:
+            finish(index, await pool.complete(specs[index]))
+
+        def finish(index: int, outcome: Completion) -> None:
             nonlocal errors
             variant, item, sample = jobs[index]
-            outcome = await pool.complete(specs[index])
             record = None if outcome.not_run else _record(plan, variant, item, sample, outcome)
             done[index] = record
             errors += record is not None and record.error is not None
@@ -84,7 +96,13 @@ async def run_plan_async(
             if record is not None and on_record is not None:
                 on_record(record)
 
-        await asyncio.gather(*(_drain(store, indices, window) for indices, window in _groups(plan, pool, jobs)))
+        batched = [i for i, spec in enumerate(specs) if pool.batched(spec.model)]
+        direct = _groups(plan, pool, jobs, exclude=set(batched))
+        with _batch_lines(pool, progress):
+            await asyncio.gather(
+                *(_drain(store, indices, window) for indices, window in direct),
+                pool.complete_batched([specs[i] for i in batched], lambda j, outcome: finish(batched[j], outcome)),
+            )
     counts = pool.counts
     replayed = [
         replayed_record(item, plan.messages[(v.prompt.name, item.id)], plan.replay_prices)
@@ -112,27 +130,56 @@ def _in_plan_order(plan: Plan, records: list[Record]) -> list[Record]:
 @contextlib.contextmanager
 def _progress(console: Console, total: int) -> Iterator[tuple[Progress, TaskID]]:
     progress = Progress(
-        TextColumn("[bold]running[/]"),
+        TextColumn("[bold]{task.description}[/]"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("calls"),
         TextColumn("[green]${task.fields[spent]:.4f}[/] spent"),
-        TextColumn("{task.fields[hits]} cached"),
-        TextColumn("[red]{task.fields[errors]} errors"),
+        _Tail(),
         TimeElapsedColumn(),
         console=console,
         transient=False,
         disable=not total,
     )
     with progress:
-        yield progress, progress.add_task("run", total=total, spent=0.0, errors=0, hits=0)
+        yield progress, progress.add_task("running", total=total, spent=0.0, errors=0, hits=0)
 
 
-def _groups(plan: Plan, pool: ModelPool, jobs: list[tuple[Variant, Item, int]]) -> list[tuple[list[int], int]]:
-    """Job indices per model with the window each drains through (twice its concurrency)."""
+class _Tail(ProgressColumn):
+    """The run's cached and failed calls; a batch's state on a batch's line."""
+
+    def render(self, task: Task) -> Text:
+        if "state" in task.fields:
+            return Text(str(task.fields["state"]), style="cyan")
+        return Text.assemble(f"{task.fields['hits']} cached ", (f"{task.fields['errors']} errors", "red"))
+
+
+@contextlib.contextmanager
+def _batch_lines(pool: ModelPool, progress: Progress) -> Iterator[None]:
+    """A progress line per submitted batch (its state, requests done, dollars), under the run's bar."""
+    lines: dict[str, TaskID] = {}
+
+    def show(batch: BatchProgress) -> None:
+        if batch.batch_id not in lines:
+            lines[batch.batch_id] = progress.add_task(f"  {batch.batch_id}", total=batch.total, spent=0.0, state="")
+        line = lines[batch.batch_id]
+        progress.update(line, completed=batch.done, total=batch.total, spent=batch.spent_usd, state=batch.status)
+
+    pool.on_batch = show
+    try:
+        yield
+    finally:
+        pool.on_batch = None
+
+
+def _groups(
+    plan: Plan, pool: ModelPool, jobs: list[tuple[Variant, Item, int]], exclude: set[int]
+) -> list[tuple[list[int], int]]:
+    """Job indices per model (but `exclude`) with the window each drains through (twice its concurrency)."""
     groups: dict[str, list[int]] = {}
     for index, (variant, _, _) in enumerate(jobs):
-        groups.setdefault(variant.model.display_name, []).append(index)
+        if index not in exclude:
+            groups.setdefault(variant.model.display_name, []).append(index)
     concurrency = plan.experiment.concurrency
     return [
         (indices, 2 * min(pool.model_slots(jobs[indices[0]][0].model) or concurrency, concurrency))

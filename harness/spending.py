@@ -13,10 +13,12 @@ from rich.console import Console
 from rich.markup import escape
 
 import harness.tracking
+from harness.batch_ledger import batch_durations
 from harness.cache import ResponseCache
 from harness.config import ConfigError
-from harness.estimate import VariantEstimate, estimate_plan, estimate_scorers, expected_wall_seconds
+from harness.estimate import VariantEstimate, batch_note, estimate_plan, estimate_scorers, expected_wall_seconds
 from harness.plan import Plan
+from harness.pool import ledger_path
 from harness.report import estimate_table
 from harness.secrets import scrub
 from harness.tracking_process import TrackingProcess, portable
@@ -82,6 +84,9 @@ def show_estimate(
     for warning in warnings:
         console.print(f"[bold yellow]WARNING[/] {escape(warning)}")
     console.print(estimate_table(estimates, wall))
+    note = batch_note(estimates, batch_durations(ledger_path(plan.experiment, cache)))
+    if note is not None:
+        console.print(escape(note))
     return [e for e in estimates if not e.needs]
 
 

@@ -26,7 +26,7 @@ from harness.invocation import command
 from harness.manifest import RunStatus
 from harness.plan import Plan
 from harness.planner import prepare, self_preference_warnings
-from harness.pool import ModelPool, distrust_lines
+from harness.pool import ModelPool, can_batch, distrust_lines
 from harness.records import Record
 from harness.report import print_run
 from harness.report_files import report_locally
@@ -55,6 +55,8 @@ class RunOptions:
     refresh: bool = False
     """Call the models again even when the cache has an answer (and store the new answers)."""
     max_usd: float | None = None
+    batch: bool = False
+    """Buy the calls through the providers' Batch APIs (`--batch`: `execution.mode: batch` for the run)."""
     assume_yes: bool = False
     confirm: Callable[[str], bool] | None = None
     """Asks a person before spending above `budget.confirm_above_usd` (the CLI's prompt at a terminal);
@@ -289,6 +291,7 @@ def _execute(
         f"{result.calls_made} calls made, {result.cache_hits} served from the response cache, "
         f"${result.spent_usd:.4f} spent"
     )
+    _batch_warnings(pool, console)
     if sequential is None:
         _score(plan, records, pool, console)
     status = RunStatus(
@@ -363,6 +366,17 @@ def _announce(plan: Plan, console: Console, ready: dict[str, list[Record]], cach
         console.print(f"[bold yellow]WARNING[/] {escape(warning)}")
     for name in ready:
         console.print(escape(f"using stored records for {name} (no model calls)"))
+    if experiment.execution.mode == "batch":
+        models = {v.model.display_name: v.model for v in plan.called}
+        direct = sorted(name for name, m in models.items() if m.execution is None and not can_batch(m))
+        if direct:
+            console.print(escape(f"called directly, with no batch API to buy through: {', '.join(direct)}"))
+
+
+def _batch_warnings(pool: ModelPool, console: Console) -> None:
+    """What happened to batches that did not simply complete (expired, failed, still running)."""
+    for note in pool.take_batch_notes():
+        console.print(f"[bold yellow]WARNING[/] {escape(note)}")
 
 
 def _score(plan: Plan, records: list[Record], pool: ModelPool, console: Console) -> None:
@@ -370,6 +384,7 @@ def _score(plan: Plan, records: list[Record], pool: ModelPool, console: Console)
 
     before = pool.budget.spent
     score_records(records, {i.id: i for i in plan.eval_set.items}, plan.scorers, pool, console)
+    _batch_warnings(pool, console)
     for warning in scorer_error_warnings(records, plan.scorers):
         console.print(f"[bold yellow]WARNING[/] {escape(warning)}")
     eval_cost = sum(r.eval_cost_usd for r in records)

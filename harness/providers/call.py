@@ -59,15 +59,15 @@ async def call_model(
     echoed, not a second figure, and is not recorded."""
 
     litellm = import_litellm()
-    kwargs = {**params, **_endpoint(cfg), "messages": messages, "timeout": timeout_s, "num_retries": 0}
+    kwargs = {**params, **endpoint_kwargs(cfg), "messages": messages, "timeout": timeout_s, "num_retries": 0}
     kwargs["max_retries"] = 0
     kwargs.update(prices or {})
     result = CallResult()
-    response = await _with_retries(
+    response = await with_retries(
         lambda: litellm.acompletion(**kwargs), result, timeout_s, max_retries, max_retry_after_s
     )
     if response is not None:
-        _fill_from_response(result, response, params.get("service_tier"), echoed=bool(prices))
+        fill_from_response(result, response, params.get("service_tier"), echoed=bool(prices))
     return result
 
 
@@ -88,9 +88,9 @@ async def call_embedding(
     """Embed texts through `litellm.aembedding`, with the same retries as a completion."""
 
     litellm = import_litellm()
-    kwargs = {**cfg.params, **_endpoint(cfg), "input": texts, "timeout": timeout_s, "num_retries": 0}
+    kwargs = {**cfg.params, **endpoint_kwargs(cfg), "input": texts, "timeout": timeout_s, "num_retries": 0}
     result = CallResult()
-    response = await _with_retries(
+    response = await with_retries(
         lambda: litellm.aembedding(**kwargs), result, timeout_s, max_retries, max_retry_after_s
     )
     out = EmbeddingResult(latency_s=result.latency_s, attempts=result.attempts, error=result.error)
@@ -104,7 +104,7 @@ async def call_embedding(
     return out
 
 
-def _endpoint(cfg: ModelConfig) -> dict[str, Any]:
+def endpoint_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     """Model, api_base and key arguments for litellm."""
     kwargs: dict[str, Any] = {"model": cfg.model}
     if cfg.api_base:
@@ -117,7 +117,7 @@ def _endpoint(cfg: ModelConfig) -> dict[str, Any]:
     return kwargs
 
 
-async def _with_retries(
+async def with_retries(
     make_call: Callable[[], Awaitable[Any]],
     result: CallResult,
     timeout_s: float,
@@ -144,7 +144,7 @@ async def _with_retries(
     return None
 
 
-def _fill_from_response(result: CallResult, response: Any, requested_tier: object = None, echoed: bool = False) -> None:
+def fill_from_response(result: CallResult, response: Any, requested_tier: object = None, echoed: bool = False) -> None:
     choices = getattr(response, "choices", None) or []
     content = choices[0].message.content if choices else None
     if content is None:

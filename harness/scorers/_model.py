@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.config import ConfigError, ModelConfig
-from harness.pool import CallSpec, ModelPool
+from harness.pool import CallSpec, ModelPool, can_batch
 from harness.pricing import ModelPrice, resolve_price
 from harness.providers.credentials import missing_credentials
 from harness.tokens import count_tokens
@@ -52,6 +52,8 @@ class ScorerModel:
         cfg = ModelConfig.model_validate({"model": model} if isinstance(model, str) else model)
         if concurrency is not None and cfg.concurrency is None:
             cfg = cfg.model_copy(update={"concurrency": concurrency})
+        if cfg.execution is not None and cfg.execution.mode == "batch" and not can_batch(cfg):
+            raise ValueError(f"the scorer's model '{cfg.model}' has no batch API harness can reach; set mode: direct")
         missing = missing_credentials(cfg)
         if missing:
             raise ValueError(f"the scorer's model '{cfg.model}' needs {' or '.join(missing)}, which is not set")

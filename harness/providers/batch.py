@@ -1,0 +1,222 @@
+"""Provider Batch APIs through litellm's file and batch client: the one adapter harness keeps for them.
+
+A batch is a JSONL file of requests uploaded with `litellm.acreate_file`, submitted with
+`litellm.acreate_batch`, looked at with `litellm.aretrieve_batch` and read back with
+`litellm.afile_content` (the output file and the error file). Any server speaking OpenAI's `/v1/files`
+and `/v1/batches` works this way, whatever litellm calls its provider (`openai`, `azure`,
+`hosted_vllm`). Each request's answer is parsed as a direct call's would be (`call.fill_from_response`),
+then marked as billed at the batch tier, so a batch record and a direct one differ only in price.
+
+Every step is retried like a call (`call.with_retries`): a 429 on an upload must not lose a submission.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.config import ModelConfig
+from harness.endpoints import LOCAL_PROVIDER
+from harness.offline import import_litellm
+from harness.providers.call import RETRYABLE_STATUS, CallResult, endpoint_kwargs, fill_from_response, with_retries
+from harness.records import RecordError
+
+BATCH_PROVIDERS = ("openai", "azure", "hosted_vllm")
+"""litellm providers whose batches go through OpenAI's file and batch endpoints."""
+ENDPOINT = "/v1/chat/completions"
+DONE = ("completed", "expired", "failed", "cancelled")
+"""A batch in one of these states will change no more: its files are final."""
+SUBMISSION_TAG = "harness_submission"
+"""The metadata key that finds a batch again when its id was never stored (the process died in between)."""
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """A batch as the provider reports it."""
+
+    id: str
+    status: str
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in DONE
+
+
+@dataclass
+class BatchAnswer:
+    """One request's outcome inside a batch: an answer, or an error and whether a retry may help."""
+
+    result: CallResult
+    retry: bool = False
+    """The request failed for a passing reason (a 429 or 5xx inside the batch, or the batch expired
+    before it ran): it goes to the retry path, not to the record as a failure."""
+
+
+class BatchError(Exception):
+    """A step of the batch API failed after its retries (the message is safe to print)."""
+
+
+def batch_provider(cfg: ModelConfig) -> str | None:
+    """The litellm provider that takes this model's batches, or None when it has no batch API here."""
+    if cfg.model.startswith(f"{LOCAL_PROVIDER}/"):
+        return None
+    try:
+        _, provider, _, _ = import_litellm().get_llm_provider(model=cfg.model, api_base=cfg.api_base)
+    except Exception:  # litellm raises BadRequestError for a model string it cannot place
+        return None
+    return provider if provider in BATCH_PROVIDERS else None
+
+
+def request_line(cfg: ModelConfig, custom_id: str, messages: list[dict[str, str]], params: dict[str, Any]) -> bytes:
+    """One line of a batch input file: the request a direct call would send, under the provider's own
+    model name (litellm's prefix removed)."""
+    model, _, _, _ = import_litellm().get_llm_provider(model=cfg.model, api_base=cfg.api_base)
+    body = {**params, "model": model, "messages": messages}
+    line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
+    return (json.dumps(line, separators=(",", ":")) + "\n").encode()
+
+
+async def upload(cfg: ModelConfig, content: bytes, timeout_s: float, retries: int) -> str:
+    """Upload a batch input file; its id."""
+    litellm = import_litellm()
+    created = await _step(
+        "upload the batch file",
+        lambda: litellm.acreate_file(file=("batch.jsonl", content), purpose="batch", **_client(cfg, timeout_s)),
+        timeout_s,
+        retries,
+    )
+    return str(created.id)
+
+
+async def submit(cfg: ModelConfig, file_id: str, token: str, timeout_s: float, retries: int) -> BatchStatus:
+    """Create a batch over an uploaded file, tagged with `token` so it can be found again by `find`."""
+    litellm = import_litellm()
+    created = await _step(
+        "create the batch",
+        lambda: litellm.acreate_batch(
+            completion_window="24h",
+            endpoint=ENDPOINT,
+            input_file_id=file_id,
+            metadata={SUBMISSION_TAG: token},
+            **_client(cfg, timeout_s),
+        ),
+        timeout_s,
+        retries,
+    )
+    return _status(created)
+
+
+async def find(cfg: ModelConfig, token: str, timeout_s: float, retries: int) -> BatchStatus | None:
+    """The batch created with `token`, if the provider has one: a submission whose reply was lost."""
+    litellm = import_litellm()
+    listed = await _step(
+        "list batches", lambda: litellm.alist_batches(limit=100, **_client(cfg, timeout_s)), timeout_s, retries
+    )
+    data = listed.get("data", []) if isinstance(listed, Mapping) else getattr(listed, "data", [])
+    for batch in data or []:
+        status = _status(batch)
+        if status.metadata.get(SUBMISSION_TAG) == token:
+            return status
+    return None
+
+
+async def status(cfg: ModelConfig, batch_id: str, timeout_s: float, retries: int) -> BatchStatus:
+    """The batch's state and counts now."""
+    litellm = import_litellm()
+    found = await _step(
+        "look at the batch",
+        lambda: litellm.aretrieve_batch(batch_id=batch_id, **_client(cfg, timeout_s)),
+        timeout_s,
+        retries,
+    )
+    return _status(found)
+
+
+async def answers(cfg: ModelConfig, batch: BatchStatus, timeout_s: float, retries: int) -> dict[str, BatchAnswer]:
+    """Every request's outcome by custom id, from the output file and the error file of a finished batch.
+    Requests in neither file (a failed or cancelled batch) are left out: the caller retries them."""
+    out: dict[str, BatchAnswer] = {}
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        for line in (await _content(cfg, file_id, timeout_s, retries)).splitlines():
+            if line.strip():
+                custom_id, answer = _answer(json.loads(line))
+                out[custom_id] = answer
+    return out
+
+
+async def _content(cfg: ModelConfig, file_id: str, timeout_s: float, retries: int) -> str:
+    litellm = import_litellm()
+    response = await _step(
+        "read the batch's results",
+        lambda: litellm.afile_content(file_id=file_id, **_client(cfg, timeout_s)),
+        timeout_s,
+        retries,
+    )
+    content = getattr(response, "content", response)
+    return content.decode() if isinstance(content, bytes) else str(content)
+
+
+def _answer(line: Mapping[str, Any]) -> tuple[str, BatchAnswer]:
+    """One line of an output or error file as the pool records it."""
+    custom_id = str(line.get("custom_id", ""))
+    result = CallResult(attempts=1)
+    response = line.get("response") or {}
+    error = line.get("error") or {}
+    code = int(response.get("status_code") or 0)
+    if code == 200:
+        fill_from_response(result, import_litellm().ModelResponse(**response["body"]), "batch")
+        result.usage = result.usage.model_copy(update={"service_tier": "batch"})
+        return custom_id, BatchAnswer(result)
+    if error:
+        kind = str(error.get("code") or "BatchError")
+        result.error = RecordError(type=kind, message=str(error.get("message", ""))[:500])
+        return custom_id, BatchAnswer(result, retry=kind == "batch_expired")
+    body_error = (response.get("body") or {}).get("error") or {}
+    message = str(body_error.get("message") or f"status {code}")[:500]
+    result.error = RecordError(type=f"HTTP{code}", message=message)
+    return custom_id, BatchAnswer(result, retry=code in RETRYABLE_STATUS)
+
+
+def _status(batch: Any) -> BatchStatus:
+    get = batch.get if isinstance(batch, Mapping) else lambda name, default=None: getattr(batch, name, default)
+    counts = get("request_counts") or {}
+    count = counts.get if isinstance(counts, Mapping) else lambda name, default=0: getattr(counts, name, default)
+    return BatchStatus(
+        id=str(get("id")),
+        status=str(get("status") or "unknown"),
+        total=int(count("total", 0) or 0),
+        completed=int(count("completed", 0) or 0),
+        failed=int(count("failed", 0) or 0),
+        output_file_id=get("output_file_id"),
+        error_file_id=get("error_file_id"),
+        metadata=dict(get("metadata") or {}),
+    )
+
+
+def _client(cfg: ModelConfig, timeout_s: float) -> dict[str, Any]:
+    """Where the batch API lives and the key for it, as litellm's file and batch functions take them."""
+    kwargs = endpoint_kwargs(cfg)
+    del kwargs["model"]
+    return {**kwargs, "custom_llm_provider": batch_provider(cfg) or "openai", "timeout": timeout_s, "max_retries": 0}
+
+
+async def _step(what: str, make: Any, timeout_s: float, retries: int) -> Any:
+    result = CallResult()
+    started = time.perf_counter()
+    response = await with_retries(make, result, timeout_s, retries)
+    if response is None:
+        assert result.error is not None
+        waited = time.perf_counter() - started
+        raise BatchError(f"could not {what} ({result.error.type}: {result.error.message}; {waited:.0f} s)")
+    return response
