@@ -69,6 +69,8 @@ class BatchServer(FakeModelServer):
         """While set, a batch stays `in_progress` however often it is looked at."""
         self.expire_after: int | None = None
         """If set, a batch expires after answering this many of its requests (the rest are not run)."""
+        self.expire_once = False
+        """With `expire_after`: only the next batch to finish expires."""
         self.line_status: Callable[[dict[str, Any]], int] = lambda body: 200
         """The HTTP status of one request inside a batch (a function of its body): 200 answers it."""
         self.batch_answered: dict[str, int] = {}
@@ -213,3 +215,5 @@ class BatchServer(FakeModelServer):
                 self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
                 setattr(batch, name, file_id)
         batch.status = "expired" if self.expire_after is not None and self.expire_after < len(lines) else "completed"
+        if self.expire_once:
+            self.expire_after = None
