@@ -116,6 +116,14 @@ class BatchLedger:
                     out.append(Submission(token, endpoint, carried, file_id, batch_id, created))
         return out
 
+    def batch_ids(self, endpoint: str) -> list[str]:
+        """Every batch id stored for `endpoint`: batches that are someone's, whatever their state."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT batch_id FROM submissions WHERE endpoint = ? AND batch_id IS NOT NULL", (endpoint,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def durations(self, endpoint: str | None = None, last: int = 50) -> list[float]:
         """Seconds from submission to collection of the latest collected batches (at `endpoint`)."""
         query = "SELECT finished - created FROM submissions WHERE state = ? AND finished IS NOT NULL"

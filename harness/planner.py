@@ -116,8 +116,8 @@ def _check_execution(experiment: Experiment, file: str) -> None:
             raise ConfigError(
                 file,
                 f"models[{i}].execution.mode",
-                f"{model.display_name} has no batch API harness can reach (batches go through OpenAI's "
-                f"/v1/files and /v1/batches: {', '.join(BATCH_PROVIDERS)})",
+                f"{model.display_name} has no batch API harness can reach (batches go to the providers "
+                f"{', '.join(BATCH_PROVIDERS)}, or a server speaking OpenAI's /v1/files and /v1/batches)",
                 "set mode: direct for this model (a run-wide execution.mode: batch calls it directly)",
             )
 

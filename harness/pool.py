@@ -733,9 +733,10 @@ class _BatchGroup:
             sub = Submission(token, self.endpoint, tuple(k for k, _ in chunk), None, None, time.time())
             file_id = None
             try:
-                file_id = await batch_api.upload(self.model, b"".join(line for _, line in chunk), *self.patience)
+                content = b"".join(line for _, line in chunk)
+                file_id = await batch_api.upload(self.model, content, *self.patience)
                 ledger.uploaded(token, file_id)
-                created = await batch_api.submit(self.model, file_id, token, *self.patience)
+                created = await batch_api.submit(self.model, file_id, token, *self.patience, content)
             except batch_api.BatchError as exc:
                 if file_id is None:
                     ledger.dropped(token)  # nothing reached the provider
@@ -751,15 +752,20 @@ class _BatchGroup:
         out: list[list[tuple[str, bytes]]] = []
         size = 0
         for key in keys:
-            spec = self.specs[key]
-            params = sample_params(spec.model, spec.params, spec.sample)
-            line = batch_api.request_line(spec.model, key, spec.messages, params)
+            line = self.line(key)
             if not out or len(out[-1]) >= self.execution.max_requests or size + len(line) > self.execution.max_bytes:
                 out.append([])
                 size = 0
             out[-1].append((key, line))
             size += len(line)
         return out
+
+    def line(self, key: str) -> bytes:
+        """The call's request line, as a direct call would send it."""
+        spec = self.specs[key]
+        return batch_api.request_line(
+            spec.model, key, spec.messages, sample_params(spec.model, spec.params, spec.sample)
+        )
 
     async def resume(self, sub: Submission) -> Submission | None:
         """An open submission of an earlier run, ready to poll: found again by its token when its batch id
@@ -774,9 +780,11 @@ class _BatchGroup:
                     self.pool._settle(self.worst.pop(key), 0.0, self.pool._loop_state())
             return None
         try:
-            found = await batch_api.find(self.model, sub.token, *self.patience)
-            if found is None:
-                found = await batch_api.submit(self.model, sub.file_id, sub.token, *self.patience)
+            known = frozenset(ledger.batch_ids(self.endpoint))
+            found = await batch_api.find(self.model, sub.token, *self.patience, sub.created, len(sub.keys), known)
+            if found is None:  # never created: create it now (inline requests are made again from the calls)
+                lines = [self.line(k) for k in sub.keys if k in self.specs]
+                found = await batch_api.submit(self.model, sub.file_id, sub.token, *self.patience, b"".join(lines))
         except batch_api.BatchError as exc:
             for key in sub.keys:
                 self.fail(key, "BatchError", str(exc))

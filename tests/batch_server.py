@@ -76,6 +76,8 @@ class BatchServer(FakeModelServer):
         self.batch_answered: dict[str, int] = {}
         """Requests answered inside batches, per prompt text: what the provider bills at batch prices."""
         self.created_batch = threading.Event()
+        self.anthropic_params: list[dict[str, Any]] = []
+        """The Messages API parameters of each request answered in a Message Batch."""
         super().__init__()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -111,6 +113,8 @@ class BatchServer(FakeModelServer):
         return Handler
 
     def _route(self, method: str, path: str, raw: bytes, content_type: str) -> tuple[int, dict[str, Any], bytes | None]:
+        if path.startswith("/messages/batches"):
+            return self._messages_route(method, path.removeprefix("/messages/batches"), raw)
         if method == "POST" and path == "/files":
             return 200, self._upload(raw, content_type), None
         if match := re.fullmatch(r"/files/([\w-]+)/content", path):
@@ -215,5 +219,88 @@ class BatchServer(FakeModelServer):
                 self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
                 setattr(batch, name, file_id)
         batch.status = "expired" if self.expire_after is not None and self.expire_after < len(lines) else "completed"
+        if self.expire_once:
+            self.expire_after = None
+
+    # Anthropic's Message Batches: the requests inline, `processing_status`, results at `results_url`.
+
+    def _messages_route(self, method: str, path: str, raw: bytes) -> tuple[int, dict[str, Any], bytes | None]:
+        if method == "POST" and path == "":
+            requests = json.loads(raw)["requests"]
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = "".join(json.dumps(r) + "\n" for r in requests).encode()
+            batch = FakeBatch(f"msgbatch_{len(self.batches) + 1}", file_id, "messages", {}, int(time.time()))
+            batch.counts["total"] = len(requests)
+            self.batches[batch.id] = batch
+            self.created_batch.set()
+            return 200, self._message_batch(batch), None
+        if method == "GET" and path == "":
+            return 200, {"data": [self._message_batch(b) for b in reversed(self.batches.values())]}, None
+        if match := re.fullmatch(r"/([\w-]+)/results", path):
+            return 200, {}, self.files[self.batches[match[1]].output_file_id or ""]
+        if match := re.fullmatch(r"/([\w-]+)", path):
+            batch = self.batches[match[1]]
+            batch.looks += 1
+            if batch.status == "validating":
+                batch.status = "in_progress"
+            elif batch.status == "in_progress" and not self.hold.is_set():
+                self._finish_messages(batch)
+            return 200, self._message_batch(batch), None
+        return 404, {"error": {"message": f"{method} {path} is not served here"}}, None
+
+    def _message_batch(self, batch: FakeBatch) -> dict[str, Any]:
+        ended = batch.status in ("completed", "expired")
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(batch.created_at))
+        total, done = batch.counts["total"], batch.counts["completed"]
+        expired = batch.counts["failed"] if batch.status == "expired" else 0
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": "ended" if ended else "in_progress",
+            "request_counts": {
+                "processing": 0 if ended else total,
+                "succeeded": done,
+                "errored": batch.counts["failed"] - expired,
+                "canceled": 0,
+                "expired": expired,
+            },
+            "created_at": created,
+            "results_url": f"{self.origin}/v1/messages/batches/{batch.id}/results" if ended else None,
+        }
+
+    def _finish_messages(self, batch: FakeBatch) -> None:
+        rows = []
+        for n, line in enumerate(json.loads(r) for r in self.files[batch.input_file_id].splitlines()):
+            params = line["params"]
+            if self.expire_after is not None and n >= self.expire_after:
+                rows.append({"custom_id": line["custom_id"], "result": {"type": "expired"}})
+                batch.counts["failed"] += 1
+                continue
+            messages = [{"role": "system", "content": params.get("system", "")}, *params["messages"]]
+            request = {"model": params["model"], "messages": messages, "max_tokens": params["max_tokens"]}
+            key = json.dumps(messages, sort_keys=True)
+            self.batch_answered[key] = self.batch_answered.get(key, 0) + 1
+            self.anthropic_params.append(params)
+            u = self.usage(request) if callable(self.usage) else self.usage
+            message = {
+                "id": f"msg_{n}",
+                "type": "message",
+                "role": "assistant",
+                "model": params["model"],
+                "content": [{"type": "text", "text": self.answer(request)}],
+                "stop_reason": "end_turn",
+                "usage": {
+                    "input_tokens": u.prompt_tokens - u.cached_tokens,
+                    "output_tokens": u.completion_tokens,
+                    "cache_read_input_tokens": u.cached_tokens,
+                    "cache_creation_input_tokens": 0,
+                },
+            }
+            rows.append({"custom_id": line["custom_id"], "result": {"type": "succeeded", "message": message}})
+            batch.counts["completed"] += 1
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        batch.output_file_id = file_id
+        batch.status = "expired" if batch.counts["failed"] else "completed"
         if self.expire_once:
             self.expire_after = None

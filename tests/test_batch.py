@@ -315,3 +315,59 @@ def test_run_batch_calls_a_model_with_no_batch_api_directly(tmp_path: Path, serv
     assert pool.batched(remote) and not ModelPool().batched(remote)
     spec = CallSpec(remote, resolve_price(remote, "test"), [{"role": "user", "content": "x"}], {"max_tokens": 8})
     assert pool.tier(spec) == "batch" and ModelPool().tier(spec) is None
+
+
+CLAUDE = "claude-haiku-4-5"
+SYSTEM_PROMPT = "{% block system %}Be brief.{% endblock %}{% block user %}Summarise: {{ document }}{% endblock %}"
+
+
+def _claude_project(root: Path, server: BatchServer, **execution: Any) -> Path:
+    model = {"model": f"anthropic/{CLAUDE}", "api_base": server.origin}
+    config = base_config(
+        [model],
+        params={"temperature": 0, "max_tokens": 32},
+        scorers=["exact_match"],
+        execution={**FAST, **execution},
+    )
+    return write_project(root, config, items=ITEMS, templates={"terse": SYSTEM_PROMPT})
+
+
+def test_anthropic_message_batches_through_our_adapter_at_the_maps_batch_prices(
+    tmp_path: Path, server: BatchServer
+) -> None:
+    server.usage = Usage(prompt_tokens=100, completion_tokens=20, cached_tokens=40)
+    server.expire_after, server.expire_once = 6, True
+    outcome = _run(_claude_project(tmp_path, server))
+    assert server.requests == [] and len(server.batches) == 2  # 2 of 8 expired, sent again in a second batch
+    assert [b.counts["total"] for b in server.batches.values()] == [8, 2]
+    assert all(p["system"] == "Be brief." and p["max_tokens"] == 32 for p in server.anthropic_params)
+    assert all(m["role"] == "user" for p in server.anthropic_params for m in p["messages"])
+    path = bundled_path()
+    assert path is not None
+    entry = json.loads(path.read_text(encoding="utf-8"))[CLAUDE]
+    expected = (
+        60 * entry["input_cost_per_token_batches"]
+        + 40 * entry["cache_read_input_token_cost_batches"]
+        + 20 * entry["output_cost_per_token_batches"]
+    )
+    for record in outcome.records:
+        assert record.error is None and record.usage.service_tier == "batch"
+        assert record.usage.input_tokens == 100 and record.usage.cached_input_tokens == 40
+        assert abs(record.cost_usd - expected) < 1e-12
+        assert record.output == f"topic {record.item_id.removeprefix('i')}"
+
+
+def test_a_message_batch_whose_id_was_lost_is_found_again_not_bought_twice(tmp_path: Path, server: BatchServer) -> None:
+    """The first run gives up waiting (max_wait_h) with its batch running; its id is then lost from the
+    ledger (as if the process died before storing it). The next run finds the batch, creates none."""
+    path = _claude_project(tmp_path, server, max_wait_h=0.0002)
+    server.hold.set()
+    first = _run(path)
+    assert all(r.error is not None and r.error.type == "BatchPending" for r in first.records)
+    assert first.result.spent_usd == 0 or first.status.spent_usd >= 0
+    with sqlite3.connect(tmp_path / "mlruns" / "batches.sqlite") as db:
+        db.execute("UPDATE submissions SET batch_id = NULL")
+    server.hold.clear()
+    again = _run(_claude_project(tmp_path, server))
+    assert len(server.batches) == 1 and sorted(server.batch_answered.values()) == [1] * 8
+    assert all(r.error is None and r.usage.service_tier == "batch" for r in again.records)

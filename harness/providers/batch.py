@@ -1,4 +1,4 @@
-"""Provider Batch APIs through litellm's file and batch client: the one adapter harness keeps for them.
+"""Provider Batch APIs: litellm's file and batch client for OpenAI's, our own client for Anthropic's.
 
 A batch is a JSONL file of requests uploaded with `litellm.acreate_file`, submitted with
 `litellm.acreate_batch`, looked at with `litellm.aretrieve_batch` and read back with
@@ -7,13 +7,20 @@ and `/v1/batches` works this way, whatever litellm calls its provider (`openai`,
 `hosted_vllm`). Each request's answer is parsed as a direct call's would be (`call.fill_from_response`),
 then marked as billed at the batch tier, so a batch record and a direct one differ only in price.
 
+Anthropic's Message Batches have no file and litellm cannot create them, so this module speaks them itself
+(`/v1/messages/batches`: the requests inline, `processing_status`, a results URL). They carry no metadata:
+a batch whose id was never stored is found among the provider's batches made since the submission began
+with the same number of requests and no id in the ledger, and only when exactly one matches.
+
 Every step is retried like a call (`call.with_retries`): a 429 on an upload must not lose a submission.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,13 +29,22 @@ from harness.config import ModelConfig
 from harness.endpoints import LOCAL_PROVIDER
 from harness.offline import import_litellm
 from harness.providers.call import RETRYABLE_STATUS, CallResult, endpoint_kwargs, fill_from_response, with_retries
-from harness.records import RecordError
+from harness.records import RecordError, Usage
 
-BATCH_PROVIDERS = ("openai", "azure", "hosted_vllm")
+OPENAI_STYLE = ("openai", "azure", "hosted_vllm")
 """litellm providers whose batches go through OpenAI's file and batch endpoints."""
+ANTHROPIC = "anthropic"
+BATCH_PROVIDERS = (*OPENAI_STYLE, ANTHROPIC)
+ANTHROPIC_VERSION = "2023-06-01"
+INLINE = "inline"
+"""The ledger's file id for a provider that takes its requests inline: the create request may have gone."""
 ENDPOINT = "/v1/chat/completions"
 DONE = ("completed", "expired", "failed", "cancelled")
 """A batch in one of these states will change no more: its files are final."""
+# litellm's afile_content makes its coroutine in an executor thread and awaits it afterwards; a look that is
+# cancelled in between (Ctrl-C, a timeout) drops it unawaited, which Python reports at exit. Nothing is lost.
+warnings.filterwarnings("ignore", message="coroutine 'OpenAIFilesAPI.afile_content' was never awaited")
+
 SUBMISSION_TAG = "harness_submission"
 """The metadata key that finds a batch again when its id was never stored (the process died in between)."""
 
@@ -61,6 +77,15 @@ class BatchAnswer:
     before it ran): it goes to the retry path, not to the record as a failure."""
 
 
+class StatusError(Exception):
+    """An HTTP error from a batch endpoint, shaped as the retry path reads errors (status and headers)."""
+
+    def __init__(self, response: Any) -> None:
+        self.status_code = response.status_code
+        self.response = response
+        super().__init__(f"status {response.status_code}: {response.text[:200]}")
+
+
 class BatchError(Exception):
     """A step of the batch API failed after its retries (the message is safe to print)."""
 
@@ -86,7 +111,9 @@ def request_line(cfg: ModelConfig, custom_id: str, messages: list[dict[str, str]
 
 
 async def upload(cfg: ModelConfig, content: bytes, timeout_s: float, retries: int) -> str:
-    """Upload a batch input file; its id."""
+    """Upload a batch input file; its id (`INLINE` where the requests go with the batch itself)."""
+    if batch_provider(cfg) == ANTHROPIC:
+        return INLINE
     litellm = import_litellm()
     created = await _step(
         "upload the batch file",
@@ -97,8 +124,15 @@ async def upload(cfg: ModelConfig, content: bytes, timeout_s: float, retries: in
     return str(created.id)
 
 
-async def submit(cfg: ModelConfig, file_id: str, token: str, timeout_s: float, retries: int) -> BatchStatus:
-    """Create a batch over an uploaded file, tagged with `token` so it can be found again by `find`."""
+async def submit(
+    cfg: ModelConfig, file_id: str, token: str, timeout_s: float, retries: int, content: bytes = b""
+) -> BatchStatus:
+    """Create a batch over an uploaded file (or over `content`, the request lines, where they go inline),
+    tagged with `token` so it can be found again by `find`."""
+    if batch_provider(cfg) == ANTHROPIC:
+        requests = [_anthropic_request(json.loads(line)) for line in content.splitlines() if line.strip()]
+        created = await _anthropic(cfg, "POST", "", timeout_s, retries, {"requests": requests})
+        return _anthropic_status(created)
     litellm = import_litellm()
     created = await _step(
         "create the batch",
@@ -115,8 +149,30 @@ async def submit(cfg: ModelConfig, file_id: str, token: str, timeout_s: float, r
     return _status(created)
 
 
-async def find(cfg: ModelConfig, token: str, timeout_s: float, retries: int) -> BatchStatus | None:
-    """The batch created with `token`, if the provider has one: a submission whose reply was lost."""
+async def find(
+    cfg: ModelConfig,
+    token: str,
+    timeout_s: float,
+    retries: int,
+    since: float = 0.0,
+    size: int = 0,
+    known: frozenset[str] = frozenset(),
+) -> BatchStatus | None:
+    """The batch created with `token`, if the provider has one: a submission whose reply was lost. Where
+    batches carry no tag, the one batch made since `since` with `size` requests and not `known`; raises
+    BatchError when several could be it (which one to keep is then the user's call)."""
+    if batch_provider(cfg) == ANTHROPIC:
+        listed = await _anthropic(cfg, "GET", "?limit=100", timeout_s, retries)
+        found = [
+            _anthropic_status(b)
+            for b in listed.get("data", [])
+            if _epoch(b.get("created_at")) >= since - 60 and b.get("id") not in known
+        ]
+        found = [b for b in found if b.total == size]
+        if len(found) > 1:
+            ids = ", ".join(b.id for b in found)
+            raise BatchError(f"several batches ({ids}) could be the one whose id was lost; cancel the extra ones")
+        return found[0] if found else None
     litellm = import_litellm()
     listed = await _step(
         "list batches", lambda: litellm.alist_batches(limit=100, **_client(cfg, timeout_s)), timeout_s, retries
@@ -131,6 +187,8 @@ async def find(cfg: ModelConfig, token: str, timeout_s: float, retries: int) -> 
 
 async def status(cfg: ModelConfig, batch_id: str, timeout_s: float, retries: int) -> BatchStatus:
     """The batch's state and counts now."""
+    if batch_provider(cfg) == ANTHROPIC:
+        return _anthropic_status(await _anthropic(cfg, "GET", f"/{batch_id}", timeout_s, retries))
     litellm = import_litellm()
     found = await _step(
         "look at the batch",
@@ -156,6 +214,8 @@ async def answers(cfg: ModelConfig, batch: BatchStatus, timeout_s: float, retrie
 
 
 async def _content(cfg: ModelConfig, file_id: str, timeout_s: float, retries: int) -> str:
+    if batch_provider(cfg) == ANTHROPIC:  # the file id is the batch's results URL
+        return str(await _anthropic(cfg, "GET", file_id, timeout_s, retries, text=True))
     litellm = import_litellm()
     response = await _step(
         "read the batch's results",
@@ -171,6 +231,8 @@ def _answer(line: Mapping[str, Any]) -> tuple[str, BatchAnswer]:
     """One line of an output or error file as the pool records it."""
     custom_id = str(line.get("custom_id", ""))
     result = CallResult(attempts=1)
+    if "result" in line:
+        return custom_id, _anthropic_answer(line["result"] or {}, result)
     response = line.get("response") or {}
     error = line.get("error") or {}
     code = int(response.get("status_code") or 0)
@@ -209,6 +271,102 @@ def _client(cfg: ModelConfig, timeout_s: float) -> dict[str, Any]:
     kwargs = endpoint_kwargs(cfg)
     del kwargs["model"]
     return {**kwargs, "custom_llm_provider": batch_provider(cfg) or "openai", "timeout": timeout_s, "max_retries": 0}
+
+
+def _anthropic_request(line: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI-style request line as a Message Batches request: system turns in `system`, `stop` as
+    `stop_sequences`, only the parameters the Messages API takes."""
+    body = line["body"]
+    system = "\n\n".join(str(m["content"]) for m in body["messages"] if m["role"] == "system")
+    params: dict[str, Any] = {
+        "model": body["model"],
+        "max_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or 4096),
+        "messages": [m for m in body["messages"] if m["role"] != "system"],
+    }
+    if system:
+        params["system"] = system
+    for name in ("temperature", "top_p", "top_k"):
+        if body.get(name) is not None:
+            params[name] = body[name]
+    if body.get("stop"):
+        params["stop_sequences"] = [body["stop"]] if isinstance(body["stop"], str) else list(body["stop"])
+    return {"custom_id": line["custom_id"], "params": params}
+
+
+def _anthropic_status(batch: Mapping[str, Any]) -> BatchStatus:
+    counts = {k: int(v or 0) for k, v in (batch.get("request_counts") or {}).items()}
+    ended = batch.get("processing_status") == "ended"
+    state = ("expired" if counts.get("expired") else "completed") if ended else str(batch.get("processing_status"))
+    return BatchStatus(
+        id=str(batch.get("id")),
+        status=state,
+        total=sum(counts.values()),
+        completed=counts.get("succeeded", 0),
+        failed=counts.get("errored", 0) + counts.get("expired", 0) + counts.get("canceled", 0),
+        output_file_id=batch.get("results_url"),
+    )
+
+
+def _anthropic_answer(outcome: Mapping[str, Any], result: CallResult) -> BatchAnswer:
+    """One Message Batches result: a message billed at the batch tier, or an error and whether to retry."""
+    kind = str(outcome.get("type"))
+    if kind == "succeeded":
+        message = outcome.get("message") or {}
+        text = "".join(str(b.get("text", "")) for b in message.get("content") or [] if b.get("type") == "text")
+        usage = message.get("usage") or {}
+        reads, writes = (
+            int(usage.get("cache_read_input_tokens") or 0),
+            int(usage.get("cache_creation_input_tokens") or 0),
+        )
+        result.output = text
+        result.usage = Usage(
+            input_tokens=int(usage.get("input_tokens") or 0) + reads + writes,  # as litellm counts a prompt
+            output_tokens=int(usage.get("output_tokens") or 0),
+            cached_input_tokens=reads,
+            cache_creation_input_tokens=writes,
+            service_tier="batch",
+        )
+        return BatchAnswer(result)
+    if kind == "expired":
+        result.error = RecordError(type="batch_expired", message="the batch ended before this request ran")
+        return BatchAnswer(result, retry=True)
+    error = ((outcome.get("error") or {}).get("error")) or {}
+    name = str(error.get("type") or kind)
+    result.error = RecordError(type=name, message=str(error.get("message", kind))[:500])
+    return BatchAnswer(
+        result, retry=kind == "canceled" or name in ("overloaded_error", "api_error", "rate_limit_error")
+    )
+
+
+async def _anthropic(
+    cfg: ModelConfig, method: str, path: str, timeout_s: float, retries: int, body: Any = None, text: bool = False
+) -> Any:
+    """One request to the Message Batches API (`path` under it, or a full results URL)."""
+    import httpx
+
+    base = (cfg.api_base or "https://api.anthropic.com").rstrip("/").removesuffix("/messages").removesuffix("/v1")
+    url = path if path.startswith("http") else f"{base}/v1/messages/batches{path}"
+    key = os.environ.get(cfg.api_key_env or "ANTHROPIC_API_KEY") or "unused-local-key"
+    headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+
+    async def send() -> Any:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.request(method, url, json=body, headers=headers)
+            if response.status_code >= 400:
+                raise StatusError(response)
+            return response.text if text else response.json()
+
+    what = {"POST": "create the batch", "GET": "read the batch"}[method]
+    return await _step(what, send, timeout_s, retries)
+
+
+def _epoch(value: object) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 async def _step(what: str, make: Any, timeout_s: float, retries: int) -> Any:
