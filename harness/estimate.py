@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from harness.cache import ResponseCache
+from harness.figures import usd
 from harness.plan import Plan, Variant
 from harness.pool import ModelPool, declared_slots
 from harness.pricing import ModelPrice
@@ -217,14 +218,23 @@ def decision_sizes(
 
 
 def batch_note(estimates: list[VariantEstimate], durations: list[float]) -> str | None:
-    """One line on what buying by batch changes: the expected cost against standard prices and the wait
-    (the window, and how long this project's last batches took); None when nothing is batched."""
-    batched = [e for e in estimates if e.standard_usd is not None and not e.needs and e.calls]
+    """One line on what buying by batch changes: the expected cost against standard prices (for the
+    variants that will run, and with those that need a key where `estimate` priced them too) and the
+    wait (the window, and how long this project's last batches took); None when nothing is batched."""
+    batched = [e for e in estimates if e.standard_usd is not None and e.calls]
     if not batched:
         return None
-    cost = sum(e.expected_usd for e in batched)
-    standard = sum(e.standard_usd or 0.0 for e in batched)
-    saving = f" ({1 - cost / standard:.0%} less)" if standard > 0 else ""
+
+    def cost(rows: list[VariantEstimate]) -> str:
+        paid, standard = sum(e.expected_usd for e in rows), sum(e.standard_usd or 0.0 for e in rows)
+        saving = f" ({1 - paid / standard:.0%} less)" if standard > 0 else ""
+        calls = sum(e.calls for e in rows)
+        return f"{calls} calls expected {usd(paid)} against {usd(standard)} at standard prices{saving}"
+
+    ready = [e for e in batched if not e.needs]
+    parts = [cost(ready)] if ready else []
+    if len(ready) < len(batched):
+        parts.append(f"with the variants that need a key, {cost(batched)}")
     wait = "results within the provider's 24 h window"
     if durations:
         ordered = sorted(durations)
@@ -233,8 +243,7 @@ def batch_note(estimates: list[VariantEstimate], durations: list[float]) -> str 
             f"; the last {len(ordered)} batches here took {_duration(median)} (median), "
             f"{_duration(ordered[-1])} at most"
         )
-    calls = sum(e.calls for e in batched)
-    return f"by batch: {calls} calls expected ${cost:.4f} against ${standard:.4f} at standard prices{saving}; {wait}"
+    return f"by batch: {'; '.join(parts)}; {wait}"
 
 
 def _duration(seconds: float) -> str:

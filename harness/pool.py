@@ -38,7 +38,7 @@ from harness.providers import batch as batch_api
 from harness.providers.call import CallResult, call_embedding, call_model, implausible_usage
 from harness.providers.local import local_slots, register_local_provider
 from harness.records import RecordError, Usage
-from harness.secrets import scrub
+from harness.secrets import redact_url, scrub
 from harness.tokens import count_tokens
 
 INPUT_TOKEN_SAFETY = 1.25
@@ -639,7 +639,8 @@ class _BatchGroup:
         self.pool = pool
         self.model = specs[indices[0]].model
         self.execution = self.model.execution or pool.execution
-        self.endpoint = _endpoint_name(self.model)
+        self.endpoint = f"{self.model.model}@{redact_url(self.model.api_base or '')}"
+        """The ledger's name for where the batches go (a password in api_base never reaches the file)."""
         self.specs: dict[str, CallSpec] = {}
         self.waiting: dict[str, list[int]] = {}
         """Each call key still without an outcome, and the indices asking for it (two variants may share)."""
@@ -893,7 +894,9 @@ class _BatchGroup:
         if key not in self.waiting:
             return
         self.release(key)
-        self.finish(key, await self.pool.complete(self.specs[key]))
+        spec = self.specs[key]
+        direct = spec.model.model_copy(update={"execution": ExecutionConfig()})  # the same key, bought directly
+        self.finish(key, await self.pool.complete(dataclasses.replace(spec, model=direct)))
 
     def fail(self, key: str, kind: str, message: str) -> None:
         """A call the batch could not settle: recorded as an error; its reservation counted as spent, since

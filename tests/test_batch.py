@@ -67,13 +67,13 @@ def _run(path: Path, **options: Any) -> Any:
     return harness_run(path, RunOptions(**options), Console(file=io.StringIO(), width=200))
 
 
-def _batch_price(model: str, usage: Usage) -> float:
+def _batch_price(model: str, usage: Usage, suffix: str = "_batches") -> float:
     path = bundled_path()
     assert path is not None
     entry = json.loads(path.read_text(encoding="utf-8"))[model]  # litellm's own file, not harness's reading of it
     return (
-        usage.prompt_tokens * entry["input_cost_per_token_batches"]
-        + usage.completion_tokens * entry["output_cost_per_token_batches"]
+        usage.prompt_tokens * entry[f"input_cost_per_token{suffix}"]
+        + usage.completion_tokens * entry[f"output_cost_per_token{suffix}"]
     )
 
 
@@ -170,6 +170,7 @@ def test_requests_that_fail_inside_a_batch_go_to_the_retry_path(tmp_path: Path, 
     by_item = {r.item_id: r for r in outcome.records}
     assert by_item["i1"].error is None and by_item["i1"].output == "topic 1"
     assert by_item["i1"].usage.service_tier is None  # bought directly, at the standard price
+    assert abs(by_item["i1"].cost_usd - _batch_price(MODEL, server.usage, suffix="")) < 1e-12
     assert by_item["i2"].error is not None and by_item["i2"].error.type == "HTTP400" and by_item["i2"].cost_usd == 0
     assert [str(r["messages"]) for r in server.requests] == [str(json.loads(_line(server, "i1"))["body"]["messages"])]
     assert all(by_item[f"i{n}"].usage.service_tier == "batch" for n in (0, 3, 4, 5, 6, 7))
@@ -239,6 +240,7 @@ def prepare_experiment(path: Path) -> Any:
     return load_config(path)
 
 
+@pytest.mark.slow
 def test_the_estimate_shows_batch_against_standard_cost_and_the_wait(tmp_path: Path, server: BatchServer) -> None:
     path = _project(tmp_path, server)
     done = in_process(["estimate", str(path), "--batch"], tmp_path)
