@@ -196,6 +196,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--focus", type=Path, required=True, metavar="FILE.csv", help="the FOCUS CSV to write")
     export.add_argument("--tracking-uri", default=None)
     export.set_defaults(handler="export")
+    shorten = sub.add_parser(
+        "shorten", help="find the shortest prompt non-inferior to one of the experiment's, confirmed on unseen items"
+    )
+    shorten.add_argument("config", type=Path)
+    shorten.add_argument("--prompt", required=True, help="the prompt to shorten (its name in the config)")
+    shorten.add_argument("--model", default=None, help="the model to search with (default: the baseline's)")
+    shorten.add_argument("--limit", type=int, default=None)
+    shorten.add_argument("--max-usd", type=float, default=None, help="hard spending cap for the search")
+    shorten.add_argument("--yes", action="store_true", help="do not ask before spending above the threshold")
+    _batch_flag(shorten)
+    shorten.set_defaults(handler="shorten")
     reprice = sub.add_parser("reprice", help="recompute a stored run's costs under current or given prices")
     reprice.add_argument("run_id")
     reprice.add_argument("--prices", type=Path, default=None, help="YAML: model string -> price fields")

@@ -54,6 +54,7 @@ from harness.savings import document as savings_document
 from harness.savings import portfolio, savings_markdown, savings_table
 from harness.scaffold import preview, propose, propose_logs, write_experiment, write_log_experiment
 from harness.secrets import redact_url, scrub
+from harness.shorten import diff_text, shorten, summary_lines, write_shortening
 from harness.spending import show_estimate
 from harness.summary import projected_rate
 from harness.tracking.production import trace_reader
@@ -560,7 +561,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_shorten(args: argparse.Namespace) -> int:
+    console = _console()
+    experiment = load_experiment(args.config, args.limit, args.batch)
+    outcome = shorten(experiment, args.prompt, args.model, console, args.max_usd, args.yes)
+    prompt = next(p for p in experiment.prompts if p.name == args.prompt)
+    original = experiment.project_file(prompt.path, "prompts")
+    write_shortening(outcome, original, experiment.root / "reports")
+    for line in summary_lines(outcome):
+        console.print(escape(line))
+    if outcome.path is not None and outcome.report is not None:
+        console.print(escape(diff_text(outcome)))
+        console.print(escape(f"wrote {outcome.path} (the original is unchanged) and {outcome.report}"))
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "shorten": cmd_shorten,
     "watch": cmd_watch,
     "savings": cmd_savings,
     "export": cmd_export,

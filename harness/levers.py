@@ -168,12 +168,10 @@ def _prompt_cache(
             f"the prompts share a {prefix_tokens}-token prefix, under the provider's {minimum}-token minimum: "
             "nothing would be cached (put long fixed instructions and examples first to make one)"
         )
+    cold = cold_share(requests_per_day, len(records))
     if requests_per_day:
-        per_minute = requests_per_day / (24 * 60)
-        cold = math.exp(-per_minute * CACHE_TTL_MINUTES)
         traffic = f"at {requests_per_day:g} requests/day a call finds the cache cold {cold:.1%} of the time"
     else:
-        cold = 1 / len(records)
         traffic = "without traffic:, one cache write per run"
     total = 0.0
     for r in records:
@@ -183,16 +181,32 @@ def _prompt_cache(
         if already or not cached:
             total += bill
             continue
-        rates, _ = price.rates_at(r.usage.input_tokens, r.usage.service_tier)
-        plain = rates["input_cost_per_token"] or 0.0
-        read = _first(rates["cache_read_input_token_cost"], plain)
-        write = _first(rates["cache_creation_input_token_cost"], plain)
-        total += bill - cached * plain + cached * (cold * write + (1 - cold) * read)
+        tokens, tier = r.usage.input_tokens, r.usage.service_tier
+        total += bill - input_usd(price, tokens, 0, tier, cold) + input_usd(price, tokens, cached, tier, cold)
     return total, (
         f"a {prefix_tokens}-token prefix shared by every prompt (minimum {minimum}) read from the provider's "
         f"cache; writes at the cache-write rate, reads at the cached-input rate; {traffic} "
         f"({CACHE_TTL_MINUTES:g}-minute lifetime)"
     )
+
+
+def cold_share(requests_per_day: float | None, calls: int) -> float:
+    """The share of calls that find the provider's prompt cache cold and write it: at traffic, the chance
+    no call came within the cache's lifetime; without traffic, one write per run of `calls`."""
+    if requests_per_day:
+        return math.exp(-requests_per_day / (24 * 60) * CACHE_TTL_MINUTES)
+    return 1 / max(calls, 1)
+
+
+def input_usd(price: ModelPrice, input_tokens: int, cached_prefix: int, tier: str | None, cold: float) -> float:
+    """The input side of one call whose first `cached_prefix` tokens come from the provider's cache (written
+    on a cold share of calls, read on the rest): what shortening or reordering a prompt changes."""
+    rates, _ = price.rates_at(input_tokens, tier)
+    plain = rates["input_cost_per_token"] or 0.0
+    read = _first(rates.get("cache_read_input_token_cost"), plain)
+    write = _first(rates.get("cache_creation_input_token_cost"), plain)
+    cached = min(cached_prefix, input_tokens)
+    return (input_tokens - cached) * plain + cached * (cold * write + (1 - cold) * read)
 
 
 def _first(value: float | None, default: float) -> float:

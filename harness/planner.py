@@ -318,6 +318,11 @@ def _credential_check(experiment: Experiment, file: str, strict: bool) -> dict[s
     return skipped
 
 
+def item_variables(experiment: Experiment) -> dict[str, Any]:
+    """The variables every item's prompt gets besides its own fields: the config's `constants`."""
+    return _load_constants(experiment)
+
+
 def _load_constants(experiment: Experiment) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in experiment.constants.items():

@@ -123,6 +123,12 @@ def _rebuild(name: str, path: Path, source: str, variables: dict[str, Any]) -> P
     return PromptTemplate(name, path, source, make_environment(path.parent).from_string(source), variables)
 
 
+def template_from_source(name: str, path: Path, source: str, variables: dict[str, Any]) -> PromptTemplate:
+    """A template made from text rather than read from `path` (a shortened prompt), resolving includes from
+    `path`'s folder as the file there would."""
+    return _rebuild(name, path, source, variables)
+
+
 class ConfinedLoader(jinja2.FileSystemLoader):
     """`{% include %}` and `{% import %}` inside the template's folder only: a name that resolves (through a
     symlink, say) to a file outside it is refused, so a template cannot read the system's files."""

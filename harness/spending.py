@@ -15,7 +15,7 @@ from rich.markup import escape
 import harness.tracking
 from harness.batch_ledger import batch_durations
 from harness.cache import ResponseCache
-from harness.config import ConfigError
+from harness.config import ConfigError, Experiment
 from harness.estimate import VariantEstimate, batch_note, estimate_plan, estimate_scorers, expected_wall_seconds
 from harness.plan import Plan
 from harness.pool import ledger_path
@@ -94,17 +94,23 @@ def confirm_spend(
     plan: Plan, estimates: list[VariantEstimate], assume_yes: bool, confirm: Callable[[str], bool] | None
 ) -> None:
     """Ask before spending above `budget.confirm_above_usd`; never hang when nobody can answer."""
-    threshold = plan.experiment.budget.confirm_above_usd
-    worst = sum(e.max_usd for e in estimates)
+    confirm_spend_usd(plan.experiment, sum(e.max_usd for e in estimates), assume_yes, confirm)
+
+
+def confirm_spend_usd(
+    experiment: Experiment, worst: float, assume_yes: bool, confirm: Callable[[str], bool] | None = None
+) -> None:
+    """`confirm_spend` for a worst case already summed (a prompt search's)."""
+    threshold = experiment.budget.confirm_above_usd
     if assume_yes or worst <= threshold:
         return
     fix = "pass --yes, lower the item count, or raise budget.confirm_above_usd"
     if confirm is None:
         raise ConfigError(
-            plan.experiment.source_path,
+            experiment.source_path,
             "budget.confirm_above_usd",
             f"this run may cost up to ${worst:.4f}, above ${threshold:g}, and nobody is at the terminal to confirm",
             fix,
         )
     if not confirm(f"This run may cost up to ${worst:.4f}. Spend it?"):
-        raise ConfigError(plan.experiment.source_path, "budget.confirm_above_usd", "declined at the prompt", fix)
+        raise ConfigError(experiment.source_path, "budget.confirm_above_usd", "declined at the prompt", fix)

@@ -1,0 +1,415 @@
+"""A shorter prompt, found under a non-inferiority bound and confirmed on items the search never saw.
+
+The items are split once, by the experiment's seed, into a search half and a confirmation half. The
+search deletes the template's sentences (`prompt_units`) greedily, longest first: each deletion goes
+through the decision engine's sequential looks over the search items (`SEARCH_DESIGN`), so one that is
+clearly worse, or out of reach, is dropped at the first look for the price of that stage's calls, and only
+what survives is called on more items; it is kept once shown non-inferior, or at the last look unless it
+is worse or loses more than half the margin on average. Whatever survives is judged once, against the
+original, on the confirmation items only, by `decision.decide` at the gate's margin and confidence: that
+verdict and its interval are the only ones reported. The search's own figures are chosen by the search,
+so they are never evidence (the winner's curse); the confirmation's are.
+
+A deletion is tried only when it makes a call cheaper: cutting into the fixed text every prompt starts with
+can take that prefix under the provider's minimum cacheable length, and then the cache's discount on the
+rest of it is lost. Such a deletion is skipped unpriced, so the prefix a prompt cache serves stays, and
+the report gives the prefix and the cost per call with the cache before and after.
+
+Every call goes through one model pool (cache, budget, retries), so a deletion tried twice, or a re-run
+of the whole search, pays once; the budget caps the search and the confirmation together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from harness.caches import open_cache
+from harness.config import ConfigError, Experiment
+from harness.decision import CandidateDecision, PairedScores, SequentialDesign, decide, look, score_range_of
+from harness.identity import digest
+from harness.levers import cold_share, input_usd, min_cacheable_tokens
+from harness.plan import Plan, Variant, item_order
+from harness.planner import item_variables, prepare
+from harness.pool import ModelPool
+from harness.prompt_units import Unit, units, without
+from harness.prompts import PromptTemplate, render_checked, shared_prefix, template_from_source
+from harness.runner import run_plan
+from harness.scorers import score_records
+from harness.sequential import boundaries, schedule
+from harness.spending import confirm_spend_usd
+from harness.summary import DAYS_PER_MONTH
+from harness.tokens import count_text_tokens, count_tokens
+
+SEARCH_DESIGN = SequentialDesign(looks=3, spending="pocock", futility=0.1)
+"""How each deletion is screened: the gate's sequential looks over the search items, so a deletion that is
+clearly worse costs the first stage's calls and no more."""
+
+Evaluate = Callable[[frozenset[int], list[str]], np.ndarray]
+"""Scores per item (NaN where none) of the template with these units removed, on these items."""
+CallCost = Callable[[frozenset[int]], float]
+"""Expected input dollars per call of the template with these units removed, prompt cache included."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One deletion the search tried."""
+
+    unit: int
+    diff: float | None
+    """Mean difference on the search items it was looked at on (None: never called)."""
+    items: int
+    """Search items it was called on: a deletion dropped at an early look paid for those alone."""
+    kept: bool
+    reason: str
+
+
+@dataclass
+class Search:
+    """What the search found and what the confirmation said of it."""
+
+    removed: frozenset[int]
+    trials: list[Trial]
+    confirmation: CandidateDecision | None
+    """The shortened template against the original on the confirmation items (None: nothing removed)."""
+
+
+@dataclass
+class Shortening:
+    """The outcome of `harness shorten`: the prompt, the verdict, the savings and the cost of finding them."""
+
+    prompt: str
+    variant: str
+    search: Search
+    units: list[Unit]
+    search_items: list[str]
+    confirm_items: list[str]
+    source: str
+    shortened: str
+    tokens_before: float
+    tokens_after: float
+    prefix_before: int
+    prefix_after: int
+    cache_minimum: int | None
+    """The provider's shortest cacheable prefix (None: the price has no cached-input rate)."""
+    usd_per_call_before: float
+    usd_per_call_after: float
+    monthly_saving_usd: float | None
+    calls_made: int
+    spent_usd: float
+    path: Path | None = None
+    report: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def usd_per_call_saved(self) -> float:
+        return self.usd_per_call_before - self.usd_per_call_after
+
+    @property
+    def verdict(self) -> str:
+        return "no shorter prompt" if self.search.confirmation is None else self.search.confirmation.status
+
+
+def split_items(ids: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """Search and confirmation items: disjoint halves of the items in the experiment's seeded order."""
+    ordered = item_order(ids, seed)
+    half = len(ordered) // 2
+    return ordered[:half], ordered[half:]
+
+
+def search(
+    unit_sizes: list[int],
+    evaluate: Evaluate,
+    search_ids: list[str],
+    confirm_ids: list[str],
+    margin: float,
+    confidence: float,
+    kind: str = "continuous",
+    design: SequentialDesign = SEARCH_DESIGN,
+    cost: CallCost | None = None,
+) -> Search:
+    """Greedy deletion, longest unit first, then the one confirmation (see the module's docstring). Only
+    `confirm_ids` judge the result; `evaluate` sees them for the original and the winner alone."""
+    kept: frozenset[int] = frozenset()
+    base = evaluate(kept, search_ids)
+    stops = schedule(len(search_ids), design.looks)
+    bounds = boundaries(tuple(stop / len(search_ids) for stop in stops), 1 - confidence, design.spending)
+    trials: list[Trial] = []
+    for unit in sorted(range(len(unit_sizes)), key=lambda u: -unit_sizes[u]):
+        trying = kept | {unit}
+        if cost is not None and not cost(trying) < cost(kept):
+            trials.append(Trial(unit, None, 0, False, "not cheaper: it would lose the cached prefix"))
+            continue
+        trial = _trial(unit, evaluate, trying, search_ids, base, stops, bounds, kind, margin, confidence, design)
+        trials.append(trial)
+        if trial.kept:
+            kept = trying
+    if not kept:
+        return Search(kept, trials, None)
+    original, shortened = evaluate(frozenset(), confirm_ids), evaluate(kept, confirm_ids)
+    judged = decide(
+        original, {"short": shortened}, kind=kind, margin=margin, confidence=confidence, multiplicity="none"
+    )
+    return Search(kept, trials, judged.candidates["short"])
+
+
+def _trial(
+    unit: int,
+    evaluate: Evaluate,
+    trying: frozenset[int],
+    search_ids: list[str],
+    base: np.ndarray,
+    stops: list[int],
+    bounds: tuple[float, ...],
+    kind: str,
+    margin: float,
+    confidence: float,
+    design: SequentialDesign,
+) -> Trial:
+    """One deletion through the sequential looks on the search items: dropped at the first look that
+    shows it worse or out of reach (paying only for the items so far), kept once it is shown non-inferior,
+    and at the last look kept unless it is worse or loses more than half the margin on average."""
+    for index, stop in enumerate(stops):
+        scores = evaluate(trying, search_ids[:stop])
+        column, paired = scores, base[:stop]
+        spread = score_range_of(kind, [paired, column])  # type: ignore[arg-type]
+        looked = look(
+            PairedScores(paired, {"short": column}, kind == "binary", spread, margin, confidence),
+            index,
+            bounds,
+            design.futility,
+        )["short"]
+        where = f"{looked.mean_diff:+.3f} on {looked.n_pairs} search items, look {index + 1} of {len(stops)}"
+        if looked.status == "continue":
+            continue
+        keep = looked.status == "pass" or (looked.status == "undecided" and looked.mean_diff >= -margin / 2)
+        return Trial(unit, looked.mean_diff, stop, keep, f"{looked.status}: {where}")
+    raise AssertionError("the last look always decides")
+
+
+def shorten(
+    experiment: Experiment,
+    prompt: str,
+    model: str | None = None,
+    console: Console | None = None,
+    max_usd: float | None = None,
+    assume_yes: bool = False,
+) -> Shortening:
+    """Search for the shortest prompt non-inferior to `prompt` on the experiment's gate metric, with the
+    baseline's model (or `model`), write it beside the original and report on it."""
+    console = console or Console(stderr=True, emoji=False)
+    plan = prepare(experiment, strict=True)
+    variant = _variant(plan, prompt, model)
+    metric = experiment.gate.metric or experiment.scorer_labels()[0]
+    scorer = next(s for s in plan.scorers if s.label == metric)
+    found = units(variant.prompt.source)
+    if not found:
+        raise ConfigError(experiment.source_path, "prompts", f"{prompt} has no sentence of its own to remove")
+    search_ids, confirm_ids = split_items([i.id for i in plan.eval_set.items], experiment.analysis.seed)
+    if len(confirm_ids) < 2:
+        raise ConfigError(experiment.source_path, "dataset", "too few items to confirm on", "give at least 4 items")
+    cache = open_cache(experiment)
+    pool = ModelPool.for_experiment(experiment, cache, max_usd=max_usd or experiment.budget.max_usd)
+    worst = _worst_usd(plan, variant, pool, len(found))
+    console.print(
+        f"shorten {variant.name}: {len(found)} sentences to try on {len(search_ids)} search items, confirmed on "
+        f"{len(confirm_ids)} others; at most ${worst:.4f} (every deletion tried on every search item)"
+    )
+    confirm_spend_usd(experiment, worst, assume_yes)
+    templates: dict[frozenset[int], PromptTemplate] = {}
+    items = {i.id: i for i in plan.eval_set.items}
+
+    def template(removed: frozenset[int]) -> PromptTemplate:
+        if removed not in templates:
+            source = without(variant.prompt.source, found, removed)
+            name = variant.prompt.name if not removed else f"{variant.prompt.name}~{digest(sorted(removed))[:8]}"
+            templates[removed] = template_from_source(name, variant.prompt.path, source, variant.prompt.variables)
+        return templates[removed]
+
+    def evaluate(removed: frozenset[int], ids: list[str]) -> np.ndarray:
+        chosen = template(removed)
+        trial = dataclasses.replace(variant, name=f"{variant.model.display_name}:{chosen.name}", prompt=chosen)
+        messages = {(chosen.name, i): _render(experiment, chosen, items[i]) for i in ids}
+        part = dataclasses.replace(plan.with_items(ids), variants=[trial], messages=messages, baseline=None)
+        records = run_plan(part, console=Console(quiet=True), pool=pool).records
+        score_records(records, items, [scorer], pool, Console(quiet=True))
+        sums: dict[str, list[float]] = {}
+        for record in records:
+            value = record.scores.get(metric)
+            if value is not None:
+                sums.setdefault(record.item_id, []).append(float(value))
+        return np.array([np.mean(sums[i]) if i in sums else np.nan for i in ids])
+
+    pricing = _Pricing(plan, variant, pool)
+    costs: dict[frozenset[int], float] = {}
+
+    def cost(removed: frozenset[int]) -> float:
+        if removed not in costs:
+            costs[removed] = pricing.per_call(template(removed))[2]
+        return costs[removed]
+
+    kind = "binary" if scorer.kind == "binary" and experiment.epochs == 1 else "continuous"
+    with console.status("searching for a shorter prompt"):
+        result = search(
+            [len(u.text) for u in found],
+            evaluate,
+            search_ids,
+            confirm_ids,
+            experiment.gate.margin,
+            experiment.gate.confidence,
+            kind,
+            cost=cost,
+        )
+    if cache is not None:
+        cache.close()
+    before, after = pricing.per_call(template(frozenset())), pricing.per_call(template(result.removed))
+    monthly = None if experiment.traffic is None else (before[2] - after[2]) * experiment.traffic.requests_per_day
+    return Shortening(
+        prompt=variant.prompt.name,
+        variant=variant.name,
+        search=result,
+        units=found,
+        search_items=search_ids,
+        confirm_items=confirm_ids,
+        source=template(frozenset()).source,
+        shortened=template(result.removed).source,
+        tokens_before=before[0],
+        tokens_after=after[0],
+        prefix_before=before[1],
+        prefix_after=after[1],
+        cache_minimum=pricing.minimum,
+        usd_per_call_before=before[2],
+        usd_per_call_after=after[2],
+        monthly_saving_usd=None if monthly is None else monthly * DAYS_PER_MONTH,
+        calls_made=pool.counts.calls_made,
+        spent_usd=pool.budget.spent,
+    )
+
+
+class _Pricing:
+    """A template's input tokens, cached prefix and input dollars per call over the experiment's items, at
+    the tier the run buys (batch under `--batch`) and the cache's cold share at the experiment's traffic."""
+
+    def __init__(self, plan: Plan, variant: Variant, pool: ModelPool) -> None:
+        self.experiment, self.variant, self.items = plan.experiment, variant, plan.eval_set.items
+        self.tier = pool.tier(plan.call(variant, self.items[0]))
+        price = variant.price
+        cached = "cache_read_input_token_cost" in price.table
+        self.minimum = min_cacheable_tokens(price.priced_as or variant.model.model) if cached else None
+        traffic = self.experiment.traffic
+        self.cold = cold_share(None if traffic is None else traffic.requests_per_day, len(self.items))
+
+    def per_call(self, template: PromptTemplate) -> tuple[float, int, float]:
+        """(mean input tokens, tokens of the prefix every prompt shares, mean input $ with that prefix read
+        from the provider's cache when it is long enough to be cached)."""
+        model = self.variant.model.model
+        rendered = [_render(self.experiment, template, item) for item in self.items]
+        tokens = [count_tokens(model, messages) for messages in rendered]
+        prefix_text = shared_prefix(rendered) if len(rendered) > 1 else ""
+        prefix = count_text_tokens(model, prefix_text) if prefix_text else 0
+        cached = prefix if self.minimum is not None and prefix >= self.minimum else 0
+        usd = [input_usd(self.variant.price, n, cached, self.tier, self.cold) for n in tokens]
+        return float(np.mean(tokens)), prefix, float(np.mean(usd))
+
+
+def write_shortening(outcome: Shortening, original: Path, reports: Path) -> None:
+    """The shortened template beside the original (never over a file), a diff, and a report."""
+    if outcome.search.confirmation is None:
+        return
+    path = original.with_name(f"{original.stem}.short{original.suffix}")
+    n = 2
+    while path.exists():
+        path = original.with_name(f"{original.stem}.short-{n}{original.suffix}")
+        n += 1
+    path.write_text(outcome.shortened, encoding="utf-8")
+    outcome.path = path
+    reports.mkdir(parents=True, exist_ok=True)
+    outcome.report = reports / f"shorten-{original.stem}.md"
+    outcome.report.write_text(report_markdown(outcome), encoding="utf-8")
+
+
+def diff_text(outcome: Shortening) -> str:
+    lines = difflib.unified_diff(
+        outcome.source.splitlines(keepends=True),
+        outcome.shortened.splitlines(keepends=True),
+        fromfile=outcome.prompt,
+        tofile=f"{outcome.prompt} (shortened)",
+    )
+    return "".join(lines)
+
+
+def summary_lines(outcome: Shortening) -> list[str]:
+    """What a person reads: the verdict on unseen items, the tokens and dollars saved, the search's cost."""
+    judged = outcome.search.confirmation
+    removed = len(outcome.search.removed)
+    lines = [
+        f"{removed} of {len(outcome.units)} sentences removed: {outcome.tokens_before:.0f} -> "
+        f"{outcome.tokens_after:.0f} input tokens per call"
+    ]
+    if judged is None:
+        lines.append("no sentence could go without losing more than the margin on the search items: the prompt stays")
+    else:
+        lines.append(
+            f"confirmed on {judged.n_pairs} items the search never saw: {judged.status} "
+            f"(difference {judged.mean_diff:+.3f} [{judged.ci_low:+.3f}, {judged.ci_high:+.3f}], margin "
+            f"{judged.noninferior.threshold:+.3f})"
+        )
+        month = "" if outcome.monthly_saving_usd is None else f", ${outcome.monthly_saving_usd:,.2f} a month at traffic"
+        lines.append(
+            f"input ${outcome.usd_per_call_before:.6f} -> ${outcome.usd_per_call_after:.6f} per call: saves "
+            f"${outcome.usd_per_call_saved:.6f} per call{month}"
+        )
+        lines.append(_cache_line(outcome))
+    lines.append(f"the search made {outcome.calls_made} calls and spent ${outcome.spent_usd:.4f}")
+    return lines
+
+
+def _cache_line(outcome: Shortening) -> str:
+    before, after = outcome.prefix_before, outcome.prefix_after
+    shared = f"prompt cache: every prompt starts with the same {before} tokens before, {after} after"
+    if outcome.cache_minimum is None:
+        return f"{shared}; the price has no cached-input rate, so no cache discount either way"
+    minimum = outcome.cache_minimum
+    state = {True: "cached", False: "not cached"}
+    return (
+        f"{shared} (the provider caches {minimum} or more): {state[outcome.prefix_before >= minimum]} before, "
+        f"{state[outcome.prefix_after >= minimum]} after; the dollars above include the cache"
+    )
+
+
+def report_markdown(outcome: Shortening) -> str:
+    body = "\n".join(f"- {line}" for line in summary_lines(outcome))
+    removed = "\n".join(f"- {u.text}" for u in outcome.units if u.index in outcome.search.removed)
+    return (
+        f"# Shortened prompt: {outcome.prompt}\n\n{body}\n\n## Removed\n\n{removed}\n\n"
+        f"## Diff\n\n```diff\n{diff_text(outcome)}```\n"
+    )
+
+
+def _variant(plan: Plan, prompt: str, model: str | None) -> Variant:
+    baseline = plan.variant(plan.baseline) if plan.baseline else None
+    wanted = model or (baseline.model.display_name if baseline is not None else plan.runnable[0].model.display_name)
+    for variant in plan.runnable:
+        if variant.prompt.name == prompt and wanted in (variant.model.display_name, variant.model.model):
+            return variant
+    names = ", ".join(sorted({v.prompt.name for v in plan.runnable}))
+    raise ConfigError(
+        "command line", "--prompt", f"no runnable variant {wanted}:{prompt}", f"give one of the prompts {names}"
+    )
+
+
+def _render(experiment: Experiment, template: PromptTemplate, item: object) -> list[dict[str, str]]:
+    variables = {**item.fields, **item_variables(experiment), **template.variables}  # type: ignore[attr-defined]
+    return render_checked(template, variables, item.id)  # type: ignore[attr-defined]
+
+
+def _worst_usd(plan: Plan, variant: Variant, pool: ModelPool, unit_count: int) -> float:
+    per_call = max(pool.worst_case_usd(plan.call(variant, item)) for item in plan.eval_set.items)
+    calls = (unit_count + 1) * len(plan.eval_set.items) * plan.experiment.epochs
+    return per_call * calls
