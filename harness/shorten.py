@@ -10,7 +10,7 @@ original, on the confirmation items only, by `decision.decide` at the gate's mar
 verdict and its interval are the only ones reported. The search's own figures are chosen by the search,
 so they are never evidence (the winner's curse); the confirmation's are.
 
-A deletion is tried only when it makes a call cheaper: cutting into the fixed text every prompt starts with
+A deletion is not tried when it makes a call dearer: cutting into the fixed text every prompt starts with
 can take that prefix under the provider's minimum cacheable length, and then the cache's discount on the
 rest of it is lost. Such a deletion is skipped unpriced, so the prefix a prompt cache serves stays, and
 the report gives the prefix and the cost per call with the cache before and after.
@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.caches import open_cache
 from harness.config import ConfigError, Experiment
@@ -53,6 +55,8 @@ clearly worse costs the first stage's calls and no more."""
 
 Evaluate = Callable[[frozenset[int], list[str]], np.ndarray]
 """Scores per item (NaN where none) of the template with these units removed, on these items."""
+Latencies = dict[frozenset[int], dict[str, list[float]]]
+"""Seconds per call of each template tried, by item: what an hourly-priced model's saving is made of."""
 CallCost = Callable[[frozenset[int]], float]
 """Expected input dollars per call of the template with these units removed, prompt cache included."""
 
@@ -103,6 +107,8 @@ class Shortening:
     monthly_saving_usd: float | None
     calls_made: int
     spent_usd: float
+    billed_by_hour: bool = False
+    """The model's compute is priced by the hour: dollars per call include the latency measured."""
     path: Path | None = None
     report: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -133,6 +139,7 @@ def search(
     kind: str = "continuous",
     design: SequentialDesign = SEARCH_DESIGN,
     cost: CallCost | None = None,
+    on_trial: Callable[[Trial], None] | None = None,
 ) -> Search:
     """Greedy deletion, longest unit first, then the one confirmation (see the module's docstring). Only
     `confirm_ids` judge the result; `evaluate` sees them for the original and the winner alone."""
@@ -143,11 +150,13 @@ def search(
     trials: list[Trial] = []
     for unit in sorted(range(len(unit_sizes)), key=lambda u: -unit_sizes[u]):
         trying = kept | {unit}
-        if cost is not None and not cost(trying) < cost(kept):
-            trials.append(Trial(unit, None, 0, False, "not cheaper: it would lose the cached prefix"))
-            continue
-        trial = _trial(unit, evaluate, trying, search_ids, base, stops, bounds, kind, margin, confidence, design)
+        if cost is not None and cost(trying) > cost(kept):
+            trial = Trial(unit, None, 0, False, "dearer: it would take the cached prefix under the provider's minimum")
+        else:
+            trial = _trial(unit, evaluate, trying, search_ids, base, stops, bounds, kind, margin, confidence, design)
         trials.append(trial)
+        if on_trial is not None:
+            on_trial(trial)
         if trial.kept:
             kept = trying
     if not kept:
@@ -172,9 +181,10 @@ def _trial(
     confidence: float,
     design: SequentialDesign,
 ) -> Trial:
-    """One deletion through the sequential looks on the search items: dropped at the first look that
-    shows it worse or out of reach (paying only for the items so far), kept once it is shown non-inferior,
-    and at the last look kept unless it is worse or loses more than half the margin on average."""
+    """One deletion through the sequential looks on the search items, stopped at the first look that
+    decides it (paying only for the items so far): dropped when shown worse, kept when shown non-inferior,
+    and when out of reach (futile) or undecided at the last look, kept unless it loses more than half the
+    margin on average. Selection only: a wrong keep costs the confirmation, never its error rate."""
     for index, stop in enumerate(stops):
         scores = evaluate(trying, search_ids[:stop])
         column, paired = scores, base[:stop]
@@ -188,7 +198,7 @@ def _trial(
         where = f"{looked.mean_diff:+.3f} on {looked.n_pairs} search items, look {index + 1} of {len(stops)}"
         if looked.status == "continue":
             continue
-        keep = looked.status == "pass" or (looked.status == "undecided" and looked.mean_diff >= -margin / 2)
+        keep = looked.status == "pass" or (looked.status != "fail" and looked.mean_diff >= -margin / 2)
         return Trial(unit, looked.mean_diff, stop, keep, f"{looked.status}: {where}")
     raise AssertionError("the last look always decides")
 
@@ -204,7 +214,7 @@ def shorten(
     """Search for the shortest prompt non-inferior to `prompt` on the experiment's gate metric, with the
     baseline's model (or `model`), write it beside the original and report on it."""
     console = console or Console(stderr=True, emoji=False)
-    plan = prepare(experiment, strict=True)
+    plan = prepare(experiment)  # models without keys are skipped: the search calls one
     variant = _variant(plan, prompt, model)
     metric = experiment.gate.metric or experiment.scorer_labels()[0]
     scorer = next(s for s in plan.scorers if s.label == metric)
@@ -232,6 +242,8 @@ def shorten(
             templates[removed] = template_from_source(name, variant.prompt.path, source, variant.prompt.variables)
         return templates[removed]
 
+    latencies: Latencies = {}
+
     def evaluate(removed: frozenset[int], ids: list[str]) -> np.ndarray:
         chosen = template(removed)
         trial = dataclasses.replace(variant, name=f"{variant.model.display_name}:{chosen.name}", prompt=chosen)
@@ -241,6 +253,8 @@ def shorten(
         score_records(records, items, [scorer], pool, Console(quiet=True))
         sums: dict[str, list[float]] = {}
         for record in records:
+            if record.error is None:
+                latencies.setdefault(removed, {}).setdefault(record.item_id, []).append(record.latency_s)
             value = record.scores.get(metric)
             if value is not None:
                 sums.setdefault(record.item_id, []).append(float(value))
@@ -255,7 +269,18 @@ def shorten(
         return costs[removed]
 
     kind = "binary" if scorer.kind == "binary" and experiment.epochs == 1 else "continuous"
-    with console.status("searching for a shorter prompt"):
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("sentences tried", total=len(found))
+
+        def tried(trial: Trial) -> None:
+            text = " ".join(found[trial.unit].text.split())
+            short = text if len(text) <= 60 else text[:57] + "..."
+            verdict = "removed" if trial.kept else "kept"
+            progress.console.print(escape(f'{verdict}: "{short}" ({trial.reason})'))
+            progress.advance(task)
+
         result = search(
             [len(u.text) for u in found],
             evaluate,
@@ -265,10 +290,15 @@ def shorten(
             experiment.gate.confidence,
             kind,
             cost=cost,
+            on_trial=tried,
         )
     if cache is not None:
         cache.close()
     before, after = pricing.per_call(template(frozenset())), pricing.per_call(template(result.removed))
+    if variant.price.usd_per_hour:  # compute billed by the hour: the saving is the latency measured on unseen items
+        hourly = {r: _mean_latency(latencies, r, confirm_ids) * variant.price.usd_per_hour / 3600 for r in latencies}
+        before = (before[0], before[1], before[2] + hourly.get(frozenset(), 0.0))
+        after = (after[0], after[1], after[2] + hourly.get(result.removed, hourly.get(frozenset(), 0.0)))
     monthly = None if experiment.traffic is None else (before[2] - after[2]) * experiment.traffic.requests_per_day
     return Shortening(
         prompt=variant.prompt.name,
@@ -289,6 +319,22 @@ def shorten(
         monthly_saving_usd=None if monthly is None else monthly * DAYS_PER_MONTH,
         calls_made=pool.counts.calls_made,
         spent_usd=pool.budget.spent,
+        billed_by_hour=bool(variant.price.usd_per_hour),
+        notes=[_budget_note(pool)] if pool.budget.exhausted else [],
+    )
+
+
+def _mean_latency(latencies: Latencies, removed: frozenset[int], ids: list[str]) -> float:
+    """Mean latency of the template's calls on these items (the confirmation's: both prompts saw them)."""
+    seen = [t for i in ids for t in latencies.get(removed, {}).get(i, [])]
+    return float(np.mean(seen)) if seen else 0.0
+
+
+def _budget_note(pool: ModelPool) -> str:
+    return (
+        f"the budget (${pool.budget.max_usd:g}) ran out: calls it could not cover were not made, so the search "
+        "and the confirmation read fewer items (raise budget.max_usd or --max-usd and run again: paid calls "
+        "are cached)"
     )
 
 
@@ -353,7 +399,10 @@ def summary_lines(outcome: Shortening) -> list[str]:
         f"{outcome.tokens_after:.0f} input tokens per call"
     ]
     if judged is None:
-        lines.append("no sentence could go without losing more than the margin on the search items: the prompt stays")
+        lines.append(
+            "no sentence could go: each was worse on the search items, out of reach, or would have made calls "
+            "dearer by losing the cached prefix; the prompt stays"
+        )
     else:
         lines.append(
             f"confirmed on {judged.n_pairs} items the search never saw: {judged.status} "
@@ -361,12 +410,14 @@ def summary_lines(outcome: Shortening) -> list[str]:
             f"{judged.noninferior.threshold:+.3f})"
         )
         month = "" if outcome.monthly_saving_usd is None else f", ${outcome.monthly_saving_usd:,.2f} a month at traffic"
+        what = "input and compute" if outcome.billed_by_hour else "input"
         lines.append(
-            f"input ${outcome.usd_per_call_before:.6f} -> ${outcome.usd_per_call_after:.6f} per call: saves "
+            f"{what} ${outcome.usd_per_call_before:.6f} -> ${outcome.usd_per_call_after:.6f} per call: saves "
             f"${outcome.usd_per_call_saved:.6f} per call{month}"
         )
         lines.append(_cache_line(outcome))
     lines.append(f"the search made {outcome.calls_made} calls and spent ${outcome.spent_usd:.4f}")
+    lines.extend(outcome.notes)
     return lines
 
 
@@ -398,9 +449,15 @@ def _variant(plan: Plan, prompt: str, model: str | None) -> Variant:
     for variant in plan.runnable:
         if variant.prompt.name == prompt and wanted in (variant.model.display_name, variant.model.model):
             return variant
-    names = ", ".join(sorted({v.prompt.name for v in plan.runnable}))
+    prompts = sorted({v.prompt.name for v in plan.runnable})
+    models = sorted({v.model.display_name for v in plan.runnable})
+    if prompt not in prompts:
+        raise ConfigError("command line", "--prompt", f"no prompt {prompt}", f"give one of {', '.join(prompts)}")
     raise ConfigError(
-        "command line", "--prompt", f"no runnable variant {wanted}:{prompt}", f"give one of the prompts {names}"
+        "command line",
+        "--model",
+        f"{wanted} cannot run here (not configured, or its API key is not set)",
+        f"set its key or pass --model with one of {', '.join(models)}",
     )
 
 

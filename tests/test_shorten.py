@@ -169,3 +169,49 @@ def test_the_search_keeps_the_sentences_the_answers_need_and_drops_the_rest(
         item = request["messages"][-1]["content"].split("Document ")[1].split(" ")[0]
         if f"i{item}" in confirmed:  # the confirmation: the original or the winner, nothing the search tried
             assert all(s in system for s in FILLER + NEEDED) or system.strip() == final.strip(), system
+
+
+def test_a_search_under_a_cap_never_passes_it_and_says_the_budget_ran_out(
+    tmp_path: Path, server: FakeModelServer
+) -> None:
+    config = base_config([fake_model(server, "gpt-4o-mini")], scorers=["exact_match"], gate={"margin": 0.2})
+    path = write_project(tmp_path, config, items=ITEMS, templates={"terse": TEMPLATE})
+    for cap in (0.0004, 0.001):
+        done = in_process(["shorten", str(path), "--prompt", "terse", "--yes", "--max-usd", str(cap)], tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        text = " ".join(done.stdout.split())
+        spent = float(text.split("spent $")[1].split()[0])
+        assert 0 < spent <= cap and "ran out" in text, text
+
+
+@pytest.mark.slow
+def test_a_prefix_the_provider_caches_is_never_cut_under_its_minimum(tmp_path: Path, server: FakeModelServer) -> None:
+    """The system text every prompt starts with is a few sentences over the 1,024 tokens OpenAI caches:
+    the search may trim it, but never under the minimum, where the whole prefix would lose the cache
+    discount; the sentences after the item are free to go."""
+    from harness.tokens import count_text_tokens
+
+    rules = [f"Rule {n}: keep every answer consistent with house style number {n} of the guide." for n in range(59)]
+    template = (
+        "{% block system %}" + " ".join(rules) + f" {NEEDED[0]} {NEEDED[1]}{{% endblock %}}"
+        "{% block user %}Document: {{ document }}\n" + " ".join(FILLER) + "{% endblock %}"
+    )
+    prefix_tokens = count_text_tokens("gpt-4o-mini", "<system>\n" + " ".join(rules))
+    assert 1024 < prefix_tokens < 1024 + 3 * 20, prefix_tokens  # room to cut a few rules, not all
+    config = base_config(
+        [fake_model(server, "gpt-4o-mini")],
+        scorers=["exact_match"],
+        gate={"margin": 0.2},
+        traffic={"requests_per_day": 100000},
+    )
+    path = write_project(tmp_path, config, items=ITEMS, templates={"terse": template})
+    done = in_process(["shorten", str(path), "--prompt", "terse", "--yes"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = " ".join(done.stdout.split())
+    shortened = (tmp_path / "prompts" / "terse.short.j2").read_text()
+    assert not any(s in shortened for s in FILLER) and all(s in shortened for s in NEEDED)
+    kept = shortened.split("{% endblock %}")[0].removeprefix("{% block system %}")
+    assert sum(r in kept for r in rules) < len(rules)  # some rules went...
+    after = int(text.split(" tokens before, ")[1].split()[0])
+    assert after >= 1024 and count_text_tokens("gpt-4o-mini", "<system>\n" + kept) >= 1024 - 8  # ...not too many
+    assert "cached before, cached after" in text and "it would take the cached prefix under" in text
