@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import jinja2
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
@@ -34,13 +36,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.caches import open_cache
 from harness.config import ConfigError, Experiment
+from harness.datasets import Item
 from harness.decision import CandidateDecision, PairedScores, SequentialDesign, decide, look, score_range_of
 from harness.identity import digest
 from harness.levers import cold_share, input_usd, min_cacheable_tokens
 from harness.plan import Plan, Variant, item_order
 from harness.planner import item_variables, prepare
 from harness.pool import ModelPool
-from harness.prompt_units import Unit, units, without
+from harness.prompt_units import Unit, containers, units, without
 from harness.prompts import PromptTemplate, render_checked, shared_prefix, template_from_source
 from harness.runner import run_plan
 from harness.scorers import score_records
@@ -55,6 +58,7 @@ clearly worse costs the first stage's calls and no more."""
 
 Evaluate = Callable[[frozenset[int], list[str]], np.ndarray]
 """Scores per item (NaN where none) of the template with these units removed, on these items."""
+GONE = "gone with a larger unit"
 Latencies = dict[frozenset[int], dict[str, list[float]]]
 """Seconds per call of each template tried, by item: what an hourly-priced model's saving is made of."""
 CallCost = Callable[[frozenset[int]], float]
@@ -140,9 +144,11 @@ def search(
     design: SequentialDesign = SEARCH_DESIGN,
     cost: CallCost | None = None,
     on_trial: Callable[[Trial], None] | None = None,
+    inside: Sequence[frozenset[int]] | None = None,
 ) -> Search:
     """Greedy deletion, longest unit first, then the one confirmation (see the module's docstring). Only
-    `confirm_ids` judge the result; `evaluate` sees them for the original and the winner alone."""
+    `confirm_ids` judge the result; `evaluate` sees them for the original and the winner alone. A unit
+    `inside` one already removed is gone with it and not tried."""
     kept: frozenset[int] = frozenset()
     base = evaluate(kept, search_ids)
     stops = schedule(len(search_ids), design.looks)
@@ -150,6 +156,10 @@ def search(
     trials: list[Trial] = []
     for unit in sorted(range(len(unit_sizes)), key=lambda u: -unit_sizes[u]):
         trying = kept | {unit}
+        if inside is not None and inside[unit] & kept:
+            if on_trial is not None:
+                on_trial(Trial(unit, None, 0, True, GONE))
+            continue
         if cost is not None and cost(trying) > cost(kept):
             trial = Trial(unit, None, 0, False, "dearer: it would take the cached prefix under the provider's minimum")
         else:
@@ -218,9 +228,15 @@ def shorten(
     variant = _variant(plan, prompt, model)
     metric = experiment.gate.metric or experiment.scorer_labels()[0]
     scorer = next(s for s in plan.scorers if s.label == metric)
-    found = units(variant.prompt.source)
+    constants = item_variables(experiment)
+    found = _renderable(constants, variant.prompt, units(variant.prompt.source), plan.eval_set.items[:3])
     if not found:
-        raise ConfigError(experiment.source_path, "prompts", f"{prompt} has no sentence of its own to remove")
+        raise ConfigError(
+            experiment.source_path,
+            "prompts",
+            f"{prompt} has no text of its own that could go (sentences, literal blocks, few-shot turns)",
+            "shorten a prompt with instructions written in the template",
+        )
     search_ids, confirm_ids = split_items([i.id for i in plan.eval_set.items], experiment.analysis.seed)
     if len(confirm_ids) < 2:
         raise ConfigError(experiment.source_path, "dataset", "too few items to confirm on", "give at least 4 items")
@@ -228,7 +244,7 @@ def shorten(
     pool = ModelPool.for_experiment(experiment, cache, max_usd=max_usd or experiment.budget.max_usd)
     worst = _worst_usd(plan, variant, pool, len(found))
     console.print(
-        f"shorten {variant.name}: {len(found)} sentences to try on {len(search_ids)} search items, confirmed on "
+        f"shorten {variant.name}: {len(found)} units to try on {len(search_ids)} search items, confirmed on "
         f"{len(confirm_ids)} others; at most ${worst:.4f} (every deletion tried on every search item)"
     )
     confirm_spend_usd(experiment, worst, assume_yes)
@@ -247,7 +263,7 @@ def shorten(
     def evaluate(removed: frozenset[int], ids: list[str]) -> np.ndarray:
         chosen = template(removed)
         trial = dataclasses.replace(variant, name=f"{variant.model.display_name}:{chosen.name}", prompt=chosen)
-        messages = {(chosen.name, i): _render(experiment, chosen, items[i]) for i in ids}
+        messages = {(chosen.name, i): _render(constants, chosen, items[i]) for i in ids}
         part = dataclasses.replace(plan.with_items(ids), variants=[trial], messages=messages, baseline=None)
         records = run_plan(part, console=Console(quiet=True), pool=pool).records
         score_records(records, items, [scorer], pool, Console(quiet=True))
@@ -260,7 +276,7 @@ def shorten(
                 sums.setdefault(record.item_id, []).append(float(value))
         return np.array([np.mean(sums[i]) if i in sums else np.nan for i in ids])
 
-    pricing = _Pricing(plan, variant, pool)
+    pricing = _Pricing(plan, variant, pool, constants)
     costs: dict[frozenset[int], float] = {}
 
     def cost(removed: frozenset[int]) -> float:
@@ -272,14 +288,16 @@ def shorten(
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as progress:
-        task = progress.add_task("sentences tried", total=len(found))
+        task = progress.add_task("units tried", total=len(found))
 
         def tried(trial: Trial) -> None:
+            progress.advance(task)
+            if trial.reason == GONE:
+                return
             text = " ".join(found[trial.unit].text.split())
             short = text if len(text) <= 60 else text[:57] + "..."
             verdict = "removed" if trial.kept else "kept"
-            progress.console.print(escape(f'{verdict}: "{short}" ({trial.reason})'))
-            progress.advance(task)
+            progress.console.print(escape(f'{verdict} {found[trial.unit].kind}: "{short}" ({trial.reason})'))
 
         result = search(
             [len(u.text) for u in found],
@@ -291,6 +309,7 @@ def shorten(
             kind,
             cost=cost,
             on_trial=tried,
+            inside=containers(found),
         )
     if cache is not None:
         cache.close()
@@ -330,6 +349,21 @@ def _mean_latency(latencies: Latencies, removed: frozenset[int], ids: list[str])
     return float(np.mean(seen)) if seen else 0.0
 
 
+def _renderable(constants: dict[str, Any], prompt: PromptTemplate, found: list[Unit], items: list[Item]) -> list[Unit]:
+    """The units whose removal alone still renders these items' prompts (a loop that makes the whole
+    conversation cannot go), numbered again."""
+    kept = []
+    for unit in found:
+        source = without(prompt.source, found, frozenset({unit.index}))
+        try:
+            shorter = template_from_source(prompt.name, prompt.path, source, prompt.variables)
+            if all(_render(constants, shorter, item) for item in items):
+                kept.append(unit)
+        except (ConfigError, jinja2.TemplateError):
+            continue
+    return [dataclasses.replace(unit, index=i) for i, unit in enumerate(kept)]
+
+
 def _budget_note(pool: ModelPool) -> str:
     return (
         f"the budget (${pool.budget.max_usd:g}) ran out: calls it could not cover were not made, so the search "
@@ -342,8 +376,9 @@ class _Pricing:
     """A template's input tokens, cached prefix and input dollars per call over the experiment's items, at
     the tier the run buys (batch under `--batch`) and the cache's cold share at the experiment's traffic."""
 
-    def __init__(self, plan: Plan, variant: Variant, pool: ModelPool) -> None:
+    def __init__(self, plan: Plan, variant: Variant, pool: ModelPool, constants: dict[str, Any]) -> None:
         self.experiment, self.variant, self.items = plan.experiment, variant, plan.eval_set.items
+        self.constants = constants
         self.tier = pool.tier(plan.call(variant, self.items[0]))
         price = variant.price
         cached = "cache_read_input_token_cost" in price.table
@@ -355,7 +390,7 @@ class _Pricing:
         """(mean input tokens, tokens of the prefix every prompt shares, mean input $ with that prefix read
         from the provider's cache when it is long enough to be cached)."""
         model = self.variant.model.model
-        rendered = [_render(self.experiment, template, item) for item in self.items]
+        rendered = [_render(self.constants, template, item) for item in self.items]
         tokens = [count_tokens(model, messages) for messages in rendered]
         prefix_text = shared_prefix(rendered) if len(rendered) > 1 else ""
         prefix = count_text_tokens(model, prefix_text) if prefix_text else 0
@@ -395,7 +430,7 @@ def summary_lines(outcome: Shortening) -> list[str]:
     judged = outcome.search.confirmation
     removed = len(outcome.search.removed)
     lines = [
-        f"{removed} of {len(outcome.units)} sentences removed: {outcome.tokens_before:.0f} -> "
+        f"{removed} of {len(outcome.units)} units removed: {outcome.tokens_before:.0f} -> "
         f"{outcome.tokens_after:.0f} input tokens per call"
     ]
     if judged is None:
@@ -461,9 +496,10 @@ def _variant(plan: Plan, prompt: str, model: str | None) -> Variant:
     )
 
 
-def _render(experiment: Experiment, template: PromptTemplate, item: object) -> list[dict[str, str]]:
-    variables = {**item.fields, **item_variables(experiment), **template.variables}  # type: ignore[attr-defined]
-    return render_checked(template, variables, item.id)  # type: ignore[attr-defined]
+def _render(constants: dict[str, Any], template: PromptTemplate, item: Item) -> list[dict[str, str]]:
+    """The item's prompt as the run renders it: its fields, the config's constants, the prompt's vars."""
+    variables = {**item.fields, **constants, **template.variables}
+    return render_checked(template, variables, item.id)
 
 
 def _worst_usd(plan: Plan, variant: Variant, pool: ModelPool, unit_count: int) -> float:

@@ -5,13 +5,15 @@ search's; and no more false claims than the gate's alpha when the answers do not
 from __future__ import annotations
 
 import hashlib
+import random
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 import pytest
 
-from harness.prompt_units import units, without
+from harness.prompt_units import STRING, TAG, containers, units, without
 from harness.shorten import search, split_items
 from tests.conftest import base_config, fake_model, write_project
 from tests.fake_server import FakeModelServer, Usage
@@ -29,12 +31,36 @@ ITEMS = [{"id": f"i{n}", "document": f"Document {n} is about topic {n}.", "refer
 
 def test_units_are_the_literal_sentences_and_any_removal_still_renders() -> None:
     found = units(TEMPLATE)
-    assert [u.text for u in found] == [FILLER[0], NEEDED[0], FILLER[1], NEEDED[1], FILLER[2]]
+    assert [u.text for u in found if u.kind == "sentence"] == [FILLER[0], NEEDED[0], FILLER[1], NEEDED[1], FILLER[2]]
+    assert [u.kind for u in found if u.kind != "sentence"] == ["block"]
     for mask in range(2 ** len(found)):
         removed = frozenset(i for i in range(len(found)) if mask >> i & 1)
         text = without(TEMPLATE, found, removed)
         assert "{{ document }}" in text and text.count("{% block") == 2
-        assert all((u.text in text) == (u.index not in removed) for u in found)
+        inside = containers(found)
+        sentences = [u for u in found if u.kind == "sentence"]
+        assert all((u.text in text) == (not ({u.index} | inside[u.index]) & removed) for u in sentences)
+
+
+@pytest.mark.parametrize("path", sorted(Path("prompts").glob("*/*.j2")), ids=str)
+def test_any_units_removed_from_a_shipped_prompt_leave_its_tags_whole_and_it_parses(path: Path) -> None:
+    """On every shipped template: no unit cuts a tag's edge or an escape (a unit holds a tag whole, lies
+    inside one of its string literals, or misses it), and random sets of units removed still parse."""
+    source = path.read_text()
+    found = units(source)
+    for unit in found:
+        assert source[unit.start - 1 : unit.start] != "\\" and source[unit.end - 1 : unit.end] != "\\", unit
+        for tag in TAG.finditer(source):
+            holds = unit.start <= tag.start() and tag.end() <= unit.end
+            misses = unit.end <= tag.start() or tag.end() <= unit.start
+            in_string = any(
+                m.start() < unit.start and unit.end < m.end() for m in STRING.finditer(source, tag.start(), tag.end())
+            )
+            assert holds or misses or in_string, (unit, tag.group(0))
+    rng = random.Random(path.name)
+    for _ in range(50):
+        removed = frozenset(u.index for u in found if rng.random() < 0.4)
+        jinja2.Environment().parse(without(source, found, removed))
 
 
 def test_the_search_and_confirmation_items_are_disjoint_halves() -> None:
@@ -60,23 +86,18 @@ def _coin_flips(seed: int, p: float = 0.6) -> Any:
 def test_with_answers_that_ignore_the_prompt_a_shorter_prompt_is_claimed_at_most_alpha(kind: str) -> None:
     """At margin 0 a claim of non-inferiority is a claim that the shorter prompt is no worse with nothing
     to spare: with answers independent of the prompt, the true difference is exactly 0, so every claim is
-    false. Over 400 searches the rate stays within alpha (0.05) and its sampling error. The control shows
-    the bound can fail: the same searches judged on the items they searched on claim far more often."""
+    false. Over 400 searches the rate stays within alpha (0.05) and its sampling error
+    (benchmarks/shorten_alpha.py sets it beside the same searches judged on their own items)."""
     ids = [f"i{n}" for n in range(40)]
-    claims = reused = 0
+    claims = 0
     trials = 400
     for seed in range(trials):
         searched, confirmed = split_items(ids, seed)
         sizes = [16, 14, 12, 10, 8, 6, 4, 2]
         found = search(sizes, _coin_flips(seed), searched, confirmed, 0.0, 0.95, kind)
         claims += found.confirmation is not None and found.confirmation.status == "pass"
-        if kind == "binary":
-            cursed = search(sizes, _coin_flips(seed), searched, searched, 0.0, 0.95, kind)
-            reused += cursed.confirmation is not None and cursed.confirmation.status == "pass"
     bound = 0.05 + 3 * (0.05 * 0.95 / trials) ** 0.5
     assert claims / trials <= bound, claims / trials
-    if kind == "binary":
-        assert reused / trials > bound, reused / trials
 
 
 def test_only_the_original_and_the_winner_ever_see_a_confirmation_item() -> None:
@@ -154,7 +175,7 @@ def test_the_search_keeps_the_sentences_the_answers_need_and_drops_the_rest(
     shortened = (tmp_path / "prompts" / "terse.short.j2").read_text()
     assert all(s in shortened for s in NEEDED) and not any(s in shortened for s in FILLER)
     assert (tmp_path / "prompts" / "terse.j2").read_text() == TEMPLATE  # never overwritten
-    assert "3 of 5 sentences removed" in text and "confirmed on 20 items the search never saw: pass" in text
+    assert "3 of 6 units removed" in text and "confirmed on 20 items the search never saw: pass" in text
     _, confirmed = split_items([i["id"] for i in ITEMS], 0)
     asked = {r["messages"][-1]["content"].split("Document ")[1].split(" ")[0] for r in server.requests}
     assert asked == {str(n) for n in range(40)}  # both halves were called, each in its own role
