@@ -570,9 +570,17 @@ def cmd_shorten(args: argparse.Namespace) -> int:
     write_shortening(outcome, original, experiment.root / "reports")
     for line in summary_lines(outcome):
         console.print(escape(line))
-    if outcome.path is not None and outcome.report is not None:
+    if outcome.report is not None:
         console.print(escape(diff_text(outcome)))
+    if outcome.path is not None:
         console.print(escape(f"wrote {outcome.path} (the original is unchanged) and {outcome.report}"))
+    elif outcome.report is not None:
+        console.print(
+            escape(
+                f"not shown as good on the unseen items, so no template was written; the diff is in {outcome.report} "
+                "(more items, --limit, can decide it)"
+            )
+        )
     return EXIT_OK
 
 

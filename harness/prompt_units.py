@@ -88,8 +88,8 @@ def containers(found: list[Unit]) -> list[frozenset[int]]:
 
 
 def without(source: str, found: list[Unit], removed: frozenset[int]) -> str:
-    """The template source with the units numbered in `removed` deleted (the union of their spans), and
-    the spaces before a deletion that ended a line."""
+    """The template source with the units numbered in `removed` deleted (the union of their spans), the
+    spaces before a deletion that ended a line, and a line the deletions emptied."""
     spans = sorted((u.start, u.end) for u in found if u.index in removed)
     merged: list[list[int]] = []
     for start, end in spans:
@@ -100,7 +100,11 @@ def without(source: str, found: list[Unit], removed: frozenset[int]) -> str:
     kept, at = [], 0
     for start, end in merged:
         before = source[at:start]
-        kept.append(before.rstrip(" \t") if source[end : end + 1] in ("\n", "") else before)
+        if source[end : end + 1] in ("\n", ""):
+            before = before.rstrip(" \t")
+            if before.endswith("\n") and source[end : end + 1] == "\n":
+                end += 1  # the line is gone whole: so is its line end
+        kept.append(before)
         at = end
     kept.append(source[at:])
     return "".join(kept)

@@ -59,8 +59,8 @@ clearly worse costs the first stage's calls and no more."""
 Evaluate = Callable[[frozenset[int], list[str]], np.ndarray]
 """Scores per item (NaN where none) of the template with these units removed, on these items."""
 GONE = "gone with a larger unit"
-Latencies = dict[frozenset[int], dict[str, list[float]]]
-"""Seconds per call of each template tried, by item: what an hourly-priced model's saving is made of."""
+Bills = dict[frozenset[int], dict[str, list[float]]]
+"""Dollars per call of each template tried, by item, as billed (input, output, compute by the hour)."""
 CallCost = Callable[[frozenset[int]], float]
 """Expected input dollars per call of the template with these units removed, prompt cache included."""
 
@@ -107,12 +107,14 @@ class Shortening:
     cache_minimum: int | None
     """The provider's shortest cacheable prefix (None: the price has no cached-input rate)."""
     usd_per_call_before: float
+    """Billed per call on the confirmation items, with the prompt cache's effect at traffic added."""
     usd_per_call_after: float
     monthly_saving_usd: float | None
     calls_made: int
     spent_usd: float
-    billed_by_hour: bool = False
-    """The model's compute is priced by the hour: dollars per call include the latency measured."""
+    cache_usd_before: float = 0.0
+    """What the provider's prompt cache takes off each call (0: the prefix is too short or not priced)."""
+    cache_usd_after: float = 0.0
     path: Path | None = None
     report: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -258,7 +260,7 @@ def shorten(
             templates[removed] = template_from_source(name, variant.prompt.path, source, variant.prompt.variables)
         return templates[removed]
 
-    latencies: Latencies = {}
+    bills: Bills = {}
 
     def evaluate(removed: frozenset[int], ids: list[str]) -> np.ndarray:
         chosen = template(removed)
@@ -270,7 +272,7 @@ def shorten(
         sums: dict[str, list[float]] = {}
         for record in records:
             if record.error is None:
-                latencies.setdefault(removed, {}).setdefault(record.item_id, []).append(record.latency_s)
+                bills.setdefault(removed, {}).setdefault(record.item_id, []).append(record.cost_usd or 0.0)
             value = record.scores.get(metric)
             if value is not None:
                 sums.setdefault(record.item_id, []).append(float(value))
@@ -281,7 +283,7 @@ def shorten(
 
     def cost(removed: frozenset[int]) -> float:
         if removed not in costs:
-            costs[removed] = pricing.per_call(template(removed))[2]
+            costs[removed] = pricing.per_call(template(removed)).input_usd
         return costs[removed]
 
     kind = "binary" if scorer.kind == "binary" and experiment.epochs == 1 else "continuous"
@@ -314,11 +316,11 @@ def shorten(
     if cache is not None:
         cache.close()
     before, after = pricing.per_call(template(frozenset())), pricing.per_call(template(result.removed))
-    if variant.price.usd_per_hour:  # compute billed by the hour: the saving is the latency measured on unseen items
-        hourly = {r: _mean_latency(latencies, r, confirm_ids) * variant.price.usd_per_hour / 3600 for r in latencies}
-        before = (before[0], before[1], before[2] + hourly.get(frozenset(), 0.0))
-        after = (after[0], after[1], after[2] + hourly.get(result.removed, hourly.get(frozenset(), 0.0)))
-    monthly = None if experiment.traffic is None else (before[2] - after[2]) * experiment.traffic.requests_per_day
+    billed_before = _mean_bill(bills, frozenset(), confirm_ids)
+    billed_after = _mean_bill(bills, result.removed, confirm_ids) if result.removed else billed_before
+    per_call = (billed_before - before.cache_usd, billed_after - after.cache_usd)
+    traffic = experiment.traffic
+    monthly = None if traffic is None else (per_call[0] - per_call[1]) * traffic.requests_per_day * DAYS_PER_MONTH
     return Shortening(
         prompt=variant.prompt.name,
         variant=variant.name,
@@ -328,24 +330,26 @@ def shorten(
         confirm_items=confirm_ids,
         source=template(frozenset()).source,
         shortened=template(result.removed).source,
-        tokens_before=before[0],
-        tokens_after=after[0],
-        prefix_before=before[1],
-        prefix_after=after[1],
+        tokens_before=before.tokens,
+        tokens_after=after.tokens,
+        prefix_before=before.prefix,
+        prefix_after=after.prefix,
         cache_minimum=pricing.minimum,
-        usd_per_call_before=before[2],
-        usd_per_call_after=after[2],
-        monthly_saving_usd=None if monthly is None else monthly * DAYS_PER_MONTH,
+        usd_per_call_before=per_call[0],
+        usd_per_call_after=per_call[1],
+        monthly_saving_usd=monthly,
         calls_made=pool.counts.calls_made,
         spent_usd=pool.budget.spent,
-        billed_by_hour=bool(variant.price.usd_per_hour),
+        cache_usd_before=before.cache_usd,
+        cache_usd_after=after.cache_usd,
         notes=[_budget_note(pool)] if pool.budget.exhausted else [],
     )
 
 
-def _mean_latency(latencies: Latencies, removed: frozenset[int], ids: list[str]) -> float:
-    """Mean latency of the template's calls on these items (the confirmation's: both prompts saw them)."""
-    seen = [t for i in ids for t in latencies.get(removed, {}).get(i, [])]
+def _mean_bill(bills: Bills, removed: frozenset[int], ids: list[str]) -> float:
+    """Mean billed dollars of the template's calls on these items (the confirmation's: both prompts saw
+    them), so a shorter prompt whose answers grow longer, or slower on an hourly price, shows it."""
+    seen = [usd for i in ids for usd in bills.get(removed, {}).get(i, [])]
     return float(np.mean(seen)) if seen else 0.0
 
 
@@ -386,9 +390,9 @@ class _Pricing:
         traffic = self.experiment.traffic
         self.cold = cold_share(None if traffic is None else traffic.requests_per_day, len(self.items))
 
-    def per_call(self, template: PromptTemplate) -> tuple[float, int, float]:
-        """(mean input tokens, tokens of the prefix every prompt shares, mean input $ with that prefix read
-        from the provider's cache when it is long enough to be cached)."""
+    def per_call(self, template: PromptTemplate) -> PromptCost:
+        """The template's input over the items, with its prefix read from the provider's cache when it is
+        long enough to be cached."""
         model = self.variant.model.model
         rendered = [_render(self.constants, template, item) for item in self.items]
         tokens = [count_tokens(model, messages) for messages in rendered]
@@ -396,20 +400,41 @@ class _Pricing:
         prefix = count_text_tokens(model, prefix_text) if prefix_text else 0
         cached = prefix if self.minimum is not None and prefix >= self.minimum else 0
         usd = [input_usd(self.variant.price, n, cached, self.tier, self.cold) for n in tokens]
-        return float(np.mean(tokens)), prefix, float(np.mean(usd))
+        plain = [input_usd(self.variant.price, n, 0, self.tier, self.cold) for n in tokens]
+        return PromptCost(float(np.mean(tokens)), prefix, float(np.mean(usd)), float(np.mean(plain) - np.mean(usd)))
+
+
+@dataclass(frozen=True)
+class PromptCost:
+    """One template's input side per call, averaged over the experiment's items."""
+
+    tokens: float
+    prefix: int
+    """Tokens every rendered prompt starts with."""
+    input_usd: float
+    """Input dollars with the prompt cache where it applies: what a deletion must lower."""
+    cache_usd: float
+    """What the cache takes off the input dollars (0 under the provider's minimum)."""
 
 
 def write_shortening(outcome: Shortening, original: Path, reports: Path) -> None:
-    """The shortened template beside the original (never over a file), a diff, and a report."""
-    if outcome.search.confirmation is None:
+    """The report whenever something was removed, and the shortened template beside the original (never
+    over a file) only when the confirmation shows it non-inferior: a prompt not shown as good is not
+    offered as a file to point a config at (its diff is in the report)."""
+    judged = outcome.search.confirmation
+    if judged is None:
         return
-    path = original.with_name(f"{original.stem}.short{original.suffix}")
-    n = 2
-    while path.exists():
-        path = original.with_name(f"{original.stem}.short-{n}{original.suffix}")
-        n += 1
-    path.write_text(outcome.shortened, encoding="utf-8")
-    outcome.path = path
+    if judged.status == "pass":
+        n = 1
+        while True:
+            path = original.with_name(f"{original.stem}.short{'' if n == 1 else f'-{n}'}{original.suffix}")
+            try:
+                with path.open("x", encoding="utf-8") as out:  # "x": a file that exists is never written over
+                    out.write(outcome.shortened)
+                break
+            except FileExistsError:
+                n += 1
+        outcome.path = path
     reports.mkdir(parents=True, exist_ok=True)
     outcome.report = reports / f"shorten-{original.stem}.md"
     outcome.report.write_text(report_markdown(outcome), encoding="utf-8")
@@ -444,16 +469,26 @@ def summary_lines(outcome: Shortening) -> list[str]:
             f"(difference {judged.mean_diff:+.3f} [{judged.ci_low:+.3f}, {judged.ci_high:+.3f}], margin "
             f"{judged.noninferior.threshold:+.3f})"
         )
-        month = "" if outcome.monthly_saving_usd is None else f", ${outcome.monthly_saving_usd:,.2f} a month at traffic"
-        what = "input and compute" if outcome.billed_by_hour else "input"
-        lines.append(
-            f"{what} ${outcome.usd_per_call_before:.6f} -> ${outcome.usd_per_call_after:.6f} per call: saves "
-            f"${outcome.usd_per_call_saved:.6f} per call{month}"
-        )
+        lines.append(_dollars_line(outcome))
         lines.append(_cache_line(outcome))
     lines.append(f"the search made {outcome.calls_made} calls and spent ${outcome.spent_usd:.4f}")
     lines.extend(outcome.notes)
     return lines
+
+
+def _dollars_line(outcome: Shortening) -> str:
+    saved = outcome.usd_per_call_saved
+    month = outcome.monthly_saving_usd
+    at_traffic = "" if month is None else f", ${abs(month):,.2f} a month at traffic"
+    change = (
+        f"saves ${saved:.6f} per call{at_traffic}"
+        if saved >= 0
+        else (f"costs ${-saved:.6f} more per call{at_traffic} more: its answers are longer or slower")
+    )
+    return (
+        f"${outcome.usd_per_call_before:.6f} -> ${outcome.usd_per_call_after:.6f} per call, as billed on the "
+        f"confirmation items (input, output and compute) with the prompt cache at traffic: {change}"
+    )
 
 
 def _cache_line(outcome: Shortening) -> str:
@@ -465,7 +500,8 @@ def _cache_line(outcome: Shortening) -> str:
     state = {True: "cached", False: "not cached"}
     return (
         f"{shared} (the provider caches {minimum} or more): {state[outcome.prefix_before >= minimum]} before, "
-        f"{state[outcome.prefix_after >= minimum]} after; the dollars above include the cache"
+        f"{state[outcome.prefix_after >= minimum]} after, taking ${outcome.cache_usd_before:.6f} and "
+        f"${outcome.cache_usd_after:.6f} off each call"
     )
 
 
