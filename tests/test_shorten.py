@@ -161,19 +161,25 @@ def server() -> Any:
     model_server.stop()
 
 
+def _project(tmp_path: Path, server: FakeModelServer, template: str, margin: float, **overrides: Any) -> Path:
+    config = base_config(
+        [fake_model(server, "gpt-4o-mini")], scorers=["exact_match"], gate={"margin": margin}, **overrides
+    )
+    return write_project(tmp_path, config, items=ITEMS, templates={"terse": template})
+
+
+def _shorten(path: Path, *flags: str) -> tuple[int, str]:
+    """Exit code and the output, whitespace collapsed."""
+    done = in_process(["shorten", str(path), "--prompt", "terse", "--yes", *flags], path.parent.parent)
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
 def test_the_search_keeps_the_sentences_the_answers_need_and_drops_the_rest(
     tmp_path: Path, server: FakeModelServer
 ) -> None:
-    config = base_config(
-        [fake_model(server, "gpt-4o-mini")],
-        scorers=["exact_match"],
-        gate={"margin": 0.2},
-        traffic={"requests_per_day": 1000},
-    )
-    path = write_project(tmp_path, config, items=ITEMS, templates={"terse": TEMPLATE})
-    done = in_process(["shorten", str(path), "--prompt", "terse", "--yes"], tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    text = " ".join(done.stdout.split())
+    path = _project(tmp_path, server, TEMPLATE, 0.2, traffic={"requests_per_day": 1000})
+    code, text = _shorten(path)
+    assert code == 0, text
     shortened = (tmp_path / "prompts" / "terse.short.j2").read_text()
     assert all(s in shortened for s in NEEDED) and not any(s in shortened for s in FILLER)
     assert (tmp_path / "prompts" / "terse.j2").read_text() == TEMPLATE  # never overwritten
@@ -186,8 +192,7 @@ def test_the_search_keeps_the_sentences_the_answers_need_and_drops_the_rest(
     saved = float(text.split("saves $")[1].split()[0])
     month = float(text.split("per call, $")[1].split()[0].replace(",", ""))
     assert saved > 0 and month > 0 and "a month at traffic" in report
-    again = in_process(["shorten", str(path), "--prompt", "terse", "--yes"], tmp_path)
-    assert "the search made 0 calls" in " ".join(again.stdout.split())  # cached: a re-run pays nothing
+    assert "the search made 0 calls" in _shorten(path)[1]  # cached: a re-run pays nothing
     assert (tmp_path / "prompts" / "terse.short-2.j2").exists()
     final = shortened.split("{% endblock %}")[0].removeprefix("{% block system %}")
     for request in server.requests:  # all the first run's: the second made none
@@ -200,12 +205,10 @@ def test_the_search_keeps_the_sentences_the_answers_need_and_drops_the_rest(
 def test_a_search_under_a_cap_never_passes_it_and_says_the_budget_ran_out(
     tmp_path: Path, server: FakeModelServer
 ) -> None:
-    config = base_config([fake_model(server, "gpt-4o-mini")], scorers=["exact_match"], gate={"margin": 0.2})
-    path = write_project(tmp_path, config, items=ITEMS, templates={"terse": TEMPLATE})
+    path = _project(tmp_path, server, TEMPLATE, 0.2)
     for cap in (0.0001, 0.0003):  # the whole search costs about $0.0007
-        done = in_process(["shorten", str(path), "--prompt", "terse", "--yes", "--max-usd", str(cap)], tmp_path)
-        assert done.returncode == 0, done.stdout + done.stderr
-        text = " ".join(done.stdout.split())
+        code, text = _shorten(path, "--max-usd", str(cap))
+        assert code == 0, text
         spent = float(text.split("spent $")[1].split()[0])
         assert 0 < spent <= cap and "ran out" in text, text
 
@@ -224,16 +227,9 @@ def test_a_prefix_the_provider_caches_is_never_cut_under_its_minimum(tmp_path: P
     )
     prefix_tokens = count_text_tokens("gpt-4o-mini", "<system>\n" + " ".join(rules))
     assert 1024 < prefix_tokens < 1024 + 3 * 20, prefix_tokens  # room to cut a few rules, not all
-    config = base_config(
-        [fake_model(server, "gpt-4o-mini")],
-        scorers=["exact_match"],
-        gate={"margin": 0.2},
-        traffic={"requests_per_day": 100000},
-    )
-    path = write_project(tmp_path, config, items=ITEMS, templates={"terse": template})
-    done = in_process(["shorten", str(path), "--prompt", "terse", "--yes"], tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    text = " ".join(done.stdout.split())
+    path = _project(tmp_path, server, template, 0.2, traffic={"requests_per_day": 100000})
+    code, text = _shorten(path)
+    assert code == 0, text
     shortened = (tmp_path / "prompts" / "terse.short.j2").read_text()
     assert not any(s in shortened for s in FILLER) and all(s in shortened for s in NEEDED)
     kept = shortened.split("{% endblock %}")[0].removeprefix("{% block system %}")
@@ -247,11 +243,8 @@ def test_a_shorter_prompt_not_shown_as_good_is_reported_but_never_written_as_a_t
     tmp_path: Path, server: FakeModelServer
 ) -> None:
     """At margin 0 equal answers cannot show non-inferiority: the report and its diff, no template."""
-    config = base_config([fake_model(server, "gpt-4o-mini")], scorers=["exact_match"], gate={"margin": 0.0})
-    path = write_project(tmp_path, config, items=ITEMS, templates={"terse": TEMPLATE})
-    done = in_process(["shorten", str(path), "--prompt", "terse", "--yes"], tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    text = " ".join(done.stdout.split())
+    code, text = _shorten(_project(tmp_path, server, TEMPLATE, 0.0))
+    assert code == 0, text
     assert "the search never saw: undecided" in text and "no template was written" in text
     assert sorted(p.name for p in (tmp_path / "prompts").iterdir()) == ["terse.j2"]
     assert "```diff" in (tmp_path / "reports" / "shorten-terse.md").read_text()
