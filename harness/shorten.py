@@ -176,8 +176,12 @@ def search(
     original, shortened = evaluate(frozenset(), confirm_ids), evaluate(kept, confirm_ids)
     judged = decide(
         original, {"short": shortened}, kind=kind, margin=margin, confidence=confidence, multiplicity="none"
-    )
-    return Search(kept, trials, judged.candidates["short"])
+    ).candidates["short"]
+    seen = {float(v) for v in np.concatenate([original, shortened]) if not np.isnan(v)}
+    if len(seen) == 1:  # the verdict's own rule (analysis.floor_or_ceiling): a metric that cannot tell them apart
+        reason = f"every confirmation item scores {seen.pop():g} with either prompt: the metric cannot tell them apart"
+        judged = dataclasses.replace(judged, status="undecided", better=False, reason=reason)
+    return Search(kept, trials, judged)
 
 
 def _trial(
