@@ -565,9 +565,7 @@ def cmd_shorten(args: argparse.Namespace) -> int:
     console = _console()
     experiment = load_experiment(args.config, args.limit, args.batch)
     outcome = shorten(experiment, args.prompt, args.model, console, args.max_usd, args.yes)
-    prompt = next(p for p in experiment.prompts if p.name == args.prompt)
-    original = experiment.project_file(prompt.path, "prompts")
-    write_shortening(outcome, original, experiment.root / "reports")
+    write_shortening(outcome, outcome.template_path, experiment.root / "reports")
     for line in summary_lines(outcome):
         console.print(escape(line))
     if outcome.report is not None:

@@ -94,6 +94,8 @@ class Shortening:
 
     prompt: str
     variant: str
+    template_path: Path
+    """The original template's file: the shortened one goes beside it."""
     search: Search
     units: list[Unit]
     search_items: list[str]
@@ -328,6 +330,7 @@ def shorten(
     return Shortening(
         prompt=variant.prompt.name,
         variant=variant.name,
+        template_path=variant.prompt.path,
         search=result,
         units=found,
         search_items=search_ids,

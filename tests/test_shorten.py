@@ -171,7 +171,8 @@ def _project(tmp_path: Path, server: FakeModelServer, template: str, margin: flo
 
 def _shorten(path: Path, *flags: str) -> tuple[int, str]:
     """Exit code and the output, whitespace collapsed."""
-    done = in_process(["shorten", str(path), "--prompt", "terse", "--yes", *flags], path.parent.parent)
+    prompt = [] if "--prompt" in flags else ["--prompt", "terse"]
+    done = in_process(["shorten", str(path), *prompt, "--yes", *flags], path.parent.parent)
     return done.returncode, " ".join((done.stdout + done.stderr).split())
 
 
@@ -256,3 +257,10 @@ def test_a_shorter_prompt_not_shown_as_good_is_reported_but_never_written_as_a_t
     assert "the search never saw: undecided" in text and "no template was written" in text
     assert sorted(p.name for p in (tmp_path / "prompts").iterdir()) == ["terse.j2"]
     assert "```diff" in (tmp_path / "reports" / "shorten-terse.md").read_text()
+
+
+def test_a_prompt_of_a_vars_ablation_is_shortened_beside_its_one_file(tmp_path: Path, server: FakeModelServer) -> None:
+    path = _project(tmp_path, server, TEMPLATE, 0.2, vars={"style": ["plain", "warm"]})
+    code, text = _shorten(path, "--prompt", "terse(style=warm)")
+    assert code == 0 and "the search never saw: pass" in text, text
+    assert sorted(p.name for p in (tmp_path / "prompts").iterdir()) == ["terse.j2", "terse.short.j2"]
