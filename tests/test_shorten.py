@@ -264,3 +264,38 @@ def test_a_prompt_of_a_vars_ablation_is_shortened_beside_its_one_file(tmp_path: 
     code, text = _shorten(path, "--prompt", "terse(style=warm)")
     assert code == 0 and "the search never saw: pass" in text, text
     assert sorted(p.name for p in (tmp_path / "prompts").iterdir()) == ["terse.j2", "terse.short.j2"]
+
+
+@pytest.mark.slow
+def test_a_search_bought_through_a_batch_api_makes_no_direct_call(tmp_path: Path) -> None:
+    """`shorten --batch`: every look of every deletion is one batch, and the search finds what it finds
+    directly (the needed sentences kept, the fillers gone)."""
+    from tests.batch_server import BatchServer
+
+    batch_server = BatchServer().start()
+    try:
+        batch_server.usage = Usage(prompt_tokens=40, completion_tokens=4)
+
+        def answer(request: dict[str, Any]) -> str:
+            system = str(request["messages"][0]["content"])
+            topic = "topic " + str(request["messages"][-1]["content"]).split("Document ")[1].split(" ")[0]
+            right = all(s in system for s in NEEDED) and int(topic.split()[1]) % 7 != 3
+            return topic if right else "zebra"
+
+        batch_server.answer = answer
+        config = base_config(
+            [fake_model(batch_server, "gpt-4o-mini")],
+            scorers=["exact_match"],
+            gate={"margin": 0.2},
+            execution={"poll_s": 0.02},
+        )
+        path = write_project(tmp_path, config, items=ITEMS, templates={"terse": TEMPLATE})
+        code, text = _shorten(path, "--batch")
+        assert code == 0 and "the search never saw: pass" in text, text
+        shortened = (tmp_path / "prompts" / "terse.short.j2").read_text()
+        assert all(s in shortened for s in NEEDED) and not any(s in shortened for s in FILLER)
+        assert batch_server.requests == [] and batch_server.batches  # nothing called directly
+        lines = sum(len(batch_server.files[b.input_file_id].splitlines()) for b in batch_server.batches.values())
+        assert lines == int(text.split("the search made ")[1].split()[0])  # each paid call in one batch line
+    finally:
+        batch_server.stop()
