@@ -205,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     shorten.add_argument("--limit", type=int, default=None)
     shorten.add_argument("--max-usd", type=float, default=None, help="hard spending cap for the search")
     shorten.add_argument("--yes", action="store_true", help="do not ask before spending above the threshold")
+    shorten.add_argument("--no-tracking", action="store_true", help="do not log the search to MLflow")
     _batch_flag(shorten)
     shorten.set_defaults(handler="shorten")
     reprice = sub.add_parser("reprice", help="recompute a stored run's costs under current or given prices")

@@ -54,7 +54,7 @@ from harness.savings import document as savings_document
 from harness.savings import portfolio, savings_markdown, savings_table
 from harness.scaffold import preview, propose, propose_logs, write_experiment, write_log_experiment
 from harness.secrets import redact_url, scrub
-from harness.shorten import diff_text, shorten, summary_lines, write_shortening
+from harness.shorten import diff_text, log_shortening, shorten, summary_lines, write_shortening
 from harness.spending import show_estimate
 from harness.summary import projected_rate
 from harness.tracking.production import trace_reader
@@ -566,6 +566,9 @@ def cmd_shorten(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.config, args.limit, args.batch)
     outcome = shorten(experiment, args.prompt, args.model, console, args.max_usd, args.yes)
     write_shortening(outcome, outcome.template_path, experiment.root / "reports")
+    if not args.no_tracking and outcome.search.confirmation is not None:
+        run_id = log_shortening(experiment, outcome)
+        console.print(escape(f"logged to MLflow as run {run_id} (harness.kind shorten)"))
     for line in summary_lines(outcome):
         console.print(escape(line))
     if outcome.report is not None:

@@ -51,6 +51,7 @@ from harness.sequential import boundaries, schedule
 from harness.spending import confirm_spend_usd
 from harness.summary import DAYS_PER_MONTH
 from harness.tokens import count_text_tokens, count_tokens
+from harness.tracking.write import log_finding
 
 SEARCH_DESIGN = SequentialDesign(looks=3, spending="pocock", futility=0.1)
 """How each deletion is screened: the gate's sequential looks over the search items, so a deletion that is
@@ -445,6 +446,42 @@ def write_shortening(outcome: Shortening, original: Path, reports: Path) -> None
     reports.mkdir(parents=True, exist_ok=True)
     outcome.report = reports / f"shorten-{original.stem}.md"
     outcome.report.write_text(report_markdown(outcome), encoding="utf-8")
+
+
+def log_shortening(experiment: Experiment, outcome: Shortening) -> str:
+    """The search as an MLflow run of its own (`harness.kind` shorten) beside the experiment's runs: what
+    was searched, the verdict on the unseen items, the savings, the search's cost, the report and the
+    shortened template; returns its run id."""
+    judged = outcome.search.confirmation
+    params = {
+        "prompt": outcome.prompt,
+        "variant": outcome.variant,
+        "units": len(outcome.units),
+        "units_removed": len(outcome.search.removed),
+        "search_items": len(outcome.search_items),
+        "confirm_items": len(outcome.confirm_items),
+        "verdict": outcome.verdict,
+        "margin": experiment.gate.margin,
+        "confidence": experiment.gate.confidence,
+    }
+    metrics = {
+        "input_tokens_before": outcome.tokens_before,
+        "input_tokens_after": outcome.tokens_after,
+        "prefix_tokens_before": float(outcome.prefix_before),
+        "prefix_tokens_after": float(outcome.prefix_after),
+        "usd_per_call_before": outcome.usd_per_call_before,
+        "usd_per_call_after": outcome.usd_per_call_after,
+        "search_calls": float(outcome.calls_made),
+        "search_usd": outcome.spent_usd,
+    }
+    if outcome.monthly_saving_usd is not None:
+        metrics["monthly_saving_usd"] = outcome.monthly_saving_usd
+    if judged is not None:
+        metrics |= {"diff": judged.mean_diff, "diff_ci_low": judged.ci_low, "diff_ci_high": judged.ci_high}
+    texts = {"shorten-report.md": report_markdown(outcome)}
+    if outcome.path is not None:
+        texts[outcome.path.name] = outcome.shortened
+    return log_finding(experiment, "shorten", f"shorten {outcome.variant}", params, metrics, texts)
 
 
 def diff_text(outcome: Shortening) -> str:

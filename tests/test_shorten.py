@@ -5,6 +5,7 @@ search's; and no more false claims than the gate's alpha when the answers do not
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -162,17 +163,20 @@ def server() -> Any:
     model_server.stop()
 
 
-def _project(tmp_path: Path, server: FakeModelServer, template: str, margin: float, **overrides: Any) -> Path:
-    config = base_config(
-        [fake_model(server, "gpt-4o-mini")], scorers=["exact_match"], gate={"margin": margin}, **overrides
-    )
+def _project(
+    tmp_path: Path, server: FakeModelServer, template: str, margin: float, model: Any = None, **overrides: Any
+) -> Path:
+    entry = model or fake_model(server, "gpt-4o-mini")
+    config = base_config([entry], scorers=["exact_match"], gate={"margin": margin}, **overrides)
     return write_project(tmp_path, config, items=ITEMS, templates={"terse": template})
 
 
 def _shorten(path: Path, *flags: str) -> tuple[int, str]:
     """Exit code and the output, whitespace collapsed."""
     prompt = [] if "--prompt" in flags else ["--prompt", "terse"]
-    done = in_process(["shorten", str(path), *prompt, "--yes", *flags], path.parent.parent)
+    tracking = [] if "--tracking" in flags else ["--no-tracking"]
+    flags = tuple(f for f in flags if f != "--tracking")
+    done = in_process(["shorten", str(path), *prompt, "--yes", *tracking, *flags], path.parent.parent)
     return done.returncode, " ".join((done.stdout + done.stderr).split())
 
 
@@ -299,3 +303,30 @@ def test_a_search_bought_through_a_batch_api_makes_no_direct_call(tmp_path: Path
         assert lines == int(text.split("the search made ")[1].split()[0])  # each paid call in one batch line
     finally:
         batch_server.stop()
+
+
+def test_the_search_is_an_mlflow_run_of_its_own_that_no_reader_of_experiment_runs_takes_for_one(
+    tmp_path: Path, server: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.tracking.read import latest_run
+    from harness.tracking.store import open_store
+
+    key = "sk-shorten-0123456789abcdef"
+    monkeypatch.setenv("SHORTEN_TEST_KEY", key)
+    model = fake_model(server, "gpt-4o-mini", api_key_env="SHORTEN_TEST_KEY")
+    path = _project(tmp_path, server, TEMPLATE, 0.2, model, traffic={"requests_per_day": 1000})
+    code, text = _shorten(path, "--tracking")
+    assert code == 0 and "logged to MLflow as run" in text, text
+    uri = os.environ["MLFLOW_TRACKING_URI"]  # the suite's store for this test
+    client = open_store(uri).MlflowClient()
+    (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["harness.kind"] == "shorten" and run.data.params["verdict"] == "pass"
+    assert run.data.metrics["input_tokens_after"] < run.data.metrics["input_tokens_before"]
+    assert run.data.metrics["diff_ci_low"] <= run.data.metrics["diff"] <= run.data.metrics["diff_ci_high"]
+    logged = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert sorted(logged) == ["shorten-report.md", "terse.short.j2"]
+    report = Path(client.download_artifacts(run.info.run_id, "shorten-report.md", str(tmp_path / "dl"))).read_text()
+    assert "the search never saw: pass" in " ".join(report.split())
+    assert key not in text and key not in report and key not in str(run.data.params)
+    assert latest_run(uri, experiment.name) is None  # watch, savings and gate --against never read it

@@ -153,6 +153,38 @@ def _log_run_locked(
         return parent.info.run_id
 
 
+def log_finding(
+    experiment: Experiment,
+    kind: str,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    texts: dict[str, str],
+) -> str:
+    """A run that is not an experiment's run (a prompt search): tagged `harness.kind` = `kind`, so the
+    readers of experiment runs (`latest_run`, `watch`, `gate --against`) never take it for one; params,
+    finite metrics and text artifacts, every secret masked. Returns its run id."""
+    from mlflow.entities import Metric, Param
+
+    uri = tracking_uri(experiment)
+    mlflow = open_store(uri)
+    experiment_id = ensure_experiment(experiment, uri)
+    with store_lock(uri):
+        client = mlflow.MlflowClient()
+        tags = {"harness.kind": kind, "harness.status": "finished"}
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)],
+            params=[Param(k, v[:6000]) for k, v in _scrubbed(params).items()],
+        )
+        for name, text in texts.items():
+            client.log_text(run_id, scrub(text), name)
+        client.set_terminated(run_id)
+        return run_id
+
+
 def _description(description: str, analysis: Analysis | None, summaries: list[VariantSummary]) -> str:
     """The parent run's description, which MLflow shows on the run's page: the recommendation, the results
     table the terminal printed (markdown), then the config's description."""
