@@ -53,6 +53,8 @@ from harness.summary import DAYS_PER_MONTH
 from harness.tokens import count_text_tokens, count_tokens
 from harness.tracking.write import log_finding
 
+MIN_ITEMS = 10
+"""Fewer cannot search on one half and confirm on the other with more than a handful of pairs each."""
 SEARCH_DESIGN = SequentialDesign(looks=3, spending="pocock", futility=0.1)
 """How each deletion is screened: the gate's sequential looks over the search items, so a deletion that is
 clearly worse costs the first stage's calls and no more."""
@@ -247,8 +249,13 @@ def shorten(
             "shorten a prompt with instructions written in the template",
         )
     search_ids, confirm_ids = split_items([i.id for i in plan.eval_set.items], experiment.analysis.seed)
-    if len(confirm_ids) < 2:
-        raise ConfigError(experiment.source_path, "dataset", "too few items to confirm on", "give at least 4 items")
+    if len(search_ids) < MIN_ITEMS // 2:
+        raise ConfigError(
+            experiment.source_path,
+            "dataset",
+            f"{len(search_ids) + len(confirm_ids)} items: too few to search on half and confirm on the other",
+            f"give at least {MIN_ITEMS} items (dataset.limit or --limit)",
+        )
     cache = open_cache(experiment)
     pool = ModelPool.for_experiment(experiment, cache, max_usd=max_usd or experiment.budget.max_usd)
     worst = _worst_usd(plan, variant, pool, len(found))

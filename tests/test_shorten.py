@@ -167,7 +167,7 @@ def _project(
     tmp_path: Path, server: FakeModelServer, template: str, margin: float, model: Any = None, **overrides: Any
 ) -> Path:
     entry = model or fake_model(server, "gpt-4o-mini")
-    config = base_config([entry], scorers=["exact_match"], gate={"margin": margin}, **overrides)
+    config = base_config([entry], **{"scorers": ["exact_match"], "gate": {"margin": margin}, **overrides})
     return write_project(tmp_path, config, items=ITEMS, templates={"terse": template})
 
 
@@ -330,3 +330,50 @@ def test_the_search_is_an_mlflow_run_of_its_own_that_no_reader_of_experiment_run
     assert "the search never saw: pass" in " ".join(report.split())
     assert key not in text and key not in report and key not in str(run.data.params)
     assert latest_run(uri, experiment.name) is None  # watch, savings and gate --against never read it
+
+
+def test_a_judged_metric_over_epochs_is_searched_and_confirmed_like_any_other(
+    tmp_path: Path, server: FakeModelServer
+) -> None:
+    """The gate's metric an llm_judge, every item asked twice (epochs): the judge's calls go through the
+    same pool, the item means are what the engine pairs, and the search still finds the needed sentences."""
+    answer = server.answer
+
+    def judged(request: dict[str, Any]) -> str:
+        text = str(request["messages"])
+        if "Candidate:" in text:
+            return "Score: 5" if "Candidate: topic" in text else "Score: 1"
+        return answer(request)
+
+    server.answer = judged
+    judge = {"model": fake_model(server, "gpt-4.1-nano"), "rubric": "prompts/judges/r.j2"}
+    path = _project(
+        tmp_path,
+        server,
+        TEMPLATE,
+        0.2,
+        scorers=[{"llm_judge": judge}],
+        epochs=2,
+        gate={"metric": "llm_judge", "margin": 0.2},
+        params={"temperature": 0.7, "max_tokens": 32},
+    )
+    (tmp_path / "prompts" / "judges").mkdir()
+    (tmp_path / "prompts" / "judges" / "r.j2").write_text(
+        "{% block user %}Candidate: {{ output }}. Say Score: N (1-5).{% endblock %}"
+    )
+    code, text = _shorten(path)
+    assert code == 0 and "the search never saw: pass" in text, text
+    shortened = (tmp_path / "prompts" / "terse.short.j2").read_text()
+    assert all(s in shortened for s in NEEDED) and not any(s in shortened for s in FILLER)
+
+
+def test_bad_input_is_one_clear_line_before_any_call(tmp_path: Path, server: FakeModelServer) -> None:
+    path = _project(tmp_path, server, TEMPLATE, 0.2)
+    for flags, field in (
+        (("--prompt", "nope"), "--prompt"),
+        (("--model", "openai/gpt-5"), "--model"),
+        (("--limit", "9"), "dataset"),
+    ):
+        code, text = _shorten(path, *flags)
+        assert code == 2 and field in text and "Fix:" in text and "Traceback" not in text, text
+    assert server.requests == []
