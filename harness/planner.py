@@ -20,7 +20,7 @@ from harness.offline import import_litellm
 from harness.plan import Plan, Variant, baseline_name, expand_prompts, expand_variants, merged_params, prompt_names
 from harness.pool import BATCH_PROVIDERS, can_batch
 from harness.pricing import ModelPrice, resolve_price
-from harness.prompts import BUILTINS, load_template, render_checked
+from harness.prompts import BUILTINS, Messages, PromptTemplate, load_template, render_checked
 from harness.providers.credentials import missing_credentials
 from harness.providers.local import is_known_local, local_model_info
 from harness.replay import PRODUCTION, as_logged_template, logged_models, production_model, production_prices
@@ -59,7 +59,7 @@ def prepare(experiment: Experiment, strict: bool = False, traces: TraceReader | 
         )
         for i, p in enumerate(experiment.prompts)
     }
-    constants = _load_constants(experiment)
+    constants = load_constants(experiment)
     eval_set = load_items(experiment, traces)
     _check_call_count(experiment, file, len(eval_set.items))
     _check_names(experiment, file, eval_set.items, constants)
@@ -74,8 +74,7 @@ def prepare(experiment: Experiment, strict: bool = False, traces: TraceReader | 
     messages = {}
     for prompt in prompts:
         for item in eval_set.items:
-            variables = {**item.fields, **constants, **prompt.variables}
-            messages[(prompt.name, item.id)] = render_checked(prompt, variables, item.id)
+            messages[(prompt.name, item.id)] = render_item(prompt, item, constants)
     prices: dict[str, ModelPrice] = {m.display_name: resolve_price(m, file) for m in experiment.models}
     skipped = _credential_check(experiment, file, strict)
     variants = expand_variants(experiment, prompts, prices, skipped)
@@ -318,12 +317,14 @@ def _credential_check(experiment: Experiment, file: str, strict: bool) -> dict[s
     return skipped
 
 
-def item_variables(experiment: Experiment) -> dict[str, Any]:
+def render_item(prompt: PromptTemplate, item: Item, constants: dict[str, Any]) -> Messages:
+    """An item's messages under a prompt: its fields, then the config's constants, then the prompt's own
+    `vars`, each overriding the one before (`_check_names` refuses a clash of the first two)."""
+    return render_checked(prompt, {**item.fields, **constants, **prompt.variables}, item.id)
+
+
+def load_constants(experiment: Experiment) -> dict[str, Any]:
     """The variables every item's prompt gets besides its own fields: the config's `constants`."""
-    return _load_constants(experiment)
-
-
-def _load_constants(experiment: Experiment) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in experiment.constants.items():
         if isinstance(value, dict) and set(value) == {"file"}:

@@ -64,7 +64,7 @@ class PromptTemplate:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A compiled Jinja2 template cannot be pickled; the tracking process rebuilds it from the source.
-        return (_rebuild, (self.name, self.path, self.source, self.variables))
+        return (template_from_source, (self.name, self.path, self.source, self.variables))
 
     def render(self, variables: dict[str, Any]) -> Messages:
         """Chat messages for one item; raises jinja2 errors on undefined variables."""
@@ -119,14 +119,10 @@ class TurnError(jinja2.TemplateRuntimeError):
     """A `messages` block whose turns no chat API would accept."""
 
 
-def _rebuild(name: str, path: Path, source: str, variables: dict[str, Any]) -> PromptTemplate:
-    return PromptTemplate(name, path, source, make_environment(path.parent).from_string(source), variables)
-
-
 def template_from_source(name: str, path: Path, source: str, variables: dict[str, Any]) -> PromptTemplate:
-    """A template made from text rather than read from `path` (a shortened prompt), resolving includes from
-    `path`'s folder as the file there would."""
-    return _rebuild(name, path, source, variables)
+    """A template made from text rather than read from `path` (a pickled one, a shortened prompt),
+    resolving includes from `path`'s folder as the file there would."""
+    return PromptTemplate(name, path, source, make_environment(path.parent).from_string(source), variables)
 
 
 class ConfinedLoader(jinja2.FileSystemLoader):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +42,12 @@ from harness.decision import CandidateDecision, PairedScores, SequentialDesign, 
 from harness.identity import digest
 from harness.levers import cold_share, input_usd, min_cacheable_tokens
 from harness.plan import Plan, Variant, item_order
-from harness.planner import item_variables, prepare
+from harness.planner import load_constants, prepare, render_item
 from harness.pool import ModelPool
 from harness.prompt_units import Unit, containers, units, without
-from harness.prompts import PromptTemplate, render_checked, shared_prefix, template_from_source
+from harness.prompts import PromptTemplate, shared_prefix, template_from_source
 from harness.runner import run_plan
-from harness.scorers import score_records
+from harness.scorers import Scorer, score_records
 from harness.sequential import boundaries, schedule
 from harness.spending import confirm_spend_usd
 from harness.summary import DAYS_PER_MONTH
@@ -239,7 +240,7 @@ def shorten(
     variant = _variant(plan, prompt, model)
     metric = experiment.gate.metric or experiment.scorer_labels()[0]
     scorer = next(s for s in plan.scorers if s.label == metric)
-    constants = item_variables(experiment)
+    constants = load_constants(experiment)
     found = _renderable(constants, variant.prompt, units(variant.prompt.source), plan.eval_set.items[:3])
     if not found:
         raise ConfigError(
@@ -258,7 +259,7 @@ def shorten(
         )
     cache = open_cache(experiment)
     pool = ModelPool.for_experiment(experiment, cache, max_usd=max_usd or experiment.budget.max_usd)
-    worst = _worst_usd(plan, variant, pool, len(found))
+    worst = _worst_usd(plan, variant, pool, len(found), scorer)
     console.print(
         f"shorten {variant.name}: {len(found)} units to try on {len(search_ids)} search items, confirmed on "
         f"{len(confirm_ids)} others; at most ${worst:.4f} (every deletion tried on every search item)"
@@ -275,22 +276,29 @@ def shorten(
         return templates[removed]
 
     bills: Bills = {}
+    scored: dict[frozenset[int], dict[str, float]] = {}
 
     def evaluate(removed: frozenset[int], ids: list[str]) -> np.ndarray:
+        """Item means of the metric; an item already run for this template (an earlier look's) is not run
+        again, so nothing is paid twice even without a response cache."""
         chosen = template(removed)
-        trial = dataclasses.replace(variant, name=f"{variant.model.display_name}:{chosen.name}", prompt=chosen)
-        messages = {(chosen.name, i): _render(constants, chosen, items[i]) for i in ids}
-        part = dataclasses.replace(plan.with_items(ids), variants=[trial], messages=messages, baseline=None)
-        records = run_plan(part, console=Console(quiet=True), pool=pool).records
-        score_records(records, items, [scorer], pool, Console(quiet=True))
-        sums: dict[str, list[float]] = {}
-        for record in records:
-            if record.error is None:
-                bills.setdefault(removed, {}).setdefault(record.item_id, []).append(record.cost_usd or 0.0)
-            value = record.scores.get(metric)
-            if value is not None:
-                sums.setdefault(record.item_id, []).append(float(value))
-        return np.array([np.mean(sums[i]) if i in sums else np.nan for i in ids])
+        known = scored.setdefault(removed, {})
+        new = [i for i in ids if i not in known]
+        if new:
+            trial = dataclasses.replace(variant, name=f"{variant.model.display_name}:{chosen.name}", prompt=chosen)
+            messages = {(chosen.name, i): render_item(chosen, items[i], constants) for i in new}
+            part = dataclasses.replace(plan.with_items(new), variants=[trial], messages=messages, baseline=None)
+            records = run_plan(part, console=Console(quiet=True), pool=pool).records
+            score_records(records, items, [scorer], pool, Console(quiet=True))
+            sums: dict[str, list[float]] = {}
+            for record in records:
+                if record.error is None:
+                    bills.setdefault(removed, {}).setdefault(record.item_id, []).append(record.cost_usd or 0.0)
+                value = record.scores.get(metric)
+                if value is not None:
+                    sums.setdefault(record.item_id, []).append(float(value))
+            known.update({i: float(np.mean(sums[i])) if i in sums else math.nan for i in new})
+        return np.array([known[i] for i in ids])
 
     pricing = _Pricing(plan, variant, pool, constants)
     costs: dict[frozenset[int], float] = {}
@@ -376,7 +384,7 @@ def _renderable(constants: dict[str, Any], prompt: PromptTemplate, found: list[U
         source = without(prompt.source, found, frozenset({unit.index}))
         try:
             shorter = template_from_source(prompt.name, prompt.path, source, prompt.variables)
-            if all(_render(constants, shorter, item) for item in items):
+            if all(render_item(shorter, item, constants) for item in items):
                 kept.append(unit)
         except (ConfigError, jinja2.TemplateError):
             continue
@@ -409,7 +417,7 @@ class _Pricing:
         """The template's input over the items, with its prefix read from the provider's cache when it is
         long enough to be cached."""
         model = self.variant.model.model
-        rendered = [_render(self.constants, template, item) for item in self.items]
+        rendered = [render_item(template, item, self.constants) for item in self.items]
         tokens = [count_tokens(model, messages) for messages in rendered]
         prefix_text = shared_prefix(rendered) if len(rendered) > 1 else ""
         prefix = count_text_tokens(model, prefix_text) if prefix_text else 0
@@ -583,13 +591,12 @@ def _variant(plan: Plan, prompt: str, model: str | None) -> Variant:
     )
 
 
-def _render(constants: dict[str, Any], template: PromptTemplate, item: Item) -> list[dict[str, str]]:
-    """The item's prompt as the run renders it: its fields, the config's constants, the prompt's vars."""
-    variables = {**item.fields, **constants, **template.variables}
-    return render_checked(template, variables, item.id)
-
-
-def _worst_usd(plan: Plan, variant: Variant, pool: ModelPool, unit_count: int) -> float:
-    per_call = max(pool.worst_case_usd(plan.call(variant, item)) for item in plan.eval_set.items)
-    calls = (unit_count + 1) * len(plan.eval_set.items) * plan.experiment.epochs
-    return per_call * calls
+def _worst_usd(plan: Plan, variant: Variant, pool: ModelPool, unit_count: int, scorer: Scorer) -> float:
+    """Every template the search can try, each on every item, with the metric's judge where it has one:
+    above what the search can make (each deletion on the search half, two templates on the other)."""
+    items, epochs = plan.eval_set.items, plan.experiment.epochs
+    per_call = max(pool.worst_case_usd(plan.call(variant, item)) for item in items)
+    judged = 0.0
+    if scorer.worst_case is not None:
+        judged = scorer.worst_case(items, [variant.limits.output_tokens or 0] * epochs, pool)[1]
+    return (unit_count + 1) * (per_call * len(items) * epochs + judged)

@@ -5,6 +5,7 @@ search's; and no more false claims than the gate's alpha when the answers do not
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -377,3 +378,12 @@ def test_bad_input_is_one_clear_line_before_any_call(tmp_path: Path, server: Fak
         code, text = _shorten(path, *flags)
         assert code == 2 and field in text and "Fix:" in text and "Traceback" not in text, text
     assert server.requests == []
+
+
+def test_without_a_response_cache_no_request_is_sent_twice(tmp_path: Path, server: FakeModelServer) -> None:
+    """Each look reads more items of the same template: the earlier ones are never asked again, so a search
+    with the cache off pays each (template, item) once."""
+    code, text = _shorten(_project(tmp_path, server, TEMPLATE, 0.2, cache={"enabled": False}))
+    assert code == 0 and "the search never saw: pass" in text, text
+    sent = [json.dumps(r["messages"], sort_keys=True) for r in server.requests]
+    assert len(sent) == len(set(sent)) == int(text.split("the search made ")[1].split()[0])
