@@ -75,6 +75,9 @@ class BatchServer(FakeModelServer):
         """The HTTP status of one request inside a batch (a function of its body): 200 answers it."""
         self.batch_answered: dict[str, int] = {}
         """Requests answered inside batches, per prompt text: what the provider bills at batch prices."""
+        self.mangle: Callable[[list[dict[str, Any]]], list[Any]] | None = None
+        """If set, rewrites a finished batch's output lines (dicts, or raw text for a line that is not
+        JSON): a provider, or something between, returning what no client should trust."""
         self.created_batch = threading.Event()
         self.anthropic_params: list[dict[str, Any]] = []
         """The Messages API parameters of each request answered in a Message Batch."""
@@ -213,10 +216,13 @@ class BatchServer(FakeModelServer):
             response = {"status_code": 200, "request_id": f"r{n}", "body": self._completion(line["body"])}
             out.append({"id": f"req_{n}", "custom_id": line["custom_id"], "response": response, "error": None})
             batch.counts["completed"] += 1
+        if self.mangle is not None:
+            out = self.mangle(out)
         for name, rows in (("output_file_id", out), ("error_file_id", errors)):
             if rows:
                 file_id = f"file-{len(self.files) + 1}"
-                self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                text = (r if isinstance(r, str) else json.dumps(r) for r in rows)
+                self.files[file_id] = "".join(t + "\n" for t in text).encode()
                 setattr(batch, name, file_id)
         batch.status = "expired" if self.expire_after is not None and self.expire_after < len(lines) else "completed"
         if self.expire_once:

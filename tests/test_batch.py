@@ -373,3 +373,21 @@ def test_a_message_batch_whose_id_was_lost_is_found_again_not_bought_twice(tmp_p
     again = _run(_claude_project(tmp_path, server))
     assert len(server.batches) == 1 and sorted(server.batch_answered.values()) == [1] * 8
     assert all(r.error is None and r.usage.service_tier == "batch" for r in again.records)
+
+
+def test_a_hostile_output_file_loses_nothing_and_pays_for_nothing_twice(tmp_path: Path, server: BatchServer) -> None:
+    """Lines that are not JSON, a line for a request never sent, and an answer whose body is not a chat
+    completion: the run ends, the garbled answer is an error record (the provider billed it, so it is not
+    bought again directly), every other item is answered, and nothing is called directly."""
+
+    def mangle(rows: list[dict[str, Any]]) -> list[Any]:
+        rows[0] = {**rows[0], "response": {"status_code": 200, "body": {"choices": [1], "usage": 7}}}
+        return ["{not json", *rows, {"custom_id": "never-sent", "response": {"status_code": 200, "body": {}}}, "\x00"]
+
+    server.mangle = mangle
+    path = _project(tmp_path, server, execution=FAST)
+    outcome = _run(path)
+    assert len(outcome.records) == len(ITEMS) and server.requests == []
+    errors = [r for r in outcome.records if r.error is not None]
+    assert len(errors) == 1 and errors[0].error.type == "BatchResultError", [r.error for r in errors]
+    assert all(r.scores["exact_match"] == 1.0 for r in outcome.records if r.error is None)

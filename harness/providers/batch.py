@@ -207,10 +207,23 @@ async def answers(cfg: ModelConfig, batch: BatchStatus, timeout_s: float, retrie
         if not file_id:
             continue
         for line in (await _content(cfg, file_id, timeout_s, retries)).splitlines():
-            if line.strip():
-                custom_id, answer = _answer(json.loads(line))
-                out[custom_id] = answer
+            parsed = _line(line)
+            if parsed is not None:
+                custom_id, answer = _answer(parsed)
+                out.setdefault(custom_id, answer)  # a repeated id: the first answer is the one kept
     return out
+
+
+def _line(text: str) -> Mapping[str, Any] | None:
+    """One line of a results file, or None for one that is not a JSON object (a blank, a truncated or a
+    garbled line): its request, if it was ours, is then missing and goes to the retry path."""
+    if not text.strip():
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 async def _content(cfg: ModelConfig, file_id: str, timeout_s: float, retries: int) -> str:
@@ -237,7 +250,13 @@ def _answer(line: Mapping[str, Any]) -> tuple[str, BatchAnswer]:
     error = line.get("error") or {}
     code = int(response.get("status_code") or 0)
     if code == 200:
-        fill_from_response(result, import_litellm().ModelResponse(**response["body"]), "batch")
+        try:
+            fill_from_response(result, import_litellm().ModelResponse(**response["body"]), "batch")
+        except Exception as exc:  # a body that is not a chat completion; the provider billed it: not bought again
+            result = CallResult(attempts=1)
+            message = f"the batch answered with a body that is not a chat completion: {type(exc).__name__}"
+            result.error = RecordError(type="BatchResultError", message=message)
+            return custom_id, BatchAnswer(result)
         result.usage = result.usage.model_copy(update={"service_tier": "batch"})
         return custom_id, BatchAnswer(result)
     if error:
